@@ -1,0 +1,142 @@
+"""The ``pyro-vae`` command: train, sample and list the built-ins.
+
+User errors print one line on stderr and exit with status 2 (``--debug`` shows the
+traceback); bugs keep their traceback.
+
+Example:
+    $ pyro-vae train --dataset mnist5k --epochs 5 --latent-dim 2
+    $ pyro-vae sample runs/2026-11-26_08-00-00 --n 64
+    $ pyro-vae list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError, PyroVAEError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field; only flags actually given override the config file."""
+    group = parser.add_argument_group("configuration (each overrides --config)")
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        if f.type == "list[int]":
+            kwargs.update(nargs="+", type=int, metavar="N")
+        elif f.type == "bool":
+            kwargs.update(action=argparse.BooleanOptionalAction)
+        else:
+            kwargs.update(type={"int": int, "float": float, "str": str}[f.type])
+            choices = f.metadata["choices"]
+            if choices is not None and not callable(choices):
+                kwargs["metavar"] = "{" + ",".join(choices) + "}"
+        group.add_argument(flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a VAE and write a run folder")
+    train.add_argument("--config", type=Path, help="TOML config file (e.g. a run's config.toml)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    _add_config_flags(train)
+
+    sample = commands.add_parser("sample", help="draw images from a trained model")
+    sample.add_argument("run_dir", type=Path)
+    sample.add_argument("--n", type=int, default=64, help="number of images")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", type=Path, help="PNG path; default RUN_DIR/plots/samples-SEED.png")
+    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    listing = commands.add_parser("list", help="list built-in parts, datasets and objectives")
+    listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    cfg = Config.from_file(args.config) if args.config else Config()
+    overrides = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    return cfg.replace(**overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    if args.resume is not None:
+        overrides = {f.name for f in fields(Config) if hasattr(args, f.name)} - {"epochs"}
+        if args.config or overrides:
+            raise ConfigError(
+                "--resume continues a run with its own config.toml; only --epochs may be given "
+                f"(got {', '.join(sorted(overrides)) or '--config'})"
+            )
+        train(
+            resume=args.resume, progress=not args.no_progress, epochs=getattr(args, "epochs", None)
+        )
+        return
+    train(_config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress)
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from .load import load_run
+    from .plots import save_image_grid
+    from .runtime import isolated_rng
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    run = load_run(args.run_dir, args.device)
+    out = args.out or run.folder.plots / f"samples-{args.seed}.png"
+    with isolated_rng(args.seed, args.device):
+        images = run.vae.sample(args.n)
+    levels = getattr(run.vae.likelihood, "support", "") == "levels"
+    if not save_image_grid(images, out, levels=levels):
+        raise ConfigError(f"data shape {run.data_shape} is not an image; nothing to draw")
+    print(out)
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    from .listing import describe_builtins
+
+    print(describe_builtins())
+
+
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "list": _cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except PyroVAEError as err:
+        if args.debug:
+            raise
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyro-vae: interrupted; the last checkpoint is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Run configuration: one flat dataclass that round-trips through TOML and CLI flags.
+
+Every field carries its help text, its valid choices or range, and the section it
+is written under, so the TOML file, the ``pyro-vae train`` flags and the
+validation all come from one place.
+
+Example:
+    >>> cfg = Config(epochs=3, latent_dim=2)
+    >>> Config.from_toml_text(cfg.to_toml()) == cfg
+    True
+    >>> cfg.replace(prior="no-such-prior")
+    Traceback (most recent call last):
+    ...
+    pyro_vae.errors.ConfigError: prior: unknown name 'no-such-prior'; valid choices: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["Config", "SECTIONS"]
+
+SECTIONS = ("data", "model", "training", "evaluation", "output")
+
+
+def _choices(module: str, registry: str) -> Callable[[], list[str]]:
+    """Names of a registry, imported lazily so that config.py imports nothing heavy."""
+
+    def names() -> list[str]:
+        import importlib
+
+        return sorted(getattr(importlib.import_module(f"pyro_vae.{module}"), registry))
+
+    return names
+
+
+def _check_objective(spec: str) -> None:
+    from .objectives import parse_objective
+
+    parse_objective(spec)
+
+
+def _option(
+    default: Any,
+    help: str,
+    section: str,
+    *,
+    choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
+    minimum: float | None = None,
+    exclusive_minimum: bool = False,
+    check: Callable[[Any], None] | None = None,
+) -> Any:
+    meta = {
+        "help": help,
+        "section": section,
+        "choices": choices,
+        "minimum": minimum,
+        "exclusive_minimum": exclusive_minimum,
+        "check": check,
+    }
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Unknown keys, wrong types and bad names raise ConfigError."""
+
+    # data
+    dataset: str = _option(
+        "mnist",
+        "dataset name (see `pyro-vae list`) or a path to your own .npz file",
+        "data",
+        check=lambda v: _check_dataset(v),
+    )
+    data_dir: str = _option(
+        "", "folder holding (or receiving) downloaded datasets; default ~/.cache/pyro-vae", "data"
+    )
+    binarize: str = _option(
+        "auto",
+        "dynamic: fresh Bernoulli draw each epoch; static: one seeded draw; none; "
+        "auto: dynamic for binary likelihoods, none otherwise",
+        "data",
+        choices=("auto", "dynamic", "static", "none"),
+    )
+    # model
+    network: str = _option(
+        "mlp", "encoder/decoder networks", "model", choices=_choices("networks", "NETWORKS")
+    )
+    hidden: list[int] = _option([400], "hidden layer sizes of the MLP networks", "model", minimum=1)
+    latent_dim: int = _option(10, "dimension of the latent code z", "model", minimum=1)
+    prior: str = _option(
+        "standard-normal", "prior p(z)", "model", choices=_choices("priors", "PRIORS")
+    )
+    likelihood: str = _option(
+        "bernoulli", "likelihood p(x|z)", "model", choices=_choices("likelihoods", "LIKELIHOODS")
+    )
+    guide: str = _option("normal", "guide q(z|x)", "model", choices=_choices("guides", "GUIDES"))
+    # training
+    objective: str = _option(
+        "elbo",
+        "inference objective, NAME[:key=value,...] (see `pyro-vae list`)",
+        "training",
+        check=_check_objective,
+    )
+    epochs: int = _option(30, "passes over the training set", "training", minimum=1)
+    batch_size: int = _option(128, "minibatch size", "training", minimum=1)
+    lr: float = _option(1e-3, "Adam learning rate", "training", minimum=0, exclusive_minimum=True)
+    seed: int = _option(0, "random seed: same seed, same device, same numbers", "training")
+    device: str = _option(
+        "auto", "auto picks cuda when available", "training", choices=("auto", "cpu", "cuda")
+    )
+    validation: str = _option(
+        "first-step",
+        "Pyro/torch argument validation: first-step (then off; the data were checked against "
+        "the likelihood's support before training) or every-step (slower)",
+        "training",
+        choices=("first-step", "every-step"),
+    )
+    # output
+    out: str = _option("", "run folder; default runs/<timestamp>", "output")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _validate(f, getattr(self, f.name))
+            if f.type == "float":  # `lr = 1` in TOML is an int; store it as the float it means
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        """Build a config from a flat or sectioned mapping, rejecting unknown keys."""
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in SECTIONS and isinstance(value, Mapping):
+                flat.update(value)
+            else:
+                flat[key] = value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(flat) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(map(repr, unknown))}; "
+                f"valid keys: {', '.join(sorted(known))}"
+            )
+        return cls(**flat)
+
+    @classmethod
+    def from_toml_text(cls, text: str, source: str = "<string>") -> Config:
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{source}: not valid TOML ({err}); fix the syntax") from None
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Config:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; check the path") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read ({err})") from None
+        return cls.from_toml_text(text, source=str(path))
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (validated like any other config)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+    # -- output -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _copy(getattr(self, f.name)) for f in fields(self)}
+
+    def to_toml(self) -> str:
+        """The config as TOML, one section per concern, every key written out."""
+        lines = ["# pyro-vae run configuration: `pyro-vae train --config THIS_FILE` reruns it"]
+        for section in SECTIONS:
+            lines += ["", f"[{section}]"]
+            for f in fields(self):
+                if f.metadata["section"] == section:
+                    lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+        return "\n".join(lines) + "\n"
+
+    # -- introspection for the CLI -------------------------------------------------------------
+
+    @staticmethod
+    def describe() -> list[tuple[str, Any, str]]:
+        """(name, default, help) for every field, in declaration order."""
+        out = []
+        for f in fields(Config):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out.append((f.name, default, f.metadata["help"]))
+        return out
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _type_name(tp: Any) -> str:
+    return tp if isinstance(tp, str) else tp.__name__
+
+
+def _validate(f: dataclasses.Field, value: Any) -> None:
+    """Check one field's type, range and choices; raise ConfigError naming the key."""
+    expected = f.type if isinstance(f.type, str) else _type_name(f.type)
+    name = f.name
+
+    def bad_type() -> ConfigError:
+        return ConfigError(
+            f"{name}: expected {expected}, got {type(value).__name__} {value!r}; "
+            f"example: {name} = {_toml_value(_default_of(f))}"
+        )
+
+    if expected == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad_type()
+    elif expected == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad_type()
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+    elif expected == "str":
+        if not isinstance(value, str):
+            raise bad_type()
+    elif expected == "bool":
+        if not isinstance(value, bool):
+            raise bad_type()
+    elif expected == "list[int]":
+        if not isinstance(value, list) or not value:
+            raise bad_type()
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise bad_type()
+
+    minimum = f.metadata["minimum"]
+    if minimum is not None:
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if item != item or (
+                item <= minimum if f.metadata["exclusive_minimum"] else item < minimum
+            ):
+                relation = ">" if f.metadata["exclusive_minimum"] else ">="
+                raise ConfigError(
+                    f"{name}: must be {relation} {minimum}, got {value!r}; "
+                    f"default is {_toml_value(_default_of(f))}"
+                )
+
+    choices = f.metadata["choices"]
+    if choices is not None:
+        valid = list(choices() if callable(choices) else choices)
+        if value not in valid:
+            raise ConfigError(f"{name}: unknown name {value!r}; valid choices: {', '.join(valid)}")
+
+    check = f.metadata["check"]
+    if check is not None:
+        check(value)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _check_dataset(value: str) -> None:
+    from .datasets import check_dataset_name
+
+    check_dataset_name(value)

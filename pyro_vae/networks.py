@@ -1,0 +1,160 @@
+"""Encoder and decoder networks: tensor-to-tensor bodies, chosen apart from prior and likelihood.
+
+An encoder body maps ``x [..., *data_shape]`` to features ``[..., features]``; the
+guide turns features into q(z|x). A decoder maps ``z [..., latent_dim]`` to
+``[..., outputs]`` raw parameters, which the likelihood turns into p(x|z). Any
+number of leading batch dimensions is allowed (particles, batch).
+
+Example:
+    >>> body, features = build_encoder_body("mlp", (1, 28, 28), hidden=[400])
+    >>> body(torch.zeros(8, 1, 28, 28)).shape, features
+    (torch.Size([8, 400]), 400)
+    >>> decoder = build_decoder("mlp", 2, (1, 28, 28), hidden=[400], outputs=784)
+    >>> decoder(torch.zeros(3, 8, 2)).shape
+    torch.Size([3, 8, 784])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = [
+    "NETWORKS",
+    "build_encoder_body",
+    "build_decoder",
+    "MLPBody",
+    "ConvEncoderBody",
+    "ConvDecoder",
+]
+
+
+def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if final_activation or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class MLPBody(nn.Module):
+    """Flattens the trailing ``event_dims`` dimensions, then Linear+ReLU layers."""
+
+    def __init__(self, sizes: Sequence[int], event_dims: int, final_activation: bool = True):
+        super().__init__()
+        self.event_dims = event_dims
+        self.layers = _mlp(sizes, final_activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.flatten(-self.event_dims) if self.event_dims > 1 else x)
+
+
+class ConvEncoderBody(nn.Module):
+    """Two stride-2 convolutions (28 -> 14 -> 7) and a Linear layer to ``features``."""
+
+    def __init__(self, data_shape: Sequence[int], features: int):
+        super().__init__()
+        channels, height, width = _image_shape(data_shape)
+        self.data_shape = tuple(data_shape)
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * (height // 4) * (width // 4), features),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[: x.dim() - 3]
+        out = self.conv(x.reshape(-1, *self.data_shape))
+        return out.reshape(*batch, out.shape[-1])
+
+
+class ConvDecoder(nn.Module):
+    """Linear layers to a 64x7x7 map, then two stride-2 transposed convolutions to 28x28."""
+
+    def __init__(self, latent_dim: int, data_shape: Sequence[int], hidden: int, outputs: int):
+        super().__init__()
+        channels, height, width = _image_shape(data_shape)
+        if outputs % (height * width):
+            raise ConfigError(
+                f"conv decoder: {outputs} outputs do not tile {height}x{width} images"
+            )
+        self.out_channels = outputs // (height * width)
+        self.grid = (64, height // 4, width // 4)
+        self.linear = _mlp([latent_dim, hidden, math.prod(self.grid)], final_activation=True)
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, self.out_channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch = z.shape[:-1]
+        h = self.linear(z.reshape(-1, z.shape[-1])).reshape(-1, *self.grid)
+        return self.deconv(h).reshape(*batch, -1)
+
+
+def _image_shape(data_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(data_shape) != 3 or data_shape[1] % 4 or data_shape[2] % 4:
+        raise ConfigError(
+            f"network 'conv' needs images shaped [C, H, W] with H and W divisible by 4, "
+            f"got data shape {tuple(data_shape)}; use --network mlp"
+        )
+    return data_shape[0], data_shape[1], data_shape[2]
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    encoder: Callable[[tuple[int, ...], list[int]], tuple[nn.Module, int]]
+    decoder: Callable[[int, tuple[int, ...], list[int], int], nn.Module]
+    description: str
+
+
+def _mlp_encoder(data_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
+    return MLPBody([math.prod(data_shape), *hidden], event_dims=len(data_shape)), hidden[-1]
+
+
+def _mlp_decoder(latent_dim: int, data_shape: tuple[int, ...], hidden: list[int], outputs: int):
+    return MLPBody([latent_dim, *reversed(hidden), outputs], event_dims=1, final_activation=False)
+
+
+def _conv_encoder(data_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
+    return ConvEncoderBody(data_shape, hidden[-1]), hidden[-1]
+
+
+def _conv_decoder(latent_dim: int, data_shape: tuple[int, ...], hidden: list[int], outputs: int):
+    return ConvDecoder(latent_dim, data_shape, hidden[-1], outputs)
+
+
+NETWORKS: dict[str, NetworkSpec] = {
+    "mlp": NetworkSpec(_mlp_encoder, _mlp_decoder, "fully connected ReLU layers; options: hidden"),
+    "conv": NetworkSpec(
+        _conv_encoder,
+        _conv_decoder,
+        "two stride-2 (transposed) convolutions for 28x28 images; options: hidden (last size)",
+    ),
+}
+
+
+def build_encoder_body(
+    kind: str, data_shape: Sequence[int], hidden: list[int]
+) -> tuple[nn.Module, int]:
+    """The encoder body for ``kind`` and the number of features it outputs."""
+    return NETWORKS[kind].encoder(tuple(data_shape), list(hidden))
+
+
+def build_decoder(
+    kind: str, latent_dim: int, data_shape: Sequence[int], hidden: list[int], outputs: int
+) -> nn.Module:
+    """The decoder for ``kind``, mapping ``[..., latent_dim]`` to ``[..., outputs]``."""
+    return NETWORKS[kind].decoder(latent_dim, tuple(data_shape), list(hidden), outputs)

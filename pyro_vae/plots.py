@@ -1,0 +1,183 @@
+"""The run folder's figures: loss curves, reconstructions, prior samples, the latent space.
+
+Images are the likelihood's mean E[x|z] (probabilities for Bernoulli pixels, the
+mean image for continuous likelihoods), brought to [0, 1] for display.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "grid.png"
+    >>> save_image_grid(torch.rand(16, 1, 28, 28), out, columns=4)
+    True
+    >>> out.read_bytes()[:4]
+    b'\\x89PNG'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .runtime import isolated_rng  # noqa: E402
+from .vae import VAE  # noqa: E402
+
+__all__ = [
+    "save_image_grid",
+    "plot_losses",
+    "plot_reconstructions",
+    "plot_latent_scatter",
+    "plot_manifold",
+    "save_run_plots",
+]
+
+
+def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
+    """``[N, H, W]`` or ``[N, H, W, 3]`` in [0, 1], or None when x is not image-shaped."""
+    x = x.detach().float().cpu()
+    if levels:
+        x = x / 255.0
+    x = x.clamp(0, 1)
+    if x.dim() == 2:
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            return None
+        return x.view(-1, side, side)
+    if x.dim() == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.dim() == 4 and x.shape[1] == 3:
+        return x.permute(0, 2, 3, 1)
+    return None
+
+
+def save_image_grid(
+    x: torch.Tensor, path: str | Path, columns: int = 8, title: str = "", levels: bool = False
+) -> bool:
+    """Save images as a grid PNG; False (nothing written) when x is not image-shaped."""
+    images = _as_images(x, levels)
+    if images is None:
+        return False
+    rows = math.ceil(len(images) / columns)
+    height, width = images.shape[1:3]
+    canvas = torch.ones(rows * (height + 2), columns * (width + 2), *images.shape[3:])
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[r * (height + 2) + 1 : r * (height + 2) + 1 + height,
+               c * (width + 2) + 1 : c * (width + 2) + 1 + width] = image  # fmt: skip
+    fig, ax = plt.subplots(figsize=(columns * 0.8, rows * 0.8 + (0.4 if title else 0)))
+    ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def plot_losses(rows: Sequence[dict[str, Any]], path: str | Path, units: str = "nats") -> None:
+    """Train and test ELBO per datapoint over epochs."""
+    epochs = [row["epoch"] for row in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(epochs, [row["train_elbo"] for row in rows], label="train ELBO")
+    ax.plot(epochs, [row["test_elbo"] for row in rows], label="test ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"ELBO per datapoint ({units})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, levels: bool = False) -> bool:
+    """Rows of 8 inputs (spread over ``x``), each above its reconstruction E[x|z=E[z|x]]."""
+    x = x[torch.linspace(0, len(x) - 1, min(32, len(x))).long()]  # spread over a sorted set
+    recon = vae.reconstruct(x)
+    pairs = []
+    for start in range(0, len(x), 8):
+        pairs += [x[start : start + 8], recon[start : start + 8]]
+    return save_image_grid(
+        torch.cat(pairs),
+        path,
+        columns=8,
+        title="inputs (odd rows) / reconstructions",
+        levels=levels,
+    )
+
+
+def _pca_2d(z: torch.Tensor) -> torch.Tensor:
+    centred = z - z.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T
+
+
+def plot_latent_scatter(
+    vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path
+) -> None:
+    """Posterior means E[z|x] in 2-D (the two dims directly when z has 2, PCA otherwise)."""
+    loc = torch.cat([vae.encode(chunk)[0] for chunk in x.split(500)]).cpu()
+    points, note = (loc, "z") if loc.shape[1] == 2 else (_pca_2d(loc), "PCA of E[z|x]")
+    if loc.shape[1] == 1:
+        points, note = torch.cat([loc, torch.zeros_like(loc)], 1), "z (1-D)"
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    colours = None if labels is None else labels.cpu().numpy()
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=4, alpha=0.7)
+    if labels is not None:
+        fig.colorbar(scatter, ax=ax, label="label")
+    ax.set_title(f"latent space: {note}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_manifold(vae: VAE, path: str | Path, side: int = 15, levels: bool = False) -> bool:
+    """Decoded means over a grid spanning the prior's 5%-95% range (2-D latents only)."""
+    draws = vae.prior().sample((4096,)).cpu()
+    if draws.shape[-1] != 2:
+        return False
+    low, high = torch.quantile(draws, 0.05, dim=0), torch.quantile(draws, 0.95, dim=0)
+    a = torch.linspace(float(low[0]), float(high[0]), side)
+    b = torch.linspace(float(high[1]), float(low[1]), side)
+    grid = torch.stack(torch.meshgrid(b, a, indexing="ij")[::-1], -1).reshape(-1, 2)
+    device = next(vae.parameters()).device
+    images = vae.decode(grid.to(device))
+    return save_image_grid(images, path, columns=side, title="latent manifold", levels=levels)
+
+
+def save_run_plots(
+    vae: VAE,
+    rows: Sequence[dict[str, Any]],
+    x_test: torch.Tensor,
+    y_test: torch.Tensor | None,
+    folder: str | Path,
+    units: str = "nats",
+    levels: bool = False,
+    seed: int = 0,
+) -> list[Path]:
+    """Write every figure of a run into ``folder``; return the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    device = next(vae.parameters()).device
+    with isolated_rng(seed, device):
+        if rows:
+            plot_losses(rows, folder / "losses.png", units)
+            written.append(folder / "losses.png")
+        if plot_reconstructions(vae, x_test, folder / "reconstructions.png", levels):
+            written.append(folder / "reconstructions.png")
+        if save_image_grid(vae.sample(64), folder / "samples.png", title="samples from the prior",
+                           levels=levels):  # fmt: skip
+            written.append(folder / "samples.png")
+        n = min(len(x_test), 2000)
+        plot_latent_scatter(vae, x_test[:n], None if y_test is None else y_test[:n],
+                            folder / "latent.png")  # fmt: skip
+        written.append(folder / "latent.png")
+        if plot_manifold(vae, folder / "manifold.png", levels=levels):
+            written.append(folder / "manifold.png")
+    return written

@@ -1,0 +1,54 @@
+"""Devices and random seeds.
+
+Example:
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> with isolated_rng(seed=1, device="cpu"):
+    ...     a = torch.rand(1)
+    >>> with isolated_rng(seed=1, device="cpu"):
+    ...     b = torch.rand(1)
+    >>> bool(a == b)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["resolve_device", "seed_everything", "isolated_rng"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is cuda when a GPU is visible, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Run a block with its own seeded torch RNG, leaving the caller's stream untouched.
+
+    Evaluation and plotting use it, so how often they run never changes training.
+    """
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,179 @@
+"""The VAE: a PyroModule whose ``model`` and ``guide`` are a few lines each.
+
+Four swappable parts, each an ``nn.Module``:
+
+- ``prior()`` returns p(z) (event shape ``(latent_dim,)``);
+- ``encoder(x)`` returns q(z|x), reparameterizable;
+- ``decoder(z)`` returns raw parameters and ``likelihood(params)`` returns p(x|z).
+
+Both training styles work on the same object:
+
+- classic Pyro: ``SVI(vae.model, vae.guide, pyro.optim.Adam(...), Trace_ELBO()).step(x)``;
+- torch style: ``loss = Trace_ELBO()(vae, vae.guide_module())`` is an ``nn.Module``
+  trained with ``torch.optim`` (pass modules: bound methods give it no parameters).
+
+Each instance gets its own Pyro name (``vae0``, ``vae1``, ...), so two VAEs in
+one process never share entries in Pyro's global parameter store.
+
+Example:
+    >>> from pyro_vae import Config, build_vae
+    >>> vae = build_vae(Config(latent_dim=2, hidden=[64]), data_shape=(1, 28, 28))
+    >>> x = torch.zeros(5, 1, 28, 28)
+    >>> loc, scale = vae.encode(x)
+    >>> loc.shape, vae.reconstruct(x).shape, vae.sample(3).shape
+    (torch.Size([5, 2]), torch.Size([5, 1, 28, 28]), torch.Size([3, 1, 28, 28]))
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule, pyro_method
+from pyro.poutine.runtime import am_i_wrapped
+from torch import nn
+
+__all__ = ["VAE", "GuideModule", "LogWeights"]
+
+_names = itertools.count()
+
+
+class LogWeights(NamedTuple):
+    """Per-particle, per-datapoint terms of log w = log p(x|z) + log p(z) - log q(z|x).
+
+    Each tensor is ``[num_particles, batch]``; ``z`` is ``[num_particles, batch, latent_dim]``.
+    """
+
+    log_lik: torch.Tensor
+    log_prior: torch.Tensor
+    log_q: torch.Tensor
+    z: torch.Tensor
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        return self.log_lik + self.log_prior - self.log_q
+
+
+def data_plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
+    """The plate over datapoints: ``x`` is a minibatch of a dataset of ``num_data`` points.
+
+    Pyro scales every site inside by ``num_data / batch``. ``x`` is already the
+    minibatch, so the subsample indices are only its positions (no random draw).
+    """
+    batch = x.shape[0]
+    if num_data is None or num_data == batch:
+        return pyro.plate("data", batch)
+    return pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device))
+
+
+class VAE(PyroModule):
+    """A variational autoencoder built from a prior, an encoder, a decoder and a likelihood.
+
+    The parts may be plain ``nn.Module`` s: ``model`` and ``guide`` are
+    ``pyro_method`` s, so inside them PyroModule announces every child's parameters
+    to Pyro (``pyro.module``) under this instance's unique name, and classic ``SVI``
+    trains them. Outside Pyro's handlers the parts run as plain PyTorch.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, likelihood: nn.Module
+    ):
+        super().__init__(name=f"vae{next(_names)}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+        self.likelihood = likelihood
+
+    @pyro_method
+    def model(
+        self, x: torch.Tensor, num_data: int | None = None, kl_scale: float | torch.Tensor = 1.0
+    ) -> None:
+        """p(z) p(x|z) for a minibatch; ``kl_scale`` weighs the z site (beta-VAE, warm-up)."""
+        with data_plate(x, num_data):
+            with poutine.scale(scale=kl_scale):
+                z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    @pyro_method
+    def guide(
+        self, x: torch.Tensor, num_data: int | None = None, kl_scale: float | torch.Tensor = 1.0
+    ) -> None:
+        """q(z|x) for a minibatch; the same ``kl_scale`` as the model, or the objective is wrong."""
+        with data_plate(x, num_data), poutine.scale(scale=kl_scale):
+            pyro.sample("z", self.encoder(x))
+
+    def forward(self, *args, **kwargs) -> None:
+        """The model, so that ``Trace_ELBO()(vae, vae.guide_module())`` works."""
+        return self.model(*args, **kwargs)
+
+    def guide_module(self) -> GuideModule:
+        """An ``nn.Module`` whose forward is this VAE's guide (for ``ELBO.__call__``)."""
+        return GuideModule(self)
+
+    def log_weights(self, x: torch.Tensor, num_particles: int = 1) -> LogWeights:
+        """The terms of log w for ``num_particles`` reparameterized draws per datapoint.
+
+        The same computation as running ``guide`` then ``model`` under Pyro's tracing,
+        with the same random numbers, minus the tracing: the fast path of the objectives.
+        Under a Pyro handler (classic ``SVI`` collects parameters with one) the parts'
+        parameters are announced as ``pyro.param`` sites; otherwise it is plain PyTorch.
+        """
+        if am_i_wrapped():
+            return self._announced_log_weights(x, num_particles)
+        return self._log_weights(x, num_particles)
+
+    def _log_weights(self, x: torch.Tensor, num_particles: int) -> LogWeights:
+        q = self.encoder(x)
+        z = q.rsample((num_particles,))
+        p_x = self.likelihood(self.decoder(z))
+        return LogWeights(p_x.log_prob(x), self.prior().log_prob(z), q.log_prob(z), z)
+
+    _announced_log_weights = pyro_method(_log_weights)
+
+    # -- helpers for users and plots --------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and standard deviation of q(z|x), each ``[batch, latent_dim]``."""
+        return _moments(self.encoder(x))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean image E[x|z] for latent codes ``z`` (probabilities for Bernoulli pixels)."""
+        return self.likelihood(self.decoder(z)).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x|z] at the posterior mean z = E[z|x]."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """``n`` images from the model: E[x|z] (draws of x when ``mean=False``), z ~ p(z)."""
+        z = self.prior().sample((n,))
+        p_x = self.likelihood(self.decoder(z))
+        return p_x.mean if mean else p_x.sample()
+
+
+class GuideModule(nn.Module):
+    """Wraps a VAE so that its guide is the ``forward`` of a module."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, *args, **kwargs) -> None:
+        return self.vae.guide(*args, **kwargs)
+
+
+def _moments(q: dist.Distribution, num_samples: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of q, by Monte Carlo where they have no closed form."""
+    try:
+        return q.mean, q.stddev
+    except NotImplementedError:
+        z = q.sample((num_samples,))
+        return z.mean(0), z.std(0)

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real offline MNIST subset and small files cut from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae.datasets import load_dataset
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory, mnist5k):
+    """300 real MNIST digits (uint8) with labels and a 100-image test split, as a user's .npz."""
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    pick = torch.linspace(0, len(mnist5k.x_train) - 1, 300).long()
+    test = torch.linspace(0, len(mnist5k.x_test) - 1, 100).long()
+    np.savez(
+        path,
+        x=mnist5k.x_train[pick, 0].numpy(),
+        y=mnist5k.y_train[pick].numpy(),
+        x_test=mnist5k.x_test[test, 0].numpy(),
+        y_test=mnist5k.y_test[test].numpy(),
+    )
+    return path
+
+
+@pytest.fixture
+def binary_batch(mnist5k):
+    """64 real digits binarized with a fixed seed."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.bernoulli(mnist5k.x_test[:64].float() / 255, generator=generator)

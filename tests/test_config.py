@@ -1,0 +1,91 @@
+import pytest
+
+from pyro_vae.config import Config
+from pyro_vae.errors import ConfigError
+
+
+def test_toml_round_trip_preserves_every_field():
+    cfg = Config(dataset="mnist5k", epochs=3, hidden=[256, 128], lr=2e-4, latent_dim=2, seed=7)
+    assert Config.from_toml_text(cfg.to_toml()) == cfg
+
+
+def test_file_round_trip(tmp_path):
+    cfg = Config(out=str(tmp_path / 'run "quoted"'), data_dir="C:\\data")
+    path = tmp_path / "config.toml"
+    path.write_text(cfg.to_toml())
+    assert Config.from_file(path) == cfg
+
+
+def test_sections_and_flat_keys_both_load():
+    flat = Config.from_toml_text("epochs = 2\nlatent_dim = 3\n")
+    sectioned = Config.from_toml_text("[training]\nepochs = 2\n[model]\nlatent_dim = 3\n")
+    assert flat == sectioned == Config(epochs=2, latent_dim=3)
+
+
+def test_integer_learning_rate_is_stored_as_float():
+    assert isinstance(Config.from_toml_text("lr = 1").lr, float)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) 'epoch'.*valid keys:.*epochs"):
+        Config.from_toml_text("epoch = 3")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('epochs = "ten"', r"epochs: expected int, got str"),
+        ("epochs = 2.5", r"epochs: expected int, got float"),
+        ("epochs = true", r"epochs: expected int, got bool"),
+        ('lr = "fast"', r"lr: expected float"),
+        ("hidden = 400", r"hidden: expected list\[int\]"),
+        ("hidden = []", r"hidden: expected list\[int\]"),
+    ],
+)
+def test_wrong_types_name_the_key(text, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_toml_text(text)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"epochs": -3}, r"epochs: must be >= 1, got -3"),
+        ({"latent_dim": 0}, r"latent_dim: must be >= 1"),
+        ({"lr": 0.0}, r"lr: must be > 0"),
+        ({"hidden": [400, 0]}, r"hidden: must be >= 1"),
+        ({"batch_size": 0}, r"batch_size: must be >= 1"),
+    ],
+)
+def test_out_of_range_values_are_rejected(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**changes)
+
+
+@pytest.mark.parametrize(
+    "key, value, listed",
+    [
+        ("prior", "gauss", "standard-normal"),
+        ("likelihood", "poisson", "bernoulli"),
+        ("network", "resnet", "mlp"),
+        ("device", "tpu", "cuda"),
+        ("dataset", "cifar", "mnist5k"),
+        ("binarize", "maybe", "dynamic"),
+        ("objective", "wake-sleep", "elbo"),
+    ],
+)
+def test_unknown_names_list_the_valid_choices(key, value, listed):
+    with pytest.raises(ConfigError, match=rf"{key}: unknown name '{value}'.*{listed}"):
+        Config(**{key: value})
+
+
+def test_bad_toml_syntax_is_a_config_error(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("epochs = = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Config.from_file(path)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config.from_file(tmp_path / "nope.toml")

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from pyro_vae.data import prepare_data
+from pyro_vae.errors import DataError
+
+
+def test_dynamic_binarization_is_fresh_each_epoch_and_reproducible(mnist5k):
+    data = prepare_data(mnist5k, "binary", "bernoulli", "auto", seed=3)
+    assert data.dynamic
+    e0, e1 = data.epoch_train(0), data.epoch_train(1)
+    assert set(e0.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(e0, e1)
+    assert torch.equal(e0, data.epoch_train(0))
+    # the draw follows the grey levels: mean pixel matches the probabilities
+    assert abs(float(e0.mean()) - float(data.train.mean())) < 1e-3
+
+
+def test_static_binarization_is_fixed_and_seeded(mnist5k):
+    a = prepare_data(mnist5k, "binary", "bernoulli", "static", seed=1)
+    b = prepare_data(mnist5k, "binary", "bernoulli", "static", seed=1)
+    c = prepare_data(mnist5k, "binary", "bernoulli", "static", seed=2)
+    assert torch.equal(a.epoch_train(0), a.epoch_train(5)) and torch.equal(a.train, b.train)
+    assert not torch.equal(a.train, c.train)
+    assert torch.equal(a.test, c.test), "every run is scored on the same test bits"
+
+
+def test_grey_pixels_with_bernoulli_and_no_binarization_fail_with_the_fix(mnist5k):
+    with pytest.raises(DataError) as info:
+        prepare_data(mnist5k, "binary", "bernoulli", "none", seed=0)
+    message = str(info.value)
+    assert "'bernoulli'" in message and "[0, 1]" in message and "--binarize dynamic" in message
+
+
+def test_epochs_are_permutations_keyed_by_seed_and_epoch(mnist5k):
+    data = prepare_data(mnist5k, "binary", "bernoulli", "auto", seed=0)
+    batches = data.batch_indices(epoch=4, batch_size=128)
+    assert batches.shape == (4500 // 128, 128)
+    assert batches.flatten().unique().numel() == batches.numel()
+    assert torch.equal(batches, data.batch_indices(epoch=4, batch_size=128))
+    assert not torch.equal(batches, data.batch_indices(epoch=5, batch_size=128))
+
+
+def test_ranks_split_each_global_batch(mnist5k):
+    data = prepare_data(mnist5k, "binary", "bernoulli", "auto", seed=0)
+    whole = data.batch_indices(0, 128)
+    halves = [data.batch_indices(0, 128, rank=r, world_size=2) for r in range(2)]
+    assert torch.equal(torch.cat(halves, dim=1), whole)
+
+
+def test_batch_larger_than_dataset_is_a_clear_error(mnist5k):
+    data = prepare_data(mnist5k, "binary", "bernoulli", "auto", seed=0)
+    with pytest.raises(DataError, match="larger than the 4500 training images"):
+        data.batch_indices(0, 10_000)

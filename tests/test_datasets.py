@@ -1,0 +1,123 @@
+import gzip
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae.datasets import DEBIAN_FASHION_MNIST, load_dataset, load_npz, read_idx
+from pyro_vae.errors import DataError
+
+
+def test_mnist5k_is_a_stratified_reproducible_split(mnist5k):
+    assert mnist5k.x_train.shape == (4500, 1, 28, 28) and mnist5k.x_test.shape == (500, 1, 28, 28)
+    assert mnist5k.x_train.dtype == torch.uint8 and int(mnist5k.x_train.max()) == 255
+    assert torch.bincount(mnist5k.y_test).tolist() == [50] * 10
+    assert torch.bincount(mnist5k.y_train).tolist() == [450] * 10
+    again = load_dataset("mnist5k")
+    assert torch.equal(again.x_test, mnist5k.x_test)
+    train_rows = {bytes(row) for row in mnist5k.x_train.flatten(1).numpy()}
+    assert not any(bytes(row) in train_rows for row in mnist5k.x_test.flatten(1).numpy())
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def _torchvision_layout(root, mnist5k, folder="MNIST"):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    _write_idx(raw / "train-images-idx3-ubyte.gz", mnist5k.x_train[:200, 0].numpy())
+    _write_idx(raw / "train-labels-idx1-ubyte.gz", mnist5k.y_train[:200].numpy())
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", mnist5k.x_test[:50, 0].numpy())
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", mnist5k.y_test[:50].numpy())
+    return raw
+
+
+def test_mnist_reads_an_existing_torchvision_folder(tmp_path, mnist5k):
+    _torchvision_layout(tmp_path, mnist5k)
+    ds = load_dataset("mnist", tmp_path)
+    assert ds.name == "mnist" and not ds.note
+    assert torch.equal(ds.x_train, mnist5k.x_train[:200]) and torch.equal(
+        ds.y_test, mnist5k.y_test[:50]
+    )
+
+
+def test_offline_mnist_falls_back_to_mnist5k_within_seconds(tmp_path):
+    started = time.perf_counter()
+    ds = load_dataset("mnist", tmp_path / "empty")
+    assert time.perf_counter() - started < 10
+    assert ds.name == "mnist5k" and "training on mnist5k" in ds.note and "mnist" in ds.note
+
+
+def test_offline_fashion_mnist_without_files_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setattr("pyro_vae.datasets.DEBIAN_FASHION_MNIST", tmp_path / "none")
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", tmp_path)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_fashion_mnist_found_in_debian_location_without_data_dir():
+    ds = load_dataset("fashion-mnist")
+    assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
+
+
+def test_truncated_idx_file_is_named(tmp_path, mnist5k):
+    raw = _torchvision_layout(tmp_path, mnist5k)
+    path = raw / "t10k-images-idx3-ubyte.gz"
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data[:-100]))
+    with pytest.raises(DataError, match="t10k-images.*truncated"):
+        read_idx(path)
+
+
+def test_npz_with_only_x_gets_a_seeded_test_split(tmp_path):
+    x = np.random.default_rng(0).random((50, 6)).astype(np.float32)
+    np.savez(tmp_path / "flat.npz", x=x)
+    ds = load_npz(tmp_path / "flat.npz")
+    assert ds.x_train.shape == (45, 6) and ds.x_test.shape == (5, 6) and ds.y_train is None
+    again = load_npz(tmp_path / "flat.npz")
+    assert torch.equal(ds.x_test, again.x_test)
+    assert sorted(torch.cat([ds.x_train, ds.x_test])[:, 0].tolist()) == sorted(x[:, 0].tolist())
+
+
+def test_npz_images_gain_a_channel_axis(tiny_npz):
+    ds = load_dataset(str(tiny_npz))
+    assert ds.data_shape == (1, 28, 28) and ds.is_8bit and len(ds.y_train) == 300
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"images": np.zeros((5, 4))}, r"no array named 'x' \(found: images\)"),
+        ({"x": np.full((5, 4), np.nan)}, r"20 NaN or infinite values"),
+        ({"x": np.full((5, 4), 3.5)}, r"ranges over \[3.5, 3.5\], outside \[0, 1\]"),
+        ({"x": np.full((5, 4), 300)}, r"expected 8-bit levels 0..255"),
+        ({"x": np.zeros((0, 4))}, r"is empty"),
+        ({"x": np.zeros(5)}, r"shape \(5,\); expected \[N, D\]"),
+        ({"x": np.zeros((5, 4)), "y": np.zeros(4, dtype=int)}, r"4 labels for 5 images"),
+        ({"x": np.array([["a"]])}, r"must be numeric"),
+    ],
+)
+def test_bad_npz_contents_name_file_and_problem(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=message) as info:
+        load_npz(path)
+    assert "bad.npz" in str(info.value)
+
+
+def test_missing_and_corrupt_npz_files(tmp_path):
+    with pytest.raises(DataError, match="nope.npz: file not found"):
+        load_npz(tmp_path / "nope.npz")
+    (tmp_path / "junk.npz").write_bytes(b"this is not a zip archive")
+    with pytest.raises(DataError, match="junk.npz: not a readable .npz"):
+        load_npz(tmp_path / "junk.npz")
+
+
+def test_pickled_object_arrays_are_not_loaded(tmp_path):
+    np.savez(tmp_path / "obj.npz", x=np.array([object()] * 3, dtype=object))
+    with pytest.raises(DataError, match="obj.npz"):
+        load_npz(tmp_path / "obj.npz")

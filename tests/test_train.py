@@ -1,0 +1,85 @@
+import pytest
+from PIL import Image
+
+from pyro_vae import Config
+from pyro_vae.errors import RunFolderError
+from pyro_vae.run_folder import RunFolder
+from pyro_vae.train import train
+
+
+def tiny_config(tiny_npz, out, **changes):
+    values = dict(
+        dataset=str(tiny_npz), epochs=2, batch_size=50, hidden=[32], latent_dim=2, out=str(out)
+    )
+    return Config(**{**values, **changes})
+
+
+def _without_time(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_run_folder_holds_every_file_and_valid_images(tiny_npz, tmp_path):
+    result = train(tiny_config(tiny_npz, tmp_path / "run"), progress=False, log=lambda _: None)
+    run = RunFolder(result.run_dir)
+    for path in (run.config_path, run.metrics_path, run.checkpoint_path, run.info_path):
+        assert path.is_file() and path.stat().st_size > 0
+    rows = run.read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) == {"epoch", "train_elbo", "test_elbo", "seconds"}
+    names = {p.name for p in run.plots.iterdir()}
+    assert names == {
+        "losses.png",
+        "reconstructions.png",
+        "samples.png",
+        "latent.png",
+        "manifold.png",
+    }
+    for png in run.plots.iterdir():
+        with Image.open(png) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 50
+
+
+def test_same_seed_same_metrics_and_config_file_reproduces_the_run(tiny_npz, tmp_path):
+    first = train(tiny_config(tiny_npz, tmp_path / "a"), progress=False, log=lambda _: None)
+    rerun_cfg = Config.from_file(first.run_dir / "config.toml").replace(out=str(tmp_path / "b"))
+    second = train(rerun_cfg, progress=False, log=lambda _: None)
+    assert _without_time(first.history) == _without_time(second.history)
+    other_seed = train(
+        tiny_config(tiny_npz, tmp_path / "c", seed=1), progress=False, log=lambda _: None
+    )
+    assert _without_time(other_seed.history) != _without_time(first.history)
+
+
+def test_fallback_dataset_is_recorded_in_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYRO_VAE_DATA", str(tmp_path / "no-data"))
+    messages = []
+    result = train(
+        Config(dataset="mnist", epochs=1, hidden=[16], latent_dim=2, out=str(tmp_path / "run")),
+        progress=False,
+        log=messages.append,
+    )
+    assert any("training on mnist5k" in m for m in messages)
+    run = RunFolder(result.run_dir)
+    assert run.read_config().dataset == "mnist5k"
+    info = run.read_info()
+    assert info["dataset_requested"] == "mnist" and info["dataset_used"] == "mnist5k"
+
+
+def test_existing_run_is_not_overwritten_without_permission(tiny_npz, tmp_path):
+    cfg = tiny_config(tiny_npz, tmp_path / "run", epochs=1)
+    train(cfg, progress=False, log=lambda _: None)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunFolderError, match="already holds a run.*--overwrite"):
+        train(cfg, progress=False, log=lambda _: None)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    train(cfg.replace(seed=5), overwrite=True, progress=False, log=lambda _: None)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() != before
+
+
+def test_unwritable_output_fails_before_loading_data(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = Config(dataset="no-such-file.npz", out=str(blocker / "run"))
+    with pytest.raises(RunFolderError, match="cannot write to run folder"):
+        train(cfg, progress=False, log=lambda _: None)

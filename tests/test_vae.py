@@ -1,0 +1,137 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+
+from pyro_vae import Config, build_vae
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.objectives import build_objective
+
+SHAPE = (1, 28, 28)
+
+
+def small_vae(**changes):
+    return build_vae(Config(latent_dim=3, hidden=[32], **changes), SHAPE)
+
+
+def test_parts_return_distributions_of_the_right_shapes(binary_batch):
+    vae = small_vae()
+    q = vae.encoder(binary_batch)
+    assert isinstance(q, dist.Distribution) and q.has_rsample
+    assert q.batch_shape == (64,) and q.event_shape == (3,)
+    assert (q.stddev > 0).all()
+    p = vae.prior()
+    assert p.event_shape == (3,) and p.batch_shape == ()
+    assert torch.allclose(p.mean, torch.zeros(3)) and torch.allclose(p.stddev, torch.ones(3))
+    p_x = vae.likelihood(vae.decoder(torch.zeros(5, 64, 3)))
+    assert p_x.batch_shape == (5, 64) and p_x.event_shape == SHAPE
+    assert isinstance(p_x.base_dist, dist.Bernoulli)
+
+
+def test_helpers_have_the_documented_shapes(binary_batch):
+    vae = small_vae()
+    loc, scale = vae.encode(binary_batch)
+    assert loc.shape == scale.shape == (64, 3) and (scale > 0).all()
+    images = vae.decode(torch.zeros(4, 3))
+    assert images.shape == (4, *SHAPE) and ((images >= 0) & (images <= 1)).all()
+    assert vae.reconstruct(binary_batch).shape == binary_batch.shape
+    drawn = vae.sample(6, mean=False)
+    assert drawn.shape == (6, *SHAPE) and set(drawn.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_untrained_elbo_is_near_784_log_2(binary_batch):
+    torch.manual_seed(0)
+    elbo = elbo_per_datapoint(small_vae(), binary_batch)
+    assert abs(-elbo - 784 * math.log(2)) < 0.05 * 784 * math.log(2)
+
+
+def test_fast_path_equals_pyro_trace_elbo_loss_and_gradients(binary_batch):
+    vae = small_vae()
+    loss_fn = build_objective("elbo")(vae, vae.guide_module())
+    torch.manual_seed(11)
+    fast = loss_fn(binary_batch, 4500)
+    fast_grads = torch.autograd.grad(fast, list(vae.parameters()))
+    torch.manual_seed(11)
+    pyro_loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, binary_batch, 4500)
+    pyro_grads = torch.autograd.grad(pyro_loss, list(vae.parameters()))
+    assert torch.allclose(fast, pyro_loss, rtol=1e-5)
+    for a, b in zip(fast_grads, pyro_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_minibatch_loss_is_scaled_to_the_dataset_size(binary_batch):
+    vae = small_vae()
+    loss_fn = build_objective("elbo")(vae, vae.guide_module())
+    torch.manual_seed(0)
+    unscaled = loss_fn(binary_batch)
+    torch.manual_seed(0)
+    scaled = loss_fn(binary_batch, 10_000)
+    assert torch.allclose(scaled, unscaled * 10_000 / 64)
+    torch.manual_seed(0)
+    pyro_scaled = Trace_ELBO().differentiable_loss(vae.model, vae.guide, binary_batch, 10_000)
+    assert torch.allclose(scaled, pyro_scaled, rtol=1e-5)
+
+
+def _changed(vae, before):
+    return {k for k, v in vae.state_dict().items() if not torch.equal(v, before[k])}
+
+
+@pytest.mark.parametrize("loss", [Trace_ELBO, lambda: build_objective("elbo")])
+def test_two_vaes_train_independently_under_classic_svi(binary_batch, loss):
+    first, second = small_vae(), small_vae()
+    for vae in (first, second):
+        before = {k: v.clone() for k, v in vae.state_dict().items()}
+        svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), loss=loss())
+        svi.step(binary_batch, 4500)
+        assert _changed(vae, before) == set(before), "every parameter of every part trains"
+    store = pyro.get_param_store()
+    assert any(name.startswith(first._pyro_name + ".") for name in store)
+    assert any(name.startswith(second._pyro_name + ".") for name in store)
+    assert first._pyro_name != second._pyro_name
+
+
+def test_two_vaes_train_independently_under_torch_optim(binary_batch):
+    first, second = small_vae(), small_vae()
+    for vae in (first, second):
+        loss_fn = Trace_ELBO()(vae, vae.guide_module())
+        assert {id(p) for p in loss_fn.parameters()} == {id(p) for p in vae.parameters()}
+        before = {k: v.clone() for k, v in vae.state_dict().items()}
+        optim = torch.optim.Adam(loss_fn.parameters(), lr=1e-2)
+        loss_fn(binary_batch).backward()
+        optim.step()
+        assert _changed(vae, before) == set(before)
+
+
+def test_bound_methods_are_the_trap_guide_module_avoids():
+    vae = small_vae()
+    assert len(list(Trace_ELBO()(vae.model, vae.guide).parameters())) == 0
+    assert len(list(Trace_ELBO()(vae, vae.guide_module()).parameters())) == len(
+        list(vae.parameters())
+    )
+
+
+def test_user_prior_with_the_wrong_latent_size_is_refused():
+    class Prior(torch.nn.Module):
+        def forward(self):
+            return dist.Normal(torch.zeros(5), 1.0).to_event(1)
+
+    with pytest.raises(ConfigError, match=r"event shape \(3,\) but the prior's p\(z\) has \(5,\)"):
+        build_vae(Config(latent_dim=3, hidden=[8]), SHAPE, prior=Prior())
+
+
+def test_short_training_on_mnist5k_improves_the_elbo_by_a_large_margin(mnist5k):
+    from pyro_vae.data import prepare_data
+    from pyro_vae.train import Trainer
+
+    torch.manual_seed(0)
+    cfg = Config(dataset="mnist5k", latent_dim=10, hidden=[200], epochs=3)
+    data = prepare_data(mnist5k, "binary", "bernoulli", "dynamic", seed=0)
+    trainer = Trainer(cfg, build_vae(cfg, SHAPE), data)
+    before = trainer.test_elbo()
+    rows = [trainer.run_epoch() for _ in range(3)]
+    assert rows[-1]["test_elbo"] > before + 250, (before, rows)
+    assert rows[-1]["train_elbo"] > rows[0]["train_elbo"]
