@@ -1,9 +1,11 @@
 """Likelihoods p(x|z): modules mapping decoder outputs to a Pyro distribution over x.
 
 Each declares the data it needs (``support``, see :mod:`pyro_vae.data`), how many
-decoder outputs it takes per pixel (``params_per_pixel``), and the scale its numbers
-live on (``units``): ``nats`` for discrete data, ``density`` for continuous densities.
-Numbers on different scales must never be ranked against each other.
+decoder outputs it takes per pixel (``params_per_pixel``), and the ``scale`` its
+log-likelihoods live on: ``binary`` (nats of a probability mass on binarized pixels),
+``continuous`` (nats of a density, not comparable with masses) or ``8-bit`` (nats of
+a mass over 256 levels, also reported as bits per dimension). Numbers on different
+scales must never be ranked against each other.
 
 Example:
     >>> lik = BernoulliLikelihood(data_shape=(1, 28, 28))
@@ -31,7 +33,8 @@ class Likelihood(nn.Module):
 
     support: ClassVar[str] = "unit"
     params_per_pixel: ClassVar[int] = 1
-    units: ClassVar[str] = "density"
+    scale: ClassVar[str] = "continuous"
+    units: ClassVar[str] = "nats (density)"
 
     def __init__(self, data_shape: tuple[int, ...]):
         super().__init__()
@@ -55,6 +58,7 @@ class BernoulliLikelihood(Likelihood):
     """Bernoulli pixels on logits; the data must be binary (binarize grey images)."""
 
     support = "binary"
+    scale = "binary"
     units = "nats"
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
