@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from .config import Config
+from .data import data_max
 from .errors import ConfigError
 from .guides import build_guide
 from .likelihoods import build_likelihood
 from .networks import build_decoder, build_encoder_body
-from .priors import build_prior
+from .priors import VampPrior, build_prior
 from .vae import VAE
 
 __all__ = ["build_vae"]
@@ -38,20 +39,29 @@ def build_vae(
     """A :class:`VAE` for data of ``data_shape`` from the built-ins named in ``cfg``.
 
     Any part given as a keyword replaces the built-in; no registry is involved.
+    The built-in encoder sees 8-bit levels divided by 255 when the likelihood
+    models levels (``support == "levels"``); the VampPrior gets the encoder.
     A user likelihood may declare ``num_outputs`` (decoder outputs per datapoint);
     otherwise the decoder outputs one number per pixel.
     """
     data_shape = tuple(data_shape)
-    if encoder is None:
-        body, features = build_encoder_body(cfg.network, data_shape, cfg.hidden)
-        encoder = build_guide(cfg, body, features)
     if likelihood is None:
         likelihood = build_likelihood(cfg, data_shape)
+    largest = data_max(getattr(likelihood, "support", "real"))
+    if encoder is None:
+        body, features = build_encoder_body(cfg.network, data_shape, cfg.hidden, 1.0 / largest)
+        encoder = build_guide(cfg, body, features)
     if decoder is None:
         outputs = getattr(likelihood, "num_outputs", None) or int(torch.Size(data_shape).numel())
         decoder = build_decoder(cfg.network, cfg.latent_dim, data_shape, cfg.hidden, outputs)
     if prior is None:
-        prior = build_prior(cfg, encoder, data_shape)
+        prior = build_prior(cfg, encoder, data_shape, largest)
+    if isinstance(prior, VampPrior) and prior.encoder is not encoder:
+        raise ConfigError(
+            "the VampPrior holds another encoder than this VAE's: its components would not be "
+            "this model's posteriors and that encoder would not train; build it with "
+            "VampPrior(encoder, ...) and pass the same encoder=encoder"
+        )
     vae = VAE(encoder=encoder, decoder=decoder, prior=prior, likelihood=likelihood)
     check_shapes(vae, data_shape)
     return vae

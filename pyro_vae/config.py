@@ -110,6 +110,35 @@ class Config:
         "bernoulli", "likelihood p(x|z)", "model", choices=_choices("likelihoods", "LIKELIHOODS")
     )
     guide: str = _option("normal", "guide q(z|x)", "model", choices=_choices("guides", "GUIDES"))
+    prior_components: int = _option(
+        10, "K: components of the mog prior, pseudo-inputs of the vamp prior", "model", minimum=1
+    )
+    prior_flow: str = _option(
+        "affine-autoregressive",
+        "transform of the flow prior",
+        "model",
+        choices=("affine-autoregressive", "spline-coupling"),
+    )
+    prior_flow_depth: int = _option(2, "transform steps of the flow prior", "model", minimum=1)
+    prior_df: float = _option(
+        3.0, "degrees of freedom of the student-t prior", "model", minimum=0, exclusive_minimum=True
+    )
+    likelihood_scale: str = _option(
+        "learned",
+        "gaussian/laplace scale: fixed, learned (one scalar) or per-pixel (learned)",
+        "model",
+        choices=("fixed", "learned", "per-pixel"),
+    )
+    likelihood_scale_value: float = _option(
+        0.1,
+        "gaussian/laplace scale if fixed, else where the learned scale starts",
+        "model",
+        minimum=0.001,
+        exclusive_minimum=True,
+    )
+    guide_flow_depth: int = _option(
+        2, "inverse autoregressive flow steps of the iaf guide", "model", minimum=1
+    )
     # training
     objective: str = _option(
         "elbo",

@@ -4,8 +4,11 @@ A likelihood declares the data it needs (its ``support``):
 
 - ``binary``: values in {0, 1}; grey images must be binarized (``dynamic`` or ``static``);
 - ``unit``: values in [0, 1]; 8-bit images are divided by 255;
-- ``open-unit``: values in (0, 1); 8-bit level v becomes (v + 0.5) / 256;
-- ``levels``: 8-bit integer levels 0..255 kept as they are.
+- ``open-unit``: values in (0, 1); 8-bit level v becomes (v + 0.5) / 256, floats
+  are clamped into [0.001, 0.999];
+- ``real``: any finite values; 8-bit images are divided by 255;
+- ``levels``: 8-bit integer levels 0..255 kept as they are (the encoder sees them
+  divided by 255).
 
 A mismatch fails here, before training, naming the likelihood, the range found and
 the flag that fixes it. The whole split lives on the device; an epoch is a
@@ -30,9 +33,22 @@ import torch
 from .datasets import Dataset
 from .errors import DataError
 
-__all__ = ["TrainingData", "prepare_data", "SUPPORTS", "seeded_generator"]
+__all__ = ["TrainingData", "prepare_data", "SUPPORTS", "seeded_generator", "data_max"]
 
 SUPPORTS = ("binary", "unit", "open-unit", "real", "levels")
+OPEN_UNIT_MARGIN = 1e-3
+
+
+def data_max(support: str) -> float:
+    """The largest value prepared data of ``support`` can hold: 255 for levels, else 1.
+
+    Example:
+        >>> data_max("levels"), data_max("unit")
+        (255.0, 1.0)
+    """
+    return 255.0 if support == "levels" else 1.0
+
+
 _PURPOSES = {"order": 1, "binarize": 2, "static-binarize": 3, "test-binarize": 4, "eval": 5}
 
 
@@ -154,29 +170,35 @@ def _scaled(
 ) -> torch.Tensor:
     """Map raw values to the likelihood's scale (before any binarization)."""
     if support == "levels":
-        if binarize != "none":
-            raise DataError(
-                f"likelihood {likelihood_name!r} models 8-bit levels; binarizing makes no sense "
-                "for it: use --binarize none"
-            )
         if not dataset.is_8bit:
             raise DataError(
-                f"likelihood {likelihood_name!r} needs 8-bit integer images (0..255) but "
-                f"{dataset.name} holds floats in [0, 1]; save your images as uint8 or choose a "
-                "continuous likelihood such as continuous-bernoulli"
+                f"likelihood {likelihood_name!r} needs 8-bit integer levels 0..255 but "
+                f"{_found(x, dataset.name)} (floats); save your images as uint8, or use "
+                "--likelihood continuous-bernoulli (or gaussian, laplace, beta)"
+            )
+        if binarize != "none":
+            raise DataError(
+                f"likelihood {likelihood_name!r} models the 8-bit levels themselves and "
+                f"{_found(x, dataset.name)}; binarizing them makes no sense: use --binarize none"
             )
         return x.float()
     values = x.float() / 255.0 if dataset.is_8bit else x.float()
     if support == "open-unit" and binarize == "none":
         if dataset.is_8bit:
             return (x.float() + 0.5) / 256.0
-        return values.clamp(1e-3, 1 - 1e-3)
-    if binarize != "none" and support not in ("binary", "unit"):
+        return values.clamp(OPEN_UNIT_MARGIN, 1 - OPEN_UNIT_MARGIN)
+    if binarize != "none" and support == "open-unit":
         raise DataError(
-            f"likelihood {likelihood_name!r} is continuous ({support} support); binarized pixels "
-            "would put mass on its boundary: use --binarize none"
+            f"likelihood {likelihood_name!r} needs values strictly inside (0, 1) but "
+            f"--binarize {binarize} would turn {_found(values, dataset.name)} into 0s and 1s, "
+            "where its density is zero: use --binarize none"
         )
     return values
+
+
+def _found(x: torch.Tensor, name: str, split: str = "") -> str:
+    where = f"{name} {split}".strip()
+    return f"{where} values range over [{float(x.min()):g}, {float(x.max()):g}]"
 
 
 def _check_support(
@@ -185,7 +207,7 @@ def _check_support(
     if not torch.isfinite(x).all():
         raise DataError(f"{name}: the {split} split holds NaN or infinite values; remove them")
     low, high = float(x.min()), float(x.max())
-    found = f"{name} {split} values range over [{low:g}, {high:g}]"
+    found = _found(x, name, split)
     if support == "binary" and not bool(((x == 0) | (x == 1)).all()):
         raise DataError(
             f"likelihood {likelihood_name!r} needs binary pixels but {found} with grey levels; "
@@ -194,9 +216,11 @@ def _check_support(
         )
     if support == "unit" and (low < 0 or high > 1):
         raise DataError(
-            f"likelihood {likelihood_name!r} needs values in [0, 1] but {found}; rescale the data"
+            f"likelihood {likelihood_name!r} needs values in [0, 1] but {found}; rescale the "
+            "data or use --likelihood gaussian"
         )
     if support == "open-unit" and (low <= 0 or high >= 1):
         raise DataError(
-            f"likelihood {likelihood_name!r} needs values strictly inside (0, 1) but {found}"
+            f"likelihood {likelihood_name!r} needs values strictly inside (0, 1) but {found}; "
+            "rescale the data or use --likelihood continuous-bernoulli"
         )

@@ -32,6 +32,8 @@ __all__ = [
     "MLPBody",
     "ConvEncoderBody",
     "ConvDecoder",
+    "NetworkSpec",
+    "Rescale",
 ]
 
 
@@ -113,11 +115,33 @@ def _image_shape(data_shape: Sequence[int]) -> tuple[int, int, int]:
     return data_shape[0], data_shape[1], data_shape[2]
 
 
+class Rescale(nn.Module):
+    """Multiplies its input by a constant: 8-bit levels enter the encoder as values in [0, 1].
+
+    Example:
+        >>> Rescale(1 / 255)(torch.tensor([0.0, 255.0]))
+        tensor([0., 1.])
+    """
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
+    """A built-in network pair, what it is, and the config fields it reads."""
+
     encoder: Callable[[tuple[int, ...], list[int]], tuple[nn.Module, int]]
     decoder: Callable[[int, tuple[int, ...], list[int], int], nn.Module]
     description: str
+    options: tuple[str, ...] = ()
 
 
 def _mlp_encoder(data_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
@@ -137,20 +161,32 @@ def _conv_decoder(latent_dim: int, data_shape: tuple[int, ...], hidden: list[int
 
 
 NETWORKS: dict[str, NetworkSpec] = {
-    "mlp": NetworkSpec(_mlp_encoder, _mlp_decoder, "fully connected ReLU layers; options: hidden"),
+    "mlp": NetworkSpec(
+        _mlp_encoder,
+        _mlp_decoder,
+        "fully connected ReLU layers (decoder mirrors encoder)",
+        ("hidden",),
+    ),
     "conv": NetworkSpec(
         _conv_encoder,
         _conv_decoder,
-        "two stride-2 (transposed) convolutions for 28x28 images; options: hidden (last size)",
+        "two stride-2 (transposed) convolutions for 28x28 images; hidden: last size is used",
+        ("hidden",),
     ),
 }
 
 
 def build_encoder_body(
-    kind: str, data_shape: Sequence[int], hidden: list[int]
+    kind: str, data_shape: Sequence[int], hidden: list[int], input_scale: float = 1.0
 ) -> tuple[nn.Module, int]:
-    """The encoder body for ``kind`` and the number of features it outputs."""
-    return NETWORKS[kind].encoder(tuple(data_shape), list(hidden))
+    """The encoder body for ``kind`` and the number of features it outputs.
+
+    ``input_scale`` multiplies the input first (``1/255`` for 8-bit levels).
+    """
+    body, features = NETWORKS[kind].encoder(tuple(data_shape), list(hidden))
+    if input_scale != 1.0:
+        body = nn.Sequential(Rescale(input_scale), body)
+    return body, features
 
 
 def build_decoder(

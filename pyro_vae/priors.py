@@ -1,28 +1,56 @@
 """Priors p(z): modules whose call returns a Pyro distribution with event shape ``(latent_dim,)``.
 
-Write your own the same way and pass it to :class:`pyro_vae.VAE`; the registry
-below only lets config files and the command line name the built-ins.
+Learnable parameters are ordinary ``nn.Parameter`` s: they train with the rest of
+the VAE, torch style and under classic ``SVI``. Write your own prior the same way
+and pass it to :func:`pyro_vae.build_vae`; the registry below only lets config
+files and the command line name the built-ins.
 
 Example:
-    >>> prior = StandardNormalPrior(latent_dim=2)
-    >>> prior().event_shape, prior().batch_shape
-    (torch.Size([2]), torch.Size([]))
+    >>> prior = MixtureOfGaussiansPrior(latent_dim=2, components=5)
+    >>> p = prior()
+    >>> p.event_shape, p.batch_shape, tuple(p.sample((3,)).shape)
+    (torch.Size([2]), torch.Size([]), (3, 2))
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
 import torch
+from pyro.nn import AutoRegressiveNN
 from torch import nn
 
-__all__ = ["PRIORS", "StandardNormalPrior", "build_prior"]
+from .distributions import UniformMixture
+from .guides import bounded_scale, unbounded_scale
+
+__all__ = [
+    "PRIORS",
+    "PriorSpec",
+    "FLOW_TYPES",
+    "StandardNormalPrior",
+    "LearnedNormalPrior",
+    "MixtureOfGaussiansPrior",
+    "VampPrior",
+    "FlowPrior",
+    "LaplacePrior",
+    "StudentTPrior",
+    "build_prior",
+]
+
+FLOW_TYPES = ("affine-autoregressive", "spline-coupling")
 
 
 class StandardNormalPrior(nn.Module):
-    """p(z) = N(0, I)."""
+    """p(z) = N(0, I).
+
+    Example:
+        >>> StandardNormalPrior(3)().stddev
+        tensor([1., 1., 1.])
+    """
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -33,20 +61,247 @@ class StandardNormalPrior(nn.Module):
         return dist.Normal(self.loc, self.scale).to_event(1)
 
 
+class LearnedNormalPrior(nn.Module):
+    """p(z) = N(loc, diag(scale^2)) with learnable ``loc`` and ``scale``, starting at N(0, I).
+
+    Example:
+        >>> prior = LearnedNormalPrior(2)
+        >>> [name for name, _ in prior.named_parameters()]
+        ['loc', 'raw_scale']
+    """
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+        self.raw_scale = nn.Parameter(unbounded_scale(torch.ones(latent_dim)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return bounded_scale(self.raw_scale)
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+class MixtureOfGaussiansPrior(nn.Module):
+    """p(z) = sum_k w_k N(loc_k, diag(scale_k^2)): K diagonal Gaussians, all learnable.
+
+    Weights start equal, scales at 1, locations at standard-normal draws.
+
+    Example:
+        >>> prior = MixtureOfGaussiansPrior(2, components=3)
+        >>> prior.locs.shape, prior().mixture_distribution.probs
+        (torch.Size([3, 2]), tensor([0.3333, 0.3333, 0.3333], grad_fn=<SoftmaxBackward0>))
+    """
+
+    def __init__(self, latent_dim: int, components: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.locs = nn.Parameter(torch.randn(components, latent_dim))
+        self.raw_scales = nn.Parameter(unbounded_scale(torch.ones(components, latent_dim)))
+
+    @property
+    def scales(self) -> torch.Tensor:
+        return bounded_scale(self.raw_scales)
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits), dist.Normal(self.locs, self.scales).to_event(1)
+        )
+
+
+class VampPrior(nn.Module):
+    """The VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z | u_k).
+
+    The components are the encoder's own posteriors at K learnable pseudo-inputs
+    ``u_k`` (shaped like the data), so any guide family works, flows included.
+    The encoder is held by a plain reference, not as a submodule: it belongs to
+    the VAE, and registering it twice would put its parameters twice into Pyro's
+    parameter store and the state dict.
+
+    Example:
+        >>> from pyro_vae.guides import NormalGuide
+        >>> from pyro_vae.networks import build_encoder_body
+        >>> encoder = NormalGuide(*build_encoder_body("mlp", (1, 28, 28), [16]), latent_dim=2)
+        >>> prior = VampPrior(encoder, (1, 28, 28), components=4)
+        >>> prior().components.batch_shape, list(prior.state_dict())
+        (torch.Size([4]), ['pseudo_inputs'])
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        data_shape: tuple[int, ...],
+        components: int,
+        data_max: float = 1.0,
+    ):
+        super().__init__()
+        self.__dict__["encoder"] = encoder  # bypasses nn.Module registration on purpose
+        self.pseudo_inputs = nn.Parameter(data_max * torch.rand(components, *data_shape))
+
+    def forward(self) -> dist.TorchDistribution:
+        return UniformMixture(self.encoder(self.pseudo_inputs))
+
+
+class FlowPrior(nn.Module):
+    """p(z): N(0, I) pushed through ``depth`` learnable transforms of ``pyro.distributions``.
+
+    - ``affine-autoregressive``: Pyro's ``AffineAutoregressive`` used in its inverse
+      direction (a masked autoregressive flow), so scoring z (every training step)
+      is one parallel pass and sampling is the sequential direction; the
+      autoregressive order alternates between steps.
+    - ``spline-coupling``: Pyro's ``SplineCoupling`` (neural spline flow, 8 bins on
+      [-3, 3], identity outside) with the coordinates reversed between steps; in one
+      dimension, where there is nothing to couple, each step is an elementwise ``Spline``.
+
+    Example:
+        >>> prior = FlowPrior(2, "spline-coupling", depth=3)
+        >>> p = prior()
+        >>> type(p).__name__, len(p.transforms), p.event_shape
+        ('TransformedDistribution', 5, torch.Size([2]))
+    """
+
+    def __init__(self, latent_dim: int, flow: str = "affine-autoregressive", depth: int = 2):
+        super().__init__()
+        if flow not in FLOW_TYPES:
+            raise ValueError(f"unknown flow {flow!r}; expected one of {FLOW_TYPES}")
+        self.flow = flow
+        self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
+        self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
+        self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1), persistent=False)
+        width = max(32, 4 * latent_dim)
+        self.steps = nn.ModuleList(
+            [self._step(latent_dim, width, order=i % 2) for i in range(depth)]
+        )
+
+    def _step(self, latent_dim: int, width: int, order: int) -> T.TransformModule:
+        if self.flow == "spline-coupling":
+            if latent_dim == 1:
+                return T.Spline(1, count_bins=8, bound=3.0)
+            return T.spline_coupling(latent_dim, hidden_dims=[width, width], count_bins=8)
+        permutation = torch.arange(latent_dim)
+        with warnings.catch_warnings():
+            # in 1-D an autoregressive affine map is just a learned affine map; Pyro warns
+            warnings.filterwarnings("ignore", "ConditionalAutoRegressiveNN input_dim = 1")
+            arn = AutoRegressiveNN(
+                latent_dim,
+                [width, width],
+                permutation=permutation.flip(0) if order else permutation,
+            )
+        return T.AffineAutoregressive(arn)
+
+    def transforms(self) -> list:
+        """The chain from the base N(0, I) to z."""
+        chain: list = []
+        for i, step in enumerate(self.steps):
+            if self.flow == "affine-autoregressive":
+                chain.append(step.inv)
+            else:
+                if i and len(self.loc) > 1:
+                    chain.append(T.Permute(self.reverse))
+                chain.append(step)
+        return chain
+
+    def forward(self) -> dist.TorchDistribution:
+        base = dist.Normal(self.loc, self.scale).to_event(1)
+        return dist.TransformedDistribution(base, self.transforms())
+
+
+class LaplacePrior(nn.Module):
+    """p(z) = prod_d Laplace(z_d; 0, scale): heavier tails than N(0, I) (variance 2 scale^2).
+
+    Example:
+        >>> LaplacePrior(2)().variance
+        tensor([2., 2.])
+    """
+
+    def __init__(self, latent_dim: int, scale: float = 1.0):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
+        self.register_buffer("scale", torch.full((latent_dim,), scale), persistent=False)
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.Laplace(self.loc, self.scale).to_event(1)
+
+
+class StudentTPrior(nn.Module):
+    """p(z) = prod_d StudentT(z_d; df, 0, scale): heavy tails, N(0, I) as df grows.
+
+    Example:
+        >>> StudentTPrior(2, df=4.0)().variance
+        tensor([2., 2.])
+    """
+
+    def __init__(self, latent_dim: int, df: float = 3.0, scale: float = 1.0):
+        super().__init__()
+        self.register_buffer("df", torch.full((latent_dim,), df), persistent=False)
+        self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
+        self.register_buffer("scale", torch.full((latent_dim,), scale), persistent=False)
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.StudentT(self.df, self.loc, self.scale).to_event(1)
+
+
 @dataclass(frozen=True)
 class PriorSpec:
+    """A built-in prior: ``build(cfg, encoder, data_shape, data_max)``, what it is, its options.
+
+    ``options`` are the names of the config fields it reads (shown by ``pyro-vae list``).
+    """
+
     build: Callable[..., nn.Module]
     description: str
+    options: tuple[str, ...] = ()
 
 
 PRIORS: dict[str, PriorSpec] = {
     "standard-normal": PriorSpec(
-        lambda cfg, encoder, data_shape: StandardNormalPrior(cfg.latent_dim),
+        lambda cfg, encoder, data_shape, data_max: StandardNormalPrior(cfg.latent_dim),
         "N(0, I), the classic VAE prior",
+    ),
+    "learned-normal": PriorSpec(
+        lambda cfg, encoder, data_shape, data_max: LearnedNormalPrior(cfg.latent_dim),
+        "diagonal Normal with learnable mean and scale",
+    ),
+    "mog": PriorSpec(
+        lambda cfg, encoder, data_shape, data_max: MixtureOfGaussiansPrior(
+            cfg.latent_dim, cfg.prior_components
+        ),
+        "mixture of K diagonal Gaussians with learnable weights, means and scales",
+        ("prior_components",),
+    ),
+    "vamp": PriorSpec(
+        lambda cfg, encoder, data_shape, data_max: VampPrior(
+            encoder, data_shape, cfg.prior_components, data_max
+        ),
+        "VampPrior: uniform mixture of the guide's q(z|u_k) at K learnable pseudo-inputs",
+        ("prior_components",),
+    ),
+    "flow": PriorSpec(
+        lambda cfg, encoder, data_shape, data_max: FlowPrior(
+            cfg.latent_dim, cfg.prior_flow, cfg.prior_flow_depth
+        ),
+        "normalizing flow over N(0, I) from pyro.distributions.transforms",
+        ("prior_flow", "prior_flow_depth"),
+    ),
+    "laplace": PriorSpec(
+        lambda cfg, encoder, data_shape, data_max: LaplacePrior(cfg.latent_dim),
+        "independent Laplace(0, 1) coordinates: sparser, heavier-tailed codes",
+    ),
+    "student-t": PriorSpec(
+        lambda cfg, encoder, data_shape, data_max: StudentTPrior(cfg.latent_dim, cfg.prior_df),
+        "independent Student-t(df, 0, 1) coordinates: heavy tails",
+        ("prior_df",),
     ),
 }
 
 
-def build_prior(cfg, encoder: nn.Module, data_shape: tuple[int, ...]) -> nn.Module:
-    """The built-in prior named by ``cfg.prior``; ``encoder`` is q(z|x) (the VampPrior uses it)."""
-    return PRIORS[cfg.prior].build(cfg, encoder, data_shape)
+def build_prior(
+    cfg, encoder: nn.Module, data_shape: tuple[int, ...], data_max: float = 1.0
+) -> nn.Module:
+    """The built-in prior named by ``cfg.prior``.
+
+    ``encoder`` is q(z|x) and ``data_max`` the largest prepared data value (255 for
+    8-bit levels, else 1); the VampPrior uses both for its pseudo-inputs.
+    """
+    return PRIORS[cfg.prior].build(cfg, encoder, data_shape, data_max)

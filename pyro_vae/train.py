@@ -37,6 +37,7 @@ from .data import TrainingData, prepare_data
 from .datasets import Dataset, load_dataset
 from .errors import ConfigError
 from .evaluation import elbo_per_datapoint
+from .likelihoods import bits_per_dim
 from .objectives import build_objective
 from .plots import save_run_plots
 from .run_folder import RunFolder, default_run_dir
@@ -253,9 +254,12 @@ def train(
             row = trainer.run_epoch(bar=bar)
         run.write_metrics(trainer.history)
         trainer.save(run)
+        bits = ""
+        if getattr(likelihood, "scale", "") == "8-bit":
+            bits = f" = {bits_per_dim(row['test_elbo'], data.data_shape):.3f} bits/dim"
         log(
             f"epoch {row['epoch']:>3}/{cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
-            f"test ELBO {row['test_elbo']:9.2f}  {units}/datapoint  ({row['seconds']:.1f} s)"
+            f"test ELBO {row['test_elbo']:9.2f}  {units}/datapoint{bits}  ({row['seconds']:.1f} s)"
         )
 
     levels = getattr(likelihood, "support", "") == "levels"

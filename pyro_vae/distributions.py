@@ -1,0 +1,176 @@
+"""Distributions Pyro lacks: a mixture of any component family, and two over 8-bit levels.
+
+- :class:`UniformMixture`: equal-weight mixture of the components along the last
+  batch dimension; works for any family (Normal, flow, ...), e.g. the VampPrior.
+- :class:`DiscretizedLogistic`: a logistic density integrated over the bins of the
+  integer levels 0..255, with the edge bins stretched to infinity, so it is a proper
+  distribution over the levels (Salimans et al. 2017, PixelCNN++).
+- :class:`LevelsCategorical`: Pyro's Categorical with the mean and variance of the
+  level index, so decoded mean images exist.
+
+Example:
+    >>> p = DiscretizedLogistic(torch.tensor([3.0]), torch.tensor([2.0]))
+    >>> levels = torch.arange(256.0).unsqueeze(-1)
+    >>> round(float(p.log_prob(levels).exp().sum()), 6)
+    1.0
+    >>> m = UniformMixture(dist.Normal(torch.tensor([-1.0, 1.0]), 1.0))
+    >>> m.batch_shape, round(float(m.mean), 6)
+    (torch.Size([]), 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
+from torch.distributions.utils import broadcast_all
+
+__all__ = ["UniformMixture", "DiscretizedLogistic", "LevelsCategorical"]
+
+_SCALAR = torch.Size()
+
+
+class UniformMixture(TorchDistribution):
+    """p(z) = (1/K) sum_k p_k(z), the components ``p_k`` along the rightmost batch dimension.
+
+    ``log_prob`` is a logsumexp over components minus log K; ``sample`` draws every
+    component and keeps one picked uniformly at random (not reparameterized). The
+    value is expanded to the components' full batch shape before scoring, so
+    components that carry per-component state (a conditioned flow) work too.
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, components: dist.Distribution, validate_args: bool | None = None):
+        if len(components.batch_shape) < 1:
+            raise ValueError("UniformMixture needs components along a batch dimension")
+        self.components = components
+        self.num_components = components.batch_shape[-1]
+        super().__init__(components.batch_shape[:-1], components.event_shape, validate_args)
+
+    @constraints.dependent_property
+    def support(self):
+        return self.components.support
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        event_dims = len(self.event_shape)
+        value = value.unsqueeze(-1 - event_dims)
+        batch = torch.broadcast_shapes(
+            value.shape[: value.dim() - event_dims], self.components.batch_shape
+        )
+        log_p = self.components.log_prob(value.expand(batch + self.event_shape))
+        return log_p.logsumexp(-1) - math.log(self.num_components)
+
+    def sample(self, sample_shape: torch.Size = _SCALAR) -> torch.Tensor:
+        with torch.no_grad():
+            draws = self.components.sample(sample_shape)  # [*sample, *batch, K, *event]
+            pick = torch.randint(
+                self.num_components, draws.shape[: draws.dim() - len(self.event_shape)][:-1],
+                device=draws.device,
+            )  # fmt: skip
+            index = pick[(...,) + (None,) * (len(self.event_shape) + 1)]
+            index = index.expand(*pick.shape, 1, *self.event_shape)
+            return draws.gather(-1 - len(self.event_shape), index).squeeze(
+                -1 - len(self.event_shape)
+            )
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.components.mean.mean(-1 - len(self.event_shape))
+
+    @property
+    def variance(self) -> torch.Tensor:
+        dim = -1 - len(self.event_shape)
+        means = self.components.mean
+        second = (self.components.variance + means**2).mean(dim)
+        return second - means.mean(dim) ** 2
+
+
+class DiscretizedLogistic(TorchDistribution):
+    """A logistic(loc, scale) over levels 0..levels-1: level k gets the mass of [k - 1/2, k + 1/2].
+
+    Level 0 also gets everything below, the top level everything above, so the
+    masses sum to one. ``loc`` and ``scale`` are in level units.
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        levels: int = 256,
+        validate_args: bool | None = None,
+    ):
+        self.loc, self.scale = broadcast_all(loc, scale)
+        self.levels = levels
+        super().__init__(self.loc.shape, torch.Size(), validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=0)
+    def support(self):
+        return constraints.integer_interval(0, self.levels - 1)
+
+    def expand(self, batch_shape, _instance=None) -> DiscretizedLogistic:
+        new = self._get_checked_instance(DiscretizedLogistic, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
+        new.levels = self.levels
+        super(DiscretizedLogistic, new).__init__(batch_shape, torch.Size(), validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        upper = (value - self.loc + 0.5) / self.scale
+        lower = (value - self.loc - 0.5) / self.scale
+        # sigmoid(u) - sigmoid(l) = sigmoid(u) sigmoid(-l) (1 - exp(l - u)): stable in both tails
+        inside = (
+            F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(-1 / self.scale))
+        )
+        edge_low = F.logsigmoid(upper)  # P(X <= k + 1/2) for k = 0
+        edge_high = F.logsigmoid(-lower)  # P(X >= k - 1/2) for the top level
+        return torch.where(
+            value <= 0, edge_low, torch.where(value >= self.levels - 1, edge_high, inside)
+        )
+
+    def sample(self, sample_shape: torch.Size = _SCALAR) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(
+                1e-6, 1 - 1e-6
+            )
+            x = self.loc + self.scale * (torch.log(u) - torch.log1p(-u))
+            return x.round().clamp(0, self.levels - 1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E[X] = sum_{k >= 1} P(X >= k), summed 32 levels at a time to bound memory."""
+        total = torch.zeros_like(self.loc)
+        loc, scale = self.loc.unsqueeze(-1), self.scale.unsqueeze(-1)
+        for levels in torch.arange(1, self.levels, device=loc.device).split(32):
+            total = total + torch.sigmoid((loc - levels + 0.5) / scale).sum(-1)
+        return total
+
+
+class LevelsCategorical(dist.Categorical):
+    """A Categorical over levels 0..K-1 whose mean and variance are those of the level index."""
+
+    @property
+    def mean(self) -> torch.Tensor:
+        levels = torch.arange(
+            self.probs.shape[-1], dtype=self.probs.dtype, device=self.probs.device
+        )
+        return (self.probs * levels).sum(-1)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        levels = torch.arange(
+            self.probs.shape[-1], dtype=self.probs.dtype, device=self.probs.device
+        )
+        return (self.probs * levels**2).sum(-1) - self.mean**2

@@ -1,0 +1,185 @@
+import math
+
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyro_vae import Config
+from pyro_vae.data import SUPPORTS, prepare_data
+from pyro_vae.datasets import Dataset
+from pyro_vae.likelihoods import LIKELIHOODS, bits_per_dim, build_likelihood
+
+SHAPE = (1, 3, 4)  # not square, so a wrong reshape shows
+PIXELS = 12
+MIN_SCALE = 1e-3  # the documented lower bound of every pixel scale
+
+
+def softplus64(raw):
+    return F.softplus(raw.double()) + MIN_SCALE
+
+
+def random_data(name, n):
+    torch.manual_seed(1)
+    if name == "bernoulli":
+        return torch.bernoulli(torch.full((n, *SHAPE), 0.5))
+    if name in ("continuous-bernoulli",):
+        return torch.rand(n, *SHAPE)
+    if name == "beta":
+        return torch.rand(n, *SHAPE).clamp(0.01, 0.99)
+    if name in ("gaussian", "laplace"):
+        return 0.5 + 0.5 * torch.randn(n, *SHAPE)
+    levels = torch.randint(0, 256, (n, *SHAPE)).float()
+    levels[0, 0, 0, :2] = torch.tensor([0.0, 255.0])  # both edge levels
+    return levels
+
+
+def _log_diff(log_a, log_b):
+    """log(a - b) for a > b > 0 given their logs."""
+    return log_a + torch.log1p(-torch.exp(log_b - log_a))
+
+
+def reference_log_prob(name, params, x, lik):
+    """log p(x|params) summed over pixels, written out directly in float64."""
+    x = x.double().flatten(1)
+    maps = params.double().unflatten(-1, (-1, PIXELS))  # [n, params_per_pixel, pixels]
+    if name == "bernoulli":
+        logits = maps[:, 0]
+        out = x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)
+    elif name == "continuous-bernoulli":
+        p = torch.sigmoid(maps[:, 0])
+        log_c = torch.log(2 * torch.atanh(1 - 2 * p) / (1 - 2 * p))
+        out = x * torch.log(p) + (1 - x) * torch.log1p(-p) + log_c
+    elif name in ("gaussian", "laplace"):
+        loc, scale = maps[:, 0], softplus64(lik.raw_scale.detach()).flatten().expand(PIXELS)
+        if name == "gaussian":
+            out = -0.5 * ((x - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+        else:
+            out = -(x - loc).abs() / scale - torch.log(2 * scale)
+    elif name == "beta":
+        a, b = softplus64(maps[:, 0]), softplus64(maps[:, 1])
+        log_beta = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+        out = (a - 1) * torch.log(x) + (b - 1) * torch.log1p(-x) - log_beta
+    elif name == "discretized-logistic":
+        loc, scale = 127.5 * (1 + maps[:, 0]), 127.5 * softplus64(maps[:, 1])
+        hi = torch.where(x >= 255, torch.inf, x + 0.5)
+        lo = torch.where(x <= 0, -torch.inf, x - 0.5)
+        # log(F(hi) - F(lo)) with F the logistic CDF, via whichever tail keeps it accurate
+        below = _log_diff(F.logsigmoid((hi - loc) / scale), F.logsigmoid((lo - loc) / scale))
+        above = _log_diff(F.logsigmoid((loc - lo) / scale), F.logsigmoid((loc - hi) / scale))
+        out = torch.where(x > loc, above, below)
+    else:  # categorical-256: logits[:, level, pixel]
+        out = maps.log_softmax(1).gather(1, x.long()[:, None]).squeeze(1)
+    return out.sum(-1)
+
+
+CASES = [
+    ("bernoulli", {}),
+    ("continuous-bernoulli", {}),
+    ("gaussian", {"likelihood_scale": "fixed", "likelihood_scale_value": 0.3}),
+    ("gaussian", {"likelihood_scale": "learned"}),
+    ("gaussian", {"likelihood_scale": "per-pixel"}),
+    ("laplace", {"likelihood_scale": "learned"}),
+    ("laplace", {"likelihood_scale": "per-pixel"}),
+    ("beta", {}),
+    ("discretized-logistic", {}),
+    ("categorical-256", {}),
+]
+
+
+def test_cases_cover_every_builtin_likelihood():
+    assert {name for name, _ in CASES} == set(LIKELIHOODS)
+
+
+def make(name, **changes):
+    lik = build_likelihood(Config(likelihood=name, **changes), SHAPE)
+    if hasattr(lik, "raw_scale") and isinstance(lik.raw_scale, torch.nn.Parameter):
+        with torch.no_grad():  # a learned scale somewhere other than its start, per pixel if so
+            lik.raw_scale.copy_(torch.randn_like(lik.raw_scale) - 1)
+    return lik
+
+
+@pytest.mark.parametrize("name, changes", CASES)
+def test_log_prob_matches_a_direct_formula(name, changes):
+    lik = make(name, **changes)
+    torch.manual_seed(0)
+    params = 2 * torch.randn(64, lik.num_outputs)
+    if name == "discretized-logistic":  # scales from a fraction of a level to hundreds
+        params[:, PIXELS:] = 3 * torch.randn(64, PIXELS) - 3
+    x = random_data(name, 64)
+    with pyro.validation_enabled(True):
+        log_p = lik(params).log_prob(x)
+    assert log_p.shape == (64,) and torch.isfinite(log_p).all()
+    expected = reference_log_prob(name, params, x, lik)
+    torch.testing.assert_close(log_p.double(), expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["discretized-logistic", "categorical-256"])
+def test_discretized_likelihoods_sum_to_one_over_the_256_levels(name):
+    lik = make(name)
+    torch.manual_seed(0)
+    params = 3 * torch.randn(5, lik.num_outputs)
+    pixel = lik(params).base_dist  # one distribution per pixel
+    levels = torch.arange(256.0).view(256, 1, 1, 1, 1).expand(256, 5, *SHAPE)
+    log_p = pixel.log_prob(levels)
+    torch.testing.assert_close(log_p.logsumexp(0), torch.zeros(5, *SHAPE), atol=1e-5, rtol=0)
+    mean = (log_p.exp() * levels).sum(0)
+    torch.testing.assert_close(lik(params).mean, mean, atol=1e-2, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name, changes", CASES)
+def test_mean_images_lie_in_the_data_range(name, changes):
+    lik = make(name, **changes)
+    torch.manual_seed(0)
+    mean = lik(3 * torch.randn(7, lik.num_outputs)).mean
+    assert mean.shape == (7, *SHAPE) and torch.isfinite(mean).all()
+    if lik.support == "levels":
+        assert mean.min() >= 0 and mean.max() <= 255
+    elif lik.support != "real":
+        assert mean.min() >= 0 and mean.max() <= 1
+
+
+def test_declared_support_scale_and_units():
+    for name in LIKELIHOODS:
+        lik = make(name)
+        assert lik.support in SUPPORTS and lik.units
+        assert lik.scale == {"binary": "binary", "levels": "8-bit"}.get(lik.support, "continuous")
+        assert lik.num_outputs == lik.params_per_pixel * PIXELS
+
+
+@pytest.mark.parametrize("mode, parameters", [("fixed", 0), ("learned", 1), ("per-pixel", 12)])
+@pytest.mark.parametrize("name", ["gaussian", "laplace"])
+def test_scale_modes(name, mode, parameters):
+    lik = build_likelihood(
+        Config(likelihood=name, likelihood_scale=mode, likelihood_scale_value=0.25), SHAPE
+    )
+    assert sum(p.numel() for p in lik.parameters()) == parameters
+    assert torch.allclose(lik.pixel_scale, torch.tensor(0.25))  # fixed value, or where it starts
+    assert torch.allclose(lik(torch.zeros(2, PIXELS)).base_dist.stddev.flatten(1)[:, 0], (
+        torch.tensor(0.25) * (math.sqrt(2) if name == "laplace" else 1.0)
+    ).expand(2))  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LIKELIHOODS))
+def test_prepared_mnist_passes_pyros_validation(name, mnist5k):
+    tiny = Dataset("tiny", mnist5k.x_train[:20], None, mnist5k.x_test[:8], None)
+    lik = build_likelihood(Config(likelihood=name), (1, 28, 28))
+    data = prepare_data(tiny, lik.support, name, "auto", seed=0)
+    params = torch.randn(8, lik.num_outputs)
+    with pyro.validation_enabled(True):
+        log_p = lik(params).log_prob(data.epoch_train(0)[:8])
+    assert torch.isfinite(log_p).all()
+
+
+def test_discretized_logistic_gradients_stay_finite_at_extremes():
+    lik = make("discretized-logistic")
+    params = torch.tensor([[-30.0] * PIXELS + [-30.0] * PIXELS, [30.0] * PIXELS + [30.0] * PIXELS])
+    params.requires_grad_(True)
+    x = torch.tensor([0.0, 255.0, 128.0]).repeat(4)[:PIXELS].view(1, *SHAPE).expand(2, *SHAPE)
+    log_p = lik(params).log_prob(x)
+    log_p.sum().backward()
+    assert torch.isfinite(log_p).all() and torch.isfinite(params.grad).all()
+
+
+def test_bits_per_dim():
+    assert bits_per_dim(-784 * math.log(2) * 3.5, (1, 28, 28)) == pytest.approx(3.5)
