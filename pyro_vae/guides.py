@@ -81,12 +81,15 @@ class NormalGuide(nn.Module):
 class IAFGuide(NormalGuide):
     """q(z|x): z_0 ~ N(loc(x), diag(scale(x)^2)), then ``depth`` IAF steps conditioned on x.
 
-    Each step is Pyro's ``AffineAutoregressive`` in its numerically stable form,
+    As in Kingma et al. (2016), the encoder also outputs a context vector c(x) (a
+    linear head on its features, ``width = max(32, 4 latent_dim)`` numbers). Each
+    step is Pyro's ``AffineAutoregressive`` in its numerically stable form,
     z_t = s_t * z_{t-1} + (1 - s_t) * m_t with s_t = sigmoid(...) in (0, 1) and
-    (m_t, s_t) from a masked network of (z_{t-1}, h(x)), h the encoder's features;
-    the autoregressive order alternates between steps. Sampling is one parallel
-    pass per step and stays reparameterized; log q of the guide's own samples reuses
-    the cached forward pass, log q of any other z inverts the steps (sequentially).
+    (m_t, s_t) from a masked network of (z_{t-1}, c(x)) with one hidden layer of
+    ``width`` units; the autoregressive order alternates between steps. Sampling is
+    one parallel pass per step and stays reparameterized; log q of the guide's own
+    samples reuses the cached forward pass, log q of any other z (the VampPrior
+    scores such z) inverts each step with latent_dim sequential passes.
 
     Example:
         >>> from pyro_vae.networks import build_encoder_body
@@ -98,7 +101,8 @@ class IAFGuide(NormalGuide):
 
     def __init__(self, body: nn.Module, features: int, latent_dim: int, depth: int = 2):
         super().__init__(body, features, latent_dim)
-        width = max(features, latent_dim)
+        width = max(32, 4 * latent_dim)
+        self.context = nn.Linear(features, width)
         order = torch.arange(latent_dim)
         steps = []
         with warnings.catch_warnings():
@@ -106,14 +110,15 @@ class IAFGuide(NormalGuide):
             warnings.filterwarnings("ignore", "ConditionalAutoRegressiveNN input_dim = 1")
             for i in range(depth):
                 arn = ConditionalAutoRegressiveNN(
-                    latent_dim, features, [width], permutation=order.flip(0) if i % 2 else order
+                    latent_dim, width, [width], permutation=order.flip(0) if i % 2 else order
                 )
                 steps.append(T.ConditionalAffineAutoregressive(arn, stable=True))
         self.steps = nn.ModuleList(steps)
 
     def forward(self, x: torch.Tensor) -> dist.TorchDistribution:
         h = self.body(x)
-        return dist.TransformedDistribution(self.base(h), [s.condition(h) for s in self.steps])
+        c = self.context(h)
+        return dist.TransformedDistribution(self.base(h), [s.condition(c) for s in self.steps])
 
 
 @dataclass(frozen=True)

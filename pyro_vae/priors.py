@@ -90,8 +90,8 @@ class MixtureOfGaussiansPrior(nn.Module):
 
     Example:
         >>> prior = MixtureOfGaussiansPrior(2, components=3)
-        >>> prior.locs.shape, prior().mixture_distribution.probs
-        (torch.Size([3, 2]), tensor([0.3333, 0.3333, 0.3333], grad_fn=<SoftmaxBackward0>))
+        >>> prior.locs.shape, prior().mixture_distribution.probs.detach()
+        (torch.Size([3, 2]), tensor([0.3333, 0.3333, 0.3333]))
     """
 
     def __init__(self, latent_dim: int, components: int):

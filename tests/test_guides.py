@@ -34,7 +34,7 @@ def test_iaf_log_prob_of_its_samples_is_the_change_of_variables_formula(
     log_q = q.log_prob(z)  # the guide's own samples (the flow's cache holds their inverse)
 
     # independently: log q(z) = log N(z0) - log|det dz/dz0|, the Jacobian by autograd
-    h = guide.body(x)
+    h = guide.context(guide.body(x))
     expected = torch.empty(2, 6)
     for n in range(2):
         for i in range(6):

@@ -52,14 +52,14 @@ def make_prior(case, latent_dim, **changes):
     return vae.prior
 
 
-def grid(case, latent_dim):
+def grid(case, latent_dim, points=None):
     """Grid points z and the volume each stands for.
 
     Uniform on [-8, 8] per dimension, or z = sinh(u) with u uniform on [-6, 6]
     (|z| up to 200) for heavy tails. (An IAF posterior inverted far outside its bulk
     overflows float32, so the light-tailed grid stops where their mass is negligible.)
     """
-    points = 20001 if latent_dim == 1 else 601
+    points = points or (20001 if latent_dim == 1 else 401)
     if case in HEAVY_TAILED:
         u = torch.linspace(-6, 6, points, dtype=torch.float64)
         z1, w1 = torch.sinh(u), torch.cosh(u) * (u[1] - u[0])
@@ -73,9 +73,9 @@ def grid(case, latent_dim):
     return torch.stack([za, zb], -1).reshape(-1, 2), (wa * wb).reshape(-1)
 
 
-def grid_mass(prior, case, latent_dim):
+def grid_mass(prior, case, latent_dim, points=None):
     """Grid points and the probability mass exp(log_prob) dz at each."""
-    z, w = grid(case, latent_dim)
+    z, w = grid(case, latent_dim, points)
     with torch.no_grad():
         p = torch.cat([prior().log_prob(c.float()).double().exp() for c in z.split(250_000)])
     return z, p * w
@@ -105,7 +105,7 @@ def implied_moments(prior, case):
         q = prior.encoder(prior.pseudo_inputs).base_dist
         locs, scales, weights = q.loc, q.scale, torch.full((len(q.loc), 1), 1 / len(q.loc))
     else:  # flows, and the VampPrior over flow posteriors: moments of the density itself
-        z, mass = grid_mass(prior, case, 2)
+        z, mass = grid_mass(prior, case, 2, points=801)  # moments need a finer grid
         mean = (z * mass[:, None]).sum(0) / mass.sum()
         var = ((z - mean) ** 2 * mass[:, None]).sum(0) / mass.sum()
         return mean.float(), var.float()
