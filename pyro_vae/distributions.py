@@ -40,6 +40,11 @@ class UniformMixture(TorchDistribution):
     component and keeps one picked uniformly at random (not reparameterized). The
     value is expanded to the components' full batch shape before scoring, so
     components that carry per-component state (a conditioned flow) work too.
+
+    Example:
+        >>> m = UniformMixture(dist.Normal(torch.zeros(3, 2), 1.0).to_event(1))
+        >>> m.event_shape, m.log_prob(torch.zeros(5, 2)).shape, m.sample((4,)).shape
+        (torch.Size([2]), torch.Size([5]), torch.Size([4, 2]))
     """
 
     arg_constraints: dict = {}
@@ -96,6 +101,11 @@ class DiscretizedLogistic(TorchDistribution):
 
     Level 0 also gets everything below, the top level everything above, so the
     masses sum to one. ``loc`` and ``scale`` are in level units.
+
+    Example:
+        >>> p = DiscretizedLogistic(torch.tensor(0.0), torch.tensor(1.0))
+        >>> round(float(p.log_prob(torch.tensor(0.0)).exp()), 4)   # P(X <= 1/2)
+        0.6225
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
@@ -159,7 +169,12 @@ class DiscretizedLogistic(TorchDistribution):
 
 
 class LevelsCategorical(dist.Categorical):
-    """A Categorical over levels 0..K-1 whose mean and variance are those of the level index."""
+    """A Categorical over levels 0..K-1 whose mean and variance are those of the level index.
+
+    Example:
+        >>> LevelsCategorical(probs=torch.tensor([0.5, 0.0, 0.5])).mean
+        tensor(1.)
+    """
 
     @property
     def mean(self) -> torch.Tensor:

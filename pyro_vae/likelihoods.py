@@ -182,7 +182,13 @@ class GaussianLikelihood(LocationScaleLikelihood):
 
 
 class LaplaceLikelihood(LocationScaleLikelihood):
-    """Laplace pixels: location from the decoder, scale fixed, learned, or learned per pixel."""
+    """Laplace pixels: location from the decoder, scale fixed, learned, or learned per pixel.
+
+    Example:
+        >>> lik = LaplaceLikelihood((1, 2, 2), scale_mode="fixed", scale_value=0.5)
+        >>> list(lik.parameters()), lik(torch.zeros(3, 4)).base_dist.stddev[0, 0, 0]
+        ([], tensor([0.7071, 0.7071]))
+    """
 
     family = dist.Laplace
 
