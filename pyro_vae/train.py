@@ -37,6 +37,7 @@ from .data import TrainingData, prepare_data
 from .datasets import Dataset, load_dataset
 from .errors import ConfigError
 from .evaluation import elbo_per_datapoint
+from .faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
 from .objectives import build_objective
 from .plots import save_run_plots
 from .run_folder import RunFolder, default_run_dir
@@ -78,6 +79,8 @@ class Trainer:
         self.position = Position()
         self.loss_sum = torch.zeros((), device=data.device)
         self.history: list[dict[str, Any]] = []
+        self.recoveries = 0
+        self.remember_good_state()
         self._validated = False
 
     @property
@@ -85,12 +88,22 @@ class Trainer:
         return getattr(self.vae.likelihood, "units", "nats")
 
     def train_step(self, x: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on minibatch ``x``; returns the detached loss (no host sync)."""
+        """One optimizer step on minibatch ``x``; returns the detached loss.
+
+        Raises NonFiniteStep, before the parameters move, when the loss or a gradient
+        is not finite (unless ``on_nan`` is ``off``).
+        """
         validate = self.cfg.validation == "every-step" or not self._validated
         with pyro.validation_enabled(validate):
             loss = self.loss_module(x, self.data.num_train)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.on_nan != "off":
+            part = non_finite_part(loss, self.vae.parameters())
+            if part is not None:
+                raise NonFiniteStep(part, self.position.epoch + 1, self.position.step + 1)
+        if self.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.clip_grad)
         self.optimizer.step()
         self._validated = True
         return loss.detach()
@@ -139,6 +152,34 @@ class Trainer:
         self.vae.train()
         return value
 
+    # -- faults ---------------------------------------------------------------------------------
+
+    def recover(self, fault: NonFiniteStep) -> str:
+        """Restore the last good state and halve the learning rate, or raise NumericalFault."""
+        good = self.last_good["position"]
+        where = f"epoch {good['epoch'] + 1}, step {good['step']}"
+        if self.cfg.on_nan == "stop" or self.recoveries >= MAX_RECOVERIES:
+            tried = (
+                f"restored the last good state ({where}) and halved the learning rate "
+                f"{self.recoveries} times"
+                if self.recoveries
+                else "nothing (--on-nan stop)"
+            )
+            raise NumericalFault(
+                f"{fault}; tried {tried}; the last good checkpoint is intact. Lower --lr, "
+                "set --clip-grad, or check the data and custom parts"
+            )
+        recoveries = self.recoveries + 1
+        self.load_state_dict(self.last_good, "the last good state")
+        self.recoveries = recoveries  # the restored state predates this fault
+        lr = self.cfg.lr * 0.5**self.recoveries
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return (
+            f"{fault}: restored the last good state ({where}) and halved the learning rate to "
+            f"{lr:.3g} (recovery {self.recoveries} of {MAX_RECOVERIES})"
+        )
+
     # -- checkpoints ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -150,19 +191,61 @@ class Trainer:
             "position": asdict(self.position),
             "loss_sum": self.loss_sum.detach().cpu(),
             "history": self.history,
+            "recoveries": self.recoveries,
             "rng": capture_rng_state(),
         }
 
+    def remember_good_state(self) -> None:
+        """Keep a copy of the current state (every tensor cloned) to fall back to on a fault."""
+        self.last_good = _clone_tensors(self.state_dict())
+
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
         load_model_state(self.vae, state["model"], source)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(_clone_tensors(state["optimizer"]))
         self.position = Position(**state["position"])
-        self.loss_sum = state["loss_sum"].to(self.data.device)
-        self.history = list(state["history"])
+        self.loss_sum = state["loss_sum"].clone().to(self.data.device)
+        self.history = [dict(row) for row in state["history"]]
+        self.recoveries = state.get("recoveries", 0)
         restore_rng_state(state["rng"])
 
     def save(self, run: RunFolder) -> None:
-        save_checkpoint(run.checkpoint_path, self.state_dict())
+        """Checkpoint atomically; the saved state becomes the one to fall back to."""
+        self.remember_good_state()
+        save_checkpoint(run.checkpoint_path, self.last_good)
+
+    def fit(self, run: RunFolder, log: Callable[[str], None], progress: bool = True) -> None:
+        """Run the remaining epochs: metrics and a checkpoint after each, recovery on faults."""
+        every = self.cfg.checkpoint_every
+
+        def checkpoint_steps() -> None:
+            if every and self.position.global_step % every == 0:
+                self.save(run)
+
+        while self.position.epoch < self.cfg.epochs:
+            description = f"epoch {self.position.epoch + 1}/{self.cfg.epochs}"
+            try:
+                with tqdm(desc=description, disable=not progress, leave=False, unit="batch") as bar:
+                    row = self.run_epoch(on_step=checkpoint_steps, bar=bar)
+            except NonFiniteStep as fault:
+                log(self.recover(fault))
+                continue
+            run.write_metrics(self.history)
+            self.save(run)
+            log(
+                f"epoch {row['epoch']:>3}/{self.cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
+                f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint  "
+                f"({row['seconds']:.1f} s)"
+            )
+
+
+def _clone_tensors(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone_tensors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone_tensors(v) for v in value]
+    return value
 
 
 def _load_data(cfg: Config, log: Callable[[str], None]) -> tuple[Config, Dataset]:
@@ -236,6 +319,7 @@ def train(
         trainer.load_state_dict(
             load_checkpoint(run.checkpoint_path, device), str(run.checkpoint_path)
         )
+        trainer.remember_good_state()
         log(
             f"resuming {run.path} at epoch {trainer.position.epoch + 1}, "
             f"step {trainer.position.step}"
@@ -246,19 +330,9 @@ def train(
     run.write_config(cfg)
     run.write_info(info)
 
-    units = trainer.units
-    while trainer.position.epoch < cfg.epochs:
-        description = f"epoch {trainer.position.epoch + 1}/{cfg.epochs}"
-        with tqdm(desc=description, disable=not progress, leave=False, unit="batch") as bar:
-            row = trainer.run_epoch(bar=bar)
-        run.write_metrics(trainer.history)
-        trainer.save(run)
-        log(
-            f"epoch {row['epoch']:>3}/{cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
-            f"test ELBO {row['test_elbo']:9.2f}  {units}/datapoint  ({row['seconds']:.1f} s)"
-        )
-
+    trainer.fit(run, log, progress)
     levels = getattr(likelihood, "support", "") == "levels"
+    units = trainer.units
     save_run_plots(vae, trainer.history, data.test, data.y_test, run.plots, units, levels, cfg.seed)
     run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
     log(f"run folder: {run.path}")
