@@ -152,6 +152,13 @@ class Config:
     checkpoint_every: int = _option(
         0, "also checkpoint every N steps (0: at the end of each epoch only)", "training", minimum=0
     )
+    dist_timeout: float = _option(
+        300.0,
+        "seconds a distributed rank waits for its peers before stopping with an error",
+        "training",
+        minimum=0,
+        exclusive_minimum=True,
+    )
     # output
     out: str = _option("", "run folder; default runs/<timestamp>", "output")
 

@@ -3,7 +3,9 @@
 The loss is ``objective(vae, vae.guide_module())``, an ``nn.Module`` (Pyro's
 ``ELBOModule``) trained with ``torch.optim.Adam``; the data sit on the device and
 each step gathers a minibatch by index. Every epoch ends with a test ELBO, a row
-in metrics.csv and an atomic checkpoint.
+in metrics.csv and an atomic checkpoint. Under ``torchrun`` the loss module is
+wrapped in ``DistributedDataParallel``: each rank takes its share of every global
+batch, gradients are averaged, and rank 0 alone writes the run folder.
 
 Example::
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import pyro
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -35,13 +38,23 @@ from .checkpoint import (
 from .config import Config
 from .data import TrainingData, prepare_data
 from .datasets import Dataset, load_dataset
-from .errors import ConfigError
+from .distributed import (
+    DistContext,
+    DistributedFault,
+    all_reduce_any,
+    all_reduce_sum,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    rank_seed,
+)
+from .errors import ConfigError, PyroVAEError, RunFolderError
 from .evaluation import elbo_per_datapoint
 from .faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
 from .objectives import build_objective
 from .plots import save_run_plots
 from .run_folder import RunFolder, default_run_dir
-from .runtime import isolated_rng, resolve_device, seed_everything
+from .runtime import seed_everything
 from .vae import VAE
 
 __all__ = ["Trainer", "TrainResult", "train", "Position"]
@@ -68,13 +81,21 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns the VAE, its loss module, the optimizer and the data; runs epochs."""
+    """Owns the VAE, its loss module, the optimizer and the data; runs epochs.
 
-    def __init__(self, cfg: Config, vae: VAE, data: TrainingData):
+    With a distributed ``ctx`` every rank builds its own Trainer; they step in lockstep.
+    """
+
+    def __init__(self, cfg: Config, vae: VAE, data: TrainingData, ctx: DistContext | None = None):
         self.cfg = cfg
         self.vae = vae
         self.data = data
+        self.ctx = ctx or DistContext()
         self.loss_module = build_objective(cfg.objective)(vae, vae.guide_module())
+        self.train_module: torch.nn.Module = self.loss_module
+        if self.ctx.is_distributed:
+            device_ids = [data.device.index] if data.device.type == "cuda" else None
+            self.train_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
         self.position = Position()
         self.loss_sum = torch.zeros((), device=data.device)
@@ -95,13 +116,14 @@ class Trainer:
         """
         validate = self.cfg.validation == "every-step" or not self._validated
         with pyro.validation_enabled(validate):
-            loss = self.loss_module(x, self.data.num_train)
+            loss = self.train_module(x, self.data.num_train)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.on_nan != "off":
             part = non_finite_part(loss, self.vae.parameters())
-            if part is not None:
-                raise NonFiniteStep(part, self.position.epoch + 1, self.position.step + 1)
+            if all_reduce_any(part is not None, self.ctx, self.data.device):
+                where = part or "loss on another rank"
+                raise NonFiniteStep(where, self.position.epoch + 1, self.position.step + 1)
         if self.cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.clip_grad)
         self.optimizer.step()
@@ -117,7 +139,9 @@ class Trainer:
         pos = self.position
         started = time.perf_counter() - pos.seconds
         x_epoch = self.data.epoch_train(pos.epoch)
-        batches = self.data.batch_indices(pos.epoch, self.cfg.batch_size)
+        batches = self.data.batch_indices(
+            pos.epoch, self.cfg.batch_size, self.ctx.rank, self.ctx.world_size
+        )
         if bar is not None:
             bar.reset(total=len(batches))
             bar.update(pos.step)
@@ -132,7 +156,8 @@ class Trainer:
                     bar.set_postfix_str(f"loss {running:.2f} {self.units}/datapoint")
             if on_step is not None:
                 on_step()
-        train_elbo = -float(self.loss_sum) / len(batches) / self.data.num_train
+        mean_loss = all_reduce_sum(self.loss_sum.clone(), self.ctx) / self.ctx.world_size
+        train_elbo = -float(mean_loss) / len(batches) / self.data.num_train
         row = {
             "epoch": pos.epoch + 1,
             "train_elbo": train_elbo,
@@ -145,10 +170,10 @@ class Trainer:
         return row
 
     def test_elbo(self) -> float:
-        """Single-sample ELBO per test datapoint, on a random stream of its own."""
+        """Single-sample ELBO per test datapoint, sharded over ranks, on its own random streams."""
         self.vae.eval()
-        with isolated_rng(self.cfg.seed + EVAL_SEED_OFFSET, self.data.device):
-            value = elbo_per_datapoint(self.vae, self.data.test)
+        seed = self.cfg.seed + EVAL_SEED_OFFSET
+        value = elbo_per_datapoint(self.vae, self.data.test, seed=seed, ctx=self.ctx)
         self.vae.train()
         return value
 
@@ -183,38 +208,76 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything to continue from here; a collective call when distributed.
+
+        ``rng`` holds every rank's random states (in rank order) and ``loss_sum``
+        the mean over ranks of their running sums, so any rank can continue from it.
+        """
+        mean_loss_sum = all_reduce_sum(self.loss_sum.detach().clone(), self.ctx)
         return {
             "config": self.cfg.to_dict(),
             "data_shape": list(self.data.data_shape),
             "model": self.vae.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "position": asdict(self.position),
-            "loss_sum": self.loss_sum.detach().cpu(),
+            "loss_sum": (mean_loss_sum / self.ctx.world_size).cpu(),
             "history": self.history,
             "recoveries": self.recoveries,
-            "rng": capture_rng_state(),
+            "rng": gather_objects(capture_rng_state(), self.ctx),
         }
 
     def remember_good_state(self) -> None:
         """Keep a copy of the current state (every tensor cloned) to fall back to on a fault."""
         self.last_good = _clone_tensors(self.state_dict())
 
-    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str) -> str:
+        """Restore a state; returns a note when the random streams had to be re-derived.
+
+        A checkpoint written by the same number of ranks restores each rank's own
+        random state (exact continuation); from another world size each rank
+        derives a fresh stream from (seed, rank, step) and the run continues.
+        """
         load_model_state(self.vae, state["model"], source)
         self.optimizer.load_state_dict(_clone_tensors(state["optimizer"]))
         self.position = Position(**state["position"])
         self.loss_sum = state["loss_sum"].clone().to(self.data.device)
         self.history = [dict(row) for row in state["history"]]
         self.recoveries = state.get("recoveries", 0)
-        restore_rng_state(state["rng"])
+        rng_states = state["rng"]
+        if len(rng_states) == self.ctx.world_size:
+            restore_rng_state(rng_states[self.ctx.rank])
+            return ""
+        torch.manual_seed(rank_seed(self.cfg.seed, self.ctx.rank, self.position.global_step))
+        return (
+            f"checkpoint written by {len(rng_states)} process(es), resumed by "
+            f"{self.ctx.world_size}: random streams re-derived, so the continuation is "
+            "statistically but not bitwise the same"
+        )
 
     def save(self, run: RunFolder) -> None:
-        """Checkpoint atomically; the saved state becomes the one to fall back to."""
+        """Checkpoint atomically (rank 0 writes); the saved state is the one to fall back to."""
         self.remember_good_state()
-        save_checkpoint(run.checkpoint_path, self.last_good)
+        if self.ctx.is_main:
+            save_checkpoint(run.checkpoint_path, self.last_good)
 
     def fit(self, run: RunFolder, log: Callable[[str], None], progress: bool = True) -> None:
-        """Run the remaining epochs: metrics and a checkpoint after each, recovery on faults."""
+        """Run the remaining epochs: metrics and a checkpoint after each, recovery on faults.
+
+        Only rank 0 writes files and logs; a lost peer raises DistributedFault.
+        """
+        if not self.ctx.is_main:
+            log, progress = (lambda _: None), False
+        try:
+            self._fit(run, log, progress)
+        except RuntimeError as err:  # collectives fail this way when a peer dies or times out
+            if not self.ctx.is_distributed:
+                raise
+            raise DistributedFault(
+                f"rank {self.ctx.rank} lost contact with the other ranks ({_reason(err)}); "
+                f"the last good checkpoint in {run.path} is intact: rerun with --resume {run.path}"
+            ) from None
+
+    def _fit(self, run: RunFolder, log: Callable[[str], None], progress: bool) -> None:
         every = self.cfg.checkpoint_every
 
         def checkpoint_steps() -> None:
@@ -229,13 +292,20 @@ class Trainer:
             except NonFiniteStep as fault:
                 log(self.recover(fault))
                 continue
-            run.write_metrics(self.history)
+            if self.ctx.is_main:
+                run.write_metrics(self.history)
             self.save(run)
             log(
                 f"epoch {row['epoch']:>3}/{self.cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
                 f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint  "
                 f"({row['seconds']:.1f} s)"
             )
+
+
+def _reason(err: Exception) -> str:
+    """The gist of a collective's error: gloo prefixes a source location and appends advice."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split("] ", 1)[-1].split(". ", 1)[0][:160]
 
 
 def _clone_tensors(value: Any) -> Any:
@@ -274,6 +344,20 @@ def _run_info(cfg: Config, requested: str, dataset: Dataset, data: TrainingData,
     }
 
 
+def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFolder, Config]:
+    """A new run folder: rank 0 creates it and every rank learns its path (or the error)."""
+    path, error = None, None
+    if ctx.is_main:
+        try:
+            path = str(RunFolder.create(cfg.out or default_run_dir(), overwrite=overwrite).path)
+        except PyroVAEError as err:
+            error = str(err)
+    path, error = broadcast_object((path, error), ctx)
+    if error is not None:
+        raise RunFolderError(error)
+    return RunFolder(path), cfg.replace(out=path)
+
+
 def train(
     cfg: Config | None = None,
     *,
@@ -286,6 +370,7 @@ def train(
     """Train a VAE as ``cfg`` says and leave a run folder; or continue the run at ``resume``.
 
     On resume the run's own config.toml is used; only ``epochs`` may be raised.
+    Launched by torchrun, this process joins the process group and trains its share.
     """
     log = log or tqdm.write
     if cfg is None and resume is None:
@@ -293,18 +378,19 @@ def train(
     if resume is not None:
         run = RunFolder.open(resume)
         cfg = run.read_config()
-        if epochs is not None:
-            cfg = cfg.replace(epochs=epochs)
-    else:
-        resolve_device(cfg.device)  # fail before creating anything
-        run = RunFolder.create(cfg.out or default_run_dir(), overwrite=overwrite)
-        cfg = cfg.replace(out=str(run.path))
-    device = resolve_device(cfg.device)
+    ctx, device = init_distributed(cfg.device, cfg.dist_timeout)  # fails before any writing
+    say = log if ctx.is_main else (lambda _: None)
+    if resume is None:
+        run, cfg = _create_run(cfg, overwrite, ctx)
+    if epochs is not None:
+        cfg = cfg.replace(epochs=epochs)
     requested = cfg.dataset
-    cfg, dataset = _load_data(cfg, log)
+    cfg, dataset = _load_data(cfg, say)
 
     seed_everything(cfg.seed)
     vae = build_vae(cfg, dataset.data_shape).to(device)
+    if ctx.is_distributed:  # same initial weights everywhere, then a random stream per rank
+        torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
     likelihood = vae.likelihood
     data = prepare_data(
         dataset,
@@ -314,26 +400,31 @@ def train(
         cfg.seed,
         device,
     )
-    trainer = Trainer(cfg, vae, data)
+    trainer = Trainer(cfg, vae, data, ctx)
+    info = _run_info(cfg, requested, dataset, data, device)
+    info["world_size"] = ctx.world_size
     if resume is not None:
-        trainer.load_state_dict(
+        note = trainer.load_state_dict(
             load_checkpoint(run.checkpoint_path, device), str(run.checkpoint_path)
         )
         trainer.remember_good_state()
-        log(
+        say(
             f"resuming {run.path} at epoch {trainer.position.epoch + 1}, "
             f"step {trainer.position.step}"
         )
-        info = run.read_info() or _run_info(cfg, requested, dataset, data, device)
-    else:
-        info = _run_info(cfg, requested, dataset, data, device)
-    run.write_config(cfg)
-    run.write_info(info)
+        if note:
+            say(note)
+        info = {**info, **run.read_info(), "world_size": ctx.world_size}
+    if ctx.is_main:
+        run.write_config(cfg)
+        run.write_info(info)
 
-    trainer.fit(run, log, progress)
-    levels = getattr(likelihood, "support", "") == "levels"
-    units = trainer.units
-    save_run_plots(vae, trainer.history, data.test, data.y_test, run.plots, units, levels, cfg.seed)
-    run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
-    log(f"run folder: {run.path}")
+    trainer.fit(run, say, progress)
+    if ctx.is_main:
+        levels = getattr(likelihood, "support", "") == "levels"
+        save_run_plots(
+            vae, trainer.history, data.test, data.y_test, run.plots, trainer.units, levels, cfg.seed
+        )
+        run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
+    say(f"run folder: {run.path}")
     return TrainResult(run.path, cfg, trainer.history, vae)
