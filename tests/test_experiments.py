@@ -38,3 +38,37 @@ def test_bench_distributed_smoke(tmp_path):
         ("2", "1"),
     ]
     assert all(float(r["images_per_s"]) > 0 for r in rows)
+
+
+def test_bench_training_smoke(tmp_path):
+    out = tmp_path / "bench.csv"
+    done = run_script(
+        "bench_training",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--train-images",
+        "1100",
+        "--out",
+        str(out),
+    )
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["measure"].split(",")[0] for r in rows] == [
+        "training step",
+        "training step",
+        "training epoch",
+    ]
+    assert all(float(r["ratio"]) > 0 for r in rows) and "ratio" in done.stdout
+
+
+def test_pyro_vae_bench_is_the_same_benchmark(tmp_path):
+    out = tmp_path / "bench.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "bench", "--steps", "2", "--warmup", "1",
+         "--train-images", "1100", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hand-written PyTorch step" in done.stdout and out.is_file()
