@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +60,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # the weights-only unpickler met bytes, not a class
+            raise _corrupted(path, err) from None
+        found = next(line for line in str(err).splitlines() if "GLOBAL" in line)
         raise CheckpointError(
             f"{path}: refused to load: the file holds pickled objects beyond tensors and plain "
-            f"data, which could run code ({str(err).splitlines()[0]}); only load checkpoints "
-            "written by pyro-vae"
+            f"data, which could run code ({found.strip()}); only load checkpoints written by "
+            "pyro-vae"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(
-            f"{path}: truncated or corrupted checkpoint ({str(err).splitlines()[0]}); "
-            "resume from an intact copy or retrain"
-        ) from None
+    except Exception as err:  # any other parse failure of damaged bytes
+        raise _corrupted(path, err) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pyro-vae checkpoint (format tag missing or unknown)")
     return state
+
+
+def _corrupted(path: Path, err: Exception) -> CheckpointError:
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return CheckpointError(
+        f"{path}: truncated or corrupted checkpoint ({first_line}); "
+        "resume from an intact copy or retrain"
+    )
 
 
 def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command: train, sample and list the built-ins.
+"""The ``pyro-vae`` command: train, sample, benchmark and list the built-ins.
 
 User errors print one line on stderr and exit with status 2 (``--debug`` shows the
 traceback); bugs keep their traceback.
@@ -6,6 +6,7 @@ traceback); bugs keep their traceback.
 Example:
     $ pyro-vae train --dataset mnist5k --epochs 5 --latent-dim 2
     $ pyro-vae sample runs/2026-11-26_08-00-00 --n 64
+    $ pyro-vae bench --steps 200
     $ pyro-vae list
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from .bench_args import add_bench_arguments
 from .config import Config
 from .errors import ConfigError, PyroVAEError
 
@@ -69,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
+    bench = commands.add_parser("bench", help="measure training speed against hand-written PyTorch")
+    bench.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    add_bench_arguments(bench)
+
     listing = commands.add_parser("list", help="list built-in parts, datasets and objectives")
     listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
@@ -114,13 +120,19 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import run_from_args
+
+    run_from_args(args)
+
+
 def _cmd_list(args: argparse.Namespace) -> None:
     from .listing import describe_builtins
 
     print(describe_builtins())
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "list": _cmd_list}
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench, "list": _cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -61,6 +61,7 @@ def _option(
     choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
     minimum: float | None = None,
     exclusive_minimum: bool = False,
+    maximum: float | None = None,
     check: Callable[[Any], None] | None = None,
 ) -> Any:
     meta = {
@@ -69,6 +70,7 @@ def _option(
         "choices": choices,
         "minimum": minimum,
         "exclusive_minimum": exclusive_minimum,
+        "maximum": maximum,
         "check": check,
     }
     if isinstance(default, list):
@@ -149,7 +151,13 @@ class Config:
     epochs: int = _option(30, "passes over the training set", "training", minimum=1)
     batch_size: int = _option(128, "minibatch size", "training", minimum=1)
     lr: float = _option(1e-3, "Adam learning rate", "training", minimum=0, exclusive_minimum=True)
-    seed: int = _option(0, "random seed: same seed, same device, same numbers", "training")
+    seed: int = _option(
+        0,
+        "random seed: same seed, same device, same numbers",
+        "training",
+        minimum=0,
+        maximum=2**63 - 1,
+    )
     device: str = _option(
         "auto", "auto picks cuda when available", "training", choices=("auto", "cpu", "cuda")
     )
@@ -159,6 +167,26 @@ class Config:
         "the likelihood's support before training) or every-step (slower)",
         "training",
         choices=("first-step", "every-step"),
+    )
+    on_nan: str = _option(
+        "recover",
+        "on a non-finite loss or gradient: recover (restore the last good state, halve the "
+        "learning rate, at most 3 times), stop, or off (no check, no per-step host sync)",
+        "training",
+        choices=("recover", "stop", "off"),
+    )
+    clip_grad: float = _option(
+        0.0, "clip the gradient norm to this value (0: no clipping)", "training", minimum=0
+    )
+    checkpoint_every: int = _option(
+        0, "also checkpoint every N steps (0: at the end of each epoch only)", "training", minimum=0
+    )
+    dist_timeout: float = _option(
+        300.0,
+        "seconds a distributed rank waits for its peers before stopping with an error",
+        "training",
+        minimum=0,
+        exclusive_minimum=True,
     )
     # output
     out: str = _option("", "run folder; default runs/<timestamp>", "output")
@@ -307,6 +335,10 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
                     f"{name}: must be {relation} {minimum}, got {value!r}; "
                     f"default is {_toml_value(_default_of(f))}"
                 )
+
+    maximum = f.metadata["maximum"]
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}: must be <= {maximum}, got {value!r}")
 
     choices = f.metadata["choices"]
     if choices is not None:

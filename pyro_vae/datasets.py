@@ -292,8 +292,12 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
 
 
 def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise DataError(f"{path}: array '{key}' has dtype {x.dtype}; images must be numeric")
+    numeric = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    if not (numeric or x.dtype == bool):
+        raise DataError(
+            f"{path}: array '{key}' has dtype {x.dtype}; images must be real numbers "
+            "(uint8 levels or floats in [0, 1])"
+        )
     if x.ndim not in (2, 3, 4):
         raise DataError(
             f"{path}: array '{key}' has shape {x.shape}; expected [N, D], [N, H, W] or [N, C, H, W]"

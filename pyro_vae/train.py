@@ -3,7 +3,9 @@
 The loss is ``objective(vae, vae.guide_module())``, an ``nn.Module`` (Pyro's
 ``ELBOModule``) trained with ``torch.optim.Adam``; the data sit on the device and
 each step gathers a minibatch by index. Every epoch ends with a test ELBO, a row
-in metrics.csv and an atomic checkpoint.
+in metrics.csv and an atomic checkpoint. Under ``torchrun`` the loss module is
+wrapped in ``DistributedDataParallel``: each rank takes its share of every global
+batch, gradients are averaged, and rank 0 alone writes the run folder.
 
 Example::
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import pyro
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -35,13 +38,24 @@ from .checkpoint import (
 from .config import Config
 from .data import TrainingData, prepare_data
 from .datasets import Dataset, load_dataset
-from .errors import ConfigError
+from .distributed import (
+    DistContext,
+    DistributedFault,
+    all_reduce_any,
+    all_reduce_sum,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    rank_seed,
+)
+from .errors import ConfigError, PyroVAEError, RunFolderError
 from .evaluation import elbo_per_datapoint
+from .faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
 from .likelihoods import bits_per_dim
 from .objectives import build_objective
 from .plots import save_run_plots
 from .run_folder import RunFolder, default_run_dir
-from .runtime import isolated_rng, resolve_device, seed_everything
+from .runtime import seed_everything
 from .vae import VAE
 
 __all__ = ["Trainer", "TrainResult", "train", "Position"]
@@ -68,17 +82,27 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns the VAE, its loss module, the optimizer and the data; runs epochs."""
+    """Owns the VAE, its loss module, the optimizer and the data; runs epochs.
 
-    def __init__(self, cfg: Config, vae: VAE, data: TrainingData):
+    With a distributed ``ctx`` every rank builds its own Trainer; they step in lockstep.
+    """
+
+    def __init__(self, cfg: Config, vae: VAE, data: TrainingData, ctx: DistContext | None = None):
         self.cfg = cfg
         self.vae = vae
         self.data = data
+        self.ctx = ctx or DistContext()
         self.loss_module = build_objective(cfg.objective)(vae, vae.guide_module())
+        self.train_module: torch.nn.Module = self.loss_module
+        if self.ctx.is_distributed:
+            device_ids = [data.device.index] if data.device.type == "cuda" else None
+            self.train_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
         self.position = Position()
         self.loss_sum = torch.zeros((), device=data.device)
         self.history: list[dict[str, Any]] = []
+        self.recoveries = 0
+        self.remember_good_state()
         self._validated = False
 
     @property
@@ -86,12 +110,23 @@ class Trainer:
         return getattr(self.vae.likelihood, "units", "nats")
 
     def train_step(self, x: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on minibatch ``x``; returns the detached loss (no host sync)."""
+        """One optimizer step on minibatch ``x``; returns the detached loss.
+
+        Raises NonFiniteStep, before the parameters move, when the loss or a gradient
+        is not finite (unless ``on_nan`` is ``off``).
+        """
         validate = self.cfg.validation == "every-step" or not self._validated
         with pyro.validation_enabled(validate):
-            loss = self.loss_module(x, self.data.num_train)
+            loss = self.train_module(x, self.data.num_train)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.on_nan != "off":
+            part = non_finite_part(loss, self.vae.parameters())
+            if all_reduce_any(part is not None, self.ctx, self.data.device):
+                where = part or "loss on another rank"
+                raise NonFiniteStep(where, self.position.epoch + 1, self.position.step + 1)
+        if self.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.clip_grad)
         self.optimizer.step()
         self._validated = True
         return loss.detach()
@@ -105,7 +140,9 @@ class Trainer:
         pos = self.position
         started = time.perf_counter() - pos.seconds
         x_epoch = self.data.epoch_train(pos.epoch)
-        batches = self.data.batch_indices(pos.epoch, self.cfg.batch_size)
+        batches = self.data.batch_indices(
+            pos.epoch, self.cfg.batch_size, self.ctx.rank, self.ctx.world_size
+        )
         if bar is not None:
             bar.reset(total=len(batches))
             bar.update(pos.step)
@@ -120,7 +157,8 @@ class Trainer:
                     bar.set_postfix_str(f"loss {running:.2f} {self.units}/datapoint")
             if on_step is not None:
                 on_step()
-        train_elbo = -float(self.loss_sum) / len(batches) / self.data.num_train
+        mean_loss = all_reduce_sum(self.loss_sum.clone(), self.ctx) / self.ctx.world_size
+        train_elbo = -float(mean_loss) / len(batches) / self.data.num_train
         row = {
             "epoch": pos.epoch + 1,
             "train_elbo": train_elbo,
@@ -133,37 +171,155 @@ class Trainer:
         return row
 
     def test_elbo(self) -> float:
-        """Single-sample ELBO per test datapoint, on a random stream of its own."""
+        """Single-sample ELBO per test datapoint, sharded over ranks, on its own random streams."""
         self.vae.eval()
-        with isolated_rng(self.cfg.seed + EVAL_SEED_OFFSET, self.data.device):
-            value = elbo_per_datapoint(self.vae, self.data.test)
+        seed = self.cfg.seed + EVAL_SEED_OFFSET
+        value = elbo_per_datapoint(self.vae, self.data.test, seed=seed, ctx=self.ctx)
         self.vae.train()
         return value
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def recover(self, fault: NonFiniteStep) -> str:
+        """Restore the last good state and halve the learning rate, or raise NumericalFault."""
+        good = self.last_good["position"]
+        where = f"epoch {good['epoch'] + 1}, step {good['step']}"
+        if self.cfg.on_nan == "stop" or self.recoveries >= MAX_RECOVERIES:
+            tried = (
+                f"restored the last good state ({where}) and halved the learning rate "
+                f"{self.recoveries} times"
+                if self.recoveries
+                else "nothing (--on-nan stop)"
+            )
+            raise NumericalFault(
+                f"{fault}; tried {tried}; the last good checkpoint is intact. Lower --lr, "
+                "set --clip-grad, or check the data and custom parts"
+            )
+        recoveries = self.recoveries + 1
+        self.load_state_dict(self.last_good, "the last good state")
+        self.recoveries = recoveries  # the restored state predates this fault
+        lr = self.cfg.lr * 0.5**self.recoveries
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return (
+            f"{fault}: restored the last good state ({where}) and halved the learning rate to "
+            f"{lr:.3g} (recovery {self.recoveries} of {MAX_RECOVERIES})"
+        )
 
     # -- checkpoints ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything to continue from here; a collective call when distributed.
+
+        ``rng`` holds every rank's random states (in rank order) and ``loss_sum``
+        the mean over ranks of their running sums, so any rank can continue from it.
+        """
+        mean_loss_sum = all_reduce_sum(self.loss_sum.detach().clone(), self.ctx)
         return {
             "config": self.cfg.to_dict(),
             "data_shape": list(self.data.data_shape),
             "model": self.vae.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "position": asdict(self.position),
-            "loss_sum": self.loss_sum.detach().cpu(),
+            "loss_sum": (mean_loss_sum / self.ctx.world_size).cpu(),
             "history": self.history,
-            "rng": capture_rng_state(),
+            "recoveries": self.recoveries,
+            "rng": gather_objects(capture_rng_state(), self.ctx),
         }
 
-    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+    def remember_good_state(self) -> None:
+        """Keep a copy of the current state (every tensor cloned) to fall back to on a fault."""
+        self.last_good = _clone_tensors(self.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any], source: str) -> str:
+        """Restore a state; returns a note when the random streams had to be re-derived.
+
+        A checkpoint written by the same number of ranks restores each rank's own
+        random state (exact continuation); from another world size each rank
+        derives a fresh stream from (seed, rank, step) and the run continues.
+        """
         load_model_state(self.vae, state["model"], source)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(_clone_tensors(state["optimizer"]))
         self.position = Position(**state["position"])
-        self.loss_sum = state["loss_sum"].to(self.data.device)
-        self.history = list(state["history"])
-        restore_rng_state(state["rng"])
+        self.loss_sum = state["loss_sum"].clone().to(self.data.device)
+        self.history = [dict(row) for row in state["history"]]
+        self.recoveries = state.get("recoveries", 0)
+        rng_states = state["rng"]
+        if len(rng_states) == self.ctx.world_size:
+            restore_rng_state(rng_states[self.ctx.rank])
+            return ""
+        torch.manual_seed(rank_seed(self.cfg.seed, self.ctx.rank, self.position.global_step))
+        return (
+            f"checkpoint written by {len(rng_states)} process(es), resumed by "
+            f"{self.ctx.world_size}: random streams re-derived, so the continuation is "
+            "statistically but not bitwise the same"
+        )
 
     def save(self, run: RunFolder) -> None:
-        save_checkpoint(run.checkpoint_path, self.state_dict())
+        """Checkpoint atomically (rank 0 writes); the saved state is the one to fall back to."""
+        self.remember_good_state()
+        if self.ctx.is_main:
+            save_checkpoint(run.checkpoint_path, self.last_good)
+
+    def fit(self, run: RunFolder, log: Callable[[str], None], progress: bool = True) -> None:
+        """Run the remaining epochs: metrics and a checkpoint after each, recovery on faults.
+
+        Only rank 0 writes files and logs; a lost peer raises DistributedFault.
+        """
+        if not self.ctx.is_main:
+            log, progress = (lambda _: None), False
+        try:
+            self._fit(run, log, progress)
+        except RuntimeError as err:  # collectives fail this way when a peer dies or times out
+            if not self.ctx.is_distributed:
+                raise
+            raise DistributedFault(
+                f"rank {self.ctx.rank} lost contact with the other ranks ({_reason(err)}); "
+                f"the last good checkpoint in {run.path} is intact: rerun with --resume {run.path}"
+            ) from None
+
+    def _fit(self, run: RunFolder, log: Callable[[str], None], progress: bool) -> None:
+        every = self.cfg.checkpoint_every
+
+        def checkpoint_steps() -> None:
+            if every and self.position.global_step % every == 0:
+                self.save(run)
+
+        while self.position.epoch < self.cfg.epochs:
+            description = f"epoch {self.position.epoch + 1}/{self.cfg.epochs}"
+            try:
+                with tqdm(desc=description, disable=not progress, leave=False, unit="batch") as bar:
+                    row = self.run_epoch(on_step=checkpoint_steps, bar=bar)
+            except NonFiniteStep as fault:
+                log(self.recover(fault))
+                continue
+            if self.ctx.is_main:
+                run.write_metrics(self.history)
+            self.save(run)
+            bits = ""
+            if getattr(self.vae.likelihood, "scale", "") == "8-bit":
+                bits = f" = {bits_per_dim(row['test_elbo'], self.data.data_shape):.3f} bits/dim"
+            log(
+                f"epoch {row['epoch']:>3}/{self.cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
+                f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint{bits}  "
+                f"({row['seconds']:.1f} s)"
+            )
+
+
+def _reason(err: Exception) -> str:
+    """The gist of a collective's error: gloo prefixes a source location and appends advice."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split("] ", 1)[-1].split(". ", 1)[0][:160]
+
+
+def _clone_tensors(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone_tensors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone_tensors(v) for v in value]
+    return value
 
 
 def _load_data(cfg: Config, log: Callable[[str], None]) -> tuple[Config, Dataset]:
@@ -192,6 +348,20 @@ def _run_info(cfg: Config, requested: str, dataset: Dataset, data: TrainingData,
     }
 
 
+def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFolder, Config]:
+    """A new run folder: rank 0 creates it and every rank learns its path (or the error)."""
+    path, error = None, None
+    if ctx.is_main:
+        try:
+            path = str(RunFolder.create(cfg.out or default_run_dir(), overwrite=overwrite).path)
+        except PyroVAEError as err:
+            error = str(err)
+    path, error = broadcast_object((path, error), ctx)
+    if error is not None:
+        raise RunFolderError(error)
+    return RunFolder(path), cfg.replace(out=path)
+
+
 def train(
     cfg: Config | None = None,
     *,
@@ -204,6 +374,7 @@ def train(
     """Train a VAE as ``cfg`` says and leave a run folder; or continue the run at ``resume``.
 
     On resume the run's own config.toml is used; only ``epochs`` may be raised.
+    Launched by torchrun, this process joins the process group and trains its share.
     """
     log = log or tqdm.write
     if cfg is None and resume is None:
@@ -211,18 +382,19 @@ def train(
     if resume is not None:
         run = RunFolder.open(resume)
         cfg = run.read_config()
-        if epochs is not None:
-            cfg = cfg.replace(epochs=epochs)
-    else:
-        resolve_device(cfg.device)  # fail before creating anything
-        run = RunFolder.create(cfg.out or default_run_dir(), overwrite=overwrite)
-        cfg = cfg.replace(out=str(run.path))
-    device = resolve_device(cfg.device)
+    ctx, device = init_distributed(cfg.device, cfg.dist_timeout)  # fails before any writing
+    say = log if ctx.is_main else (lambda _: None)
+    if resume is None:
+        run, cfg = _create_run(cfg, overwrite, ctx)
+    if epochs is not None:
+        cfg = cfg.replace(epochs=epochs)
     requested = cfg.dataset
-    cfg, dataset = _load_data(cfg, log)
+    cfg, dataset = _load_data(cfg, say)
 
     seed_everything(cfg.seed)
     vae = build_vae(cfg, dataset.data_shape).to(device)
+    if ctx.is_distributed:  # same initial weights everywhere, then a random stream per rank
+        torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
     likelihood = vae.likelihood
     data = prepare_data(
         dataset,
@@ -232,38 +404,31 @@ def train(
         cfg.seed,
         device,
     )
-    trainer = Trainer(cfg, vae, data)
+    trainer = Trainer(cfg, vae, data, ctx)
+    info = _run_info(cfg, requested, dataset, data, device)
+    info["world_size"] = ctx.world_size
     if resume is not None:
-        trainer.load_state_dict(
+        note = trainer.load_state_dict(
             load_checkpoint(run.checkpoint_path, device), str(run.checkpoint_path)
         )
-        log(
+        trainer.remember_good_state()
+        say(
             f"resuming {run.path} at epoch {trainer.position.epoch + 1}, "
             f"step {trainer.position.step}"
         )
-        info = run.read_info() or _run_info(cfg, requested, dataset, data, device)
-    else:
-        info = _run_info(cfg, requested, dataset, data, device)
-    run.write_config(cfg)
-    run.write_info(info)
+        if note:
+            say(note)
+        info = {**info, **run.read_info(), "world_size": ctx.world_size}
+    if ctx.is_main:
+        run.write_config(cfg)
+        run.write_info(info)
 
-    units = trainer.units
-    while trainer.position.epoch < cfg.epochs:
-        description = f"epoch {trainer.position.epoch + 1}/{cfg.epochs}"
-        with tqdm(desc=description, disable=not progress, leave=False, unit="batch") as bar:
-            row = trainer.run_epoch(bar=bar)
-        run.write_metrics(trainer.history)
-        trainer.save(run)
-        bits = ""
-        if getattr(likelihood, "scale", "") == "8-bit":
-            bits = f" = {bits_per_dim(row['test_elbo'], data.data_shape):.3f} bits/dim"
-        log(
-            f"epoch {row['epoch']:>3}/{cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
-            f"test ELBO {row['test_elbo']:9.2f}  {units}/datapoint{bits}  ({row['seconds']:.1f} s)"
+    trainer.fit(run, say, progress)
+    if ctx.is_main:
+        levels = getattr(likelihood, "support", "") == "levels"
+        save_run_plots(
+            vae, trainer.history, data.test, data.y_test, run.plots, trainer.units, levels, cfg.seed
         )
-
-    levels = getattr(likelihood, "support", "") == "levels"
-    save_run_plots(vae, trainer.history, data.test, data.y_test, run.plots, units, levels, cfg.seed)
-    run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
-    log(f"run folder: {run.path}")
+        run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
+    say(f"run folder: {run.path}")
     return TrainResult(run.path, cfg, trainer.history, vae)

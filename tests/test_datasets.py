@@ -98,7 +98,7 @@ def test_npz_images_gain_a_channel_axis(tiny_npz):
         ({"x": np.zeros((0, 4))}, r"is empty"),
         ({"x": np.zeros(5)}, r"shape \(5,\); expected \[N, D\]"),
         ({"x": np.zeros((5, 4)), "y": np.zeros(4, dtype=int)}, r"4 labels for 5 images"),
-        ({"x": np.array([["a"]])}, r"must be numeric"),
+        ({"x": np.array([["a"]])}, r"must be real numbers"),
     ],
 )
 def test_bad_npz_contents_name_file_and_problem(tmp_path, arrays, message):

@@ -1,0 +1,266 @@
+"""Speed, measured: pyro-vae against hand-written PyTorch and Pyro's classic example pipeline.
+
+Everything runs in one process, on the same data, the same architecture (MLP
+784-400-20, Bernoulli likelihood, standard Normal prior, Adam 1e-3) and the same
+device. Step times are medians over many steps after a warm-up, with the two
+contenders interleaved step by step so that both see the same machine noise;
+every figure is reported as a ratio to its baseline.
+
+Run it as ``pyro-vae bench`` or ``python experiments/bench_training.py``.
+
+Example::
+
+    rows = run_benchmark(BenchSettings(dataset="mnist5k", steps=50))
+    print(format_table(rows))
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pyro.infer import SVI, Trace_ELBO
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from torchvision.transforms import ToTensor
+
+from .bench_args import add_bench_arguments
+from .build import build_vae
+from .config import Config
+from .data import TrainingData, prepare_data
+from .datasets import load_dataset
+from .guides import MAX_SCALE, MIN_SCALE
+from .train import Trainer
+from .vae import VAE
+
+__all__ = ["BenchSettings", "run_benchmark", "format_table", "write_csv", "main"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    dataset: str = "mnist5k"
+    device: str = "cpu"
+    steps: int = 200  # timed steps per contender and batch size
+    warmup: int = 20
+    epoch_batch_size: int = 256
+    seed: int = 0
+    train_images: int = 0  # 0: the whole training split
+
+
+@dataclass
+class BenchRow:
+    measure: str
+    pyro_vae: float
+    baseline: float
+    unit: str
+    baseline_name: str
+    target: str
+
+    @property
+    def ratio(self) -> float:
+        return self.pyro_vae / self.baseline
+
+    def as_dict(self) -> dict:
+        return {
+            "measure": self.measure,
+            "pyro_vae": self.pyro_vae,
+            "baseline": self.baseline,
+            "unit": self.unit,
+            "ratio": self.ratio,
+            "baseline_name": self.baseline_name,
+            "target": self.target,
+        }
+
+
+def _config(batch_size: int, device: str) -> Config:
+    return Config(hidden=[400], latent_dim=20, batch_size=batch_size, lr=1e-3, device=device)
+
+
+def _data(settings: BenchSettings, device: torch.device, binarize: str) -> TrainingData:
+    dataset = load_dataset(settings.dataset, fallback=False)
+    if settings.train_images:
+        dataset.x_train = dataset.x_train[: settings.train_images]
+    return prepare_data(dataset, "binary", "bernoulli", binarize, settings.seed, device)
+
+
+def handwritten_step(vae: VAE, num_data: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The same networks and single-sample Monte Carlo ELBO, written by hand in plain PyTorch."""
+    encoder = copy.deepcopy(vae.encoder)
+    decoder = copy.deepcopy(vae.decoder)
+    params = [*encoder.parameters(), *decoder.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        loc, raw = encoder.head(encoder.body(x)).chunk(2, dim=-1)
+        scale = F.softplus(raw).clamp(max=MAX_SCALE) + MIN_SCALE
+        eps = torch.randn_like(loc)
+        z = loc + scale * eps
+        logits = decoder(z).view_as(x)
+        log_lik = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        log_prior = -0.5 * (z * z).sum(1) - 0.5 * z.shape[1] * LOG_2PI
+        log_q = (-0.5 * eps * eps - scale.log()).sum(1) - 0.5 * z.shape[1] * LOG_2PI
+        loss = -(log_lik + log_prior - log_q).sum() * (num_data / x.shape[0])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def _interleaved_medians(
+    contenders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    batches: list[torch.Tensor],
+    steps: int,
+    warmup: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Median seconds per step of each contender, alternating contenders every step."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for i in range(warmup + steps):
+        x = batches[i % len(batches)]
+        for name, step in contenders.items():
+            sync()
+            started = time.perf_counter()
+            step(x)
+            sync()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def measure_steps(settings: BenchSettings, batch_size: int) -> BenchRow:
+    """pyro-vae's training step against the hand-written one, at one batch size."""
+    device = torch.device(settings.device)
+    data = _data(settings, device, "dynamic")
+    torch.manual_seed(settings.seed)
+    cfg = _config(batch_size, settings.device)
+    trainer = Trainer(cfg, build_vae(cfg, data.data_shape).to(device), data)
+    baseline = handwritten_step(trainer.vae, data.num_train)
+    x_epoch = data.epoch_train(0)
+    batches = [x_epoch[index] for index in data.batch_indices(0, batch_size)]
+    medians = _interleaved_medians(
+        {"pyro_vae": trainer.train_step, "handwritten": baseline},
+        batches,
+        settings.steps,
+        settings.warmup,
+        device,
+    )
+    target = "<= 1.10" if batch_size <= 128 else "<= 1.05"
+    return BenchRow(
+        f"training step, batch {batch_size}",
+        medians["pyro_vae"] * 1e3,
+        medians["handwritten"] * 1e3,
+        "ms/step",
+        "hand-written PyTorch step",
+        target,
+    )
+
+
+class PerItemImages(TorchDataset):
+    """Images served one at a time as torchvision's MNIST does: a PIL image, then ToTensor."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images  # [N, H, W] uint8
+        self.transform = ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[index], mode="L")), 0
+
+
+def measure_epoch(settings: BenchSettings) -> BenchRow:
+    """A full epoch of Pyro's classic example pipeline against a full pyro-vae epoch."""
+    device = torch.device(settings.device)
+    batch_size = settings.epoch_batch_size
+    data = _data(settings, device, "static")
+    images = (data.train[:, 0].cpu().numpy() * 255).astype(np.uint8)
+
+    torch.manual_seed(settings.seed)
+    cfg = _config(batch_size, settings.device)
+    classic_vae = build_vae(cfg, data.data_shape).to(device)
+    svi = SVI(classic_vae.model, classic_vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    # num_workers=0 is the setting of Pyro's examples/vae/utils/mnist_cached.py
+    loader = DataLoader(PerItemImages(images), batch_size=batch_size, shuffle=True, num_workers=0)
+    started = time.perf_counter()
+    for x, _ in loader:
+        svi.step(x.to(device), data.num_train)
+    classic_seconds = time.perf_counter() - started
+
+    torch.manual_seed(settings.seed)
+    trainer = Trainer(cfg, build_vae(cfg, data.data_shape).to(device), data)
+    started = time.perf_counter()
+    x_epoch = data.epoch_train(0)
+    for index in data.batch_indices(0, batch_size):
+        trainer.train_step(x_epoch[index])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    ours = time.perf_counter() - started
+    return BenchRow(
+        f"training epoch, batch {batch_size}, {data.num_train} images",
+        ours,
+        classic_seconds,
+        "s/epoch",
+        "classic Pyro pipeline (DataLoader + per-item ToTensor + SVI/Trace_ELBO)",
+        "<= 0.33 (3x faster)",
+    )
+
+
+def run_benchmark(settings: BenchSettings) -> list[BenchRow]:
+    rows = [measure_steps(settings, 128), measure_steps(settings, 1024), measure_epoch(settings)]
+    return rows
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    lines = [f"{'measure':<52} {'pyro-vae':>10} {'baseline':>10} {'unit':>10} {'ratio':>7}  target"]
+    for row in rows:
+        lines.append(
+            f"{row.measure:<52} {row.pyro_vae:>10.4g} {row.baseline:>10.4g} {row.unit:>10} "
+            f"{row.ratio:>7.3f}  {row.target}"
+        )
+        lines.append(f"{'':<52} baseline: {row.baseline_name}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[BenchRow], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0].as_dict()))
+        writer.writeheader()
+        writer.writerows(row.as_dict() for row in rows)
+
+
+def run_from_args(args: argparse.Namespace) -> list[BenchRow]:
+    """Run the benchmark as parsed by :func:`add_bench_arguments`; print and save the table."""
+    settings = BenchSettings(
+        args.dataset, args.device, args.steps, args.warmup, train_images=args.train_images
+    )
+    rows = run_benchmark(settings)
+    print(format_table(rows))
+    write_csv(rows, args.out)
+    print(f"written: {args.out}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[BenchRow]:
+    parser = argparse.ArgumentParser(prog="bench_training", description=__doc__.splitlines()[0])
+    add_bench_arguments(parser)
+    return run_from_args(parser.parse_args(argv))

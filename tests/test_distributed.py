@@ -1,0 +1,191 @@
+"""Data-parallel training on CPU with gloo: 2 real processes on this machine."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pyro.distributions as dist
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from pyro_vae import Config, build_vae
+from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.data import prepare_data
+from pyro_vae.datasets import load_dataset
+from pyro_vae.distributed import DistContext, init_distributed
+from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.run_folder import RunFolder
+from pyro_vae.train import Trainer
+
+GLOBAL_BATCH = 100
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SampleKeyedNormal(dist.Normal):
+    """N(loc, scale) whose reparameterized noise is a fixed function of each datapoint.
+
+    This is the test-only switch that makes the per-sample noise independent of how
+    a batch is split over ranks, so 2 ranks and 1 process can be compared exactly.
+    """
+
+    def __init__(self, loc, scale, eps):
+        super().__init__(loc, scale)
+        self.eps = eps
+
+    def rsample(self, sample_shape=()):
+        return self.loc + self.scale * self.eps.expand(torch.Size(sample_shape) + self.eps.shape)
+
+
+class SampleKeyedEncoder(nn.Module):
+    def __init__(self, inner, latent_dim):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer(
+            "projection", torch.randn(784, latent_dim, generator=torch.Generator().manual_seed(9))
+        )
+
+    def forward(self, x):
+        q = self.inner(x).base_dist
+        eps = torch.tanh(x.flatten(1) @ self.projection / 10)
+        return SampleKeyedNormal(q.loc, q.scale, eps).to_event(1)
+
+
+def make_trainer(ctx: DistContext) -> Trainer:
+    cfg = Config(dataset="mnist5k", hidden=[32], latent_dim=3, batch_size=GLOBAL_BATCH, seed=4)
+    dataset = load_dataset("mnist5k")
+    dataset.x_train = dataset.x_train[:800]
+    data = prepare_data(dataset, "binary", "bernoulli", "dynamic", seed=4)
+    torch.manual_seed(4)
+    vae = build_vae(cfg, data.data_shape)
+    vae.encoder = SampleKeyedEncoder(vae.encoder, 3)
+    return Trainer(cfg, vae, data, ctx)
+
+
+def _flat(vae) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in vae.parameters()])
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    ctx, _ = init_distributed("cpu", timeout_seconds=60)
+    trainer = make_trainer(ctx)
+    per_step = []
+    trainer.run_epoch(on_step=lambda: per_step.append(_flat(trainer.vae).clone()))
+    sharded_elbo = elbo_per_datapoint(
+        trainer.vae, trainer.data.test, batch_size=60, seed=3, ctx=ctx
+    )
+    torch.save(
+        {"params": per_step, "state": trainer.vae.state_dict(), "elbo": sharded_elbo},
+        f"{out}/rank{rank}.pt",
+    )
+    torch_dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process_at_twice_the_batch(tmp_path):
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    # the ranks agree with each other after every step, bit for bit
+    assert len(ranks[0]["params"]) == 800 // GLOBAL_BATCH
+    for a, b in zip(ranks[0]["params"], ranks[1]["params"], strict=True):
+        assert torch.equal(a, b)
+
+    # and with one process that takes the whole global batch
+    torch.set_num_threads(1)
+    single = make_trainer(DistContext())
+    single.run_epoch()
+    for name, value in single.vae.state_dict().items():
+        assert torch.allclose(ranks[0]["state"][name], value, rtol=1e-4, atol=1e-6), name
+    moved = (ranks[0]["params"][-1] - _flat(make_trainer(DistContext()).vae)).abs().max()
+    assert moved > 1e-3, "training moved the parameters, so the comparison means something"
+
+    # sharded evaluation equals single-process evaluation of the same model
+    single.vae.load_state_dict(ranks[0]["state"])
+    expected = elbo_per_datapoint(single.vae, single.data.test, batch_size=60, seed=3)
+    assert abs(ranks[0]["elbo"] - expected) < 1e-9 * abs(expected)
+    assert ranks[0]["elbo"] == ranks[1]["elbo"]
+
+
+def _cli_env(rank: int, port: int) -> dict:
+    return {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": str(rank),
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": str(rank),
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def test_torchrun_trains_and_only_rank_zero_reports(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "pyro_vae",
+         "train", "--dataset", "mnist5k", "--epochs", "2", "--hidden", "64", "--latent-dim", "2",
+         "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert output.count("epoch   2/2") == 1, "one report per epoch: rank 0 alone logs"
+    run = RunFolder(out)
+    assert [row["epoch"] for row in run.read_metrics()] == [1, 2]
+    assert run.read_info()["world_size"] == 2
+    state = load_checkpoint(run.checkpoint_path)
+    assert len(state["rng"]) == 2 and not torch.equal(
+        state["rng"][0]["torch"], state["rng"][1]["torch"]
+    )
+
+
+def test_a_dead_rank_stops_the_other_with_a_clear_error_and_the_run_resumes(tmp_path):
+    out = tmp_path / "run"
+    port = free_port()
+    args = [sys.executable, "-m", "pyro_vae", "train", "--dataset", "mnist5k", "--epochs", "40",
+            "--hidden", "128", "--latent-dim", "2", "--out", str(out), "--no-progress",
+            "--dist-timeout", "30", "--checkpoint-every", "10"]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            args, env=_cli_env(r, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for r in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists():
+        assert time.monotonic() < deadline and procs[0].poll() is None
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = procs[0].communicate(timeout=60)
+    assert time.monotonic() - killed_at < 40, "the survivor stops within the timeout"
+    assert procs[0].returncode == 2
+    assert "rank 0 lost contact with the other ranks" in stderr and "--resume" in stderr
+    procs[1].communicate()
+
+    position = load_checkpoint(out / "checkpoint.pt")["position"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "train", "--resume", str(out), "--no-progress",
+         "--epochs", str(position["epoch"] + 1)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "written by 2 process(es), resumed by 1" in resumed.stdout + resumed.stderr
+    rows = RunFolder(out).read_metrics()
+    assert [row["epoch"] for row in rows] == list(range(1, position["epoch"] + 2))

@@ -1,0 +1,74 @@
+"""Every experiments/ script runs with a tiny budget, so none of them rots."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_bench_distributed_smoke(tmp_path):
+    out = tmp_path / "bench.csv"
+    run_script(
+        "bench_distributed",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+    )
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["processes"], r["threads_each"]) for r in rows] == [
+        ("1", "1"),
+        ("1", "2"),
+        ("2", "1"),
+    ]
+    assert all(float(r["images_per_s"]) > 0 for r in rows)
+
+
+def test_bench_training_smoke(tmp_path):
+    out = tmp_path / "bench.csv"
+    done = run_script(
+        "bench_training",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--train-images",
+        "1100",
+        "--out",
+        str(out),
+    )
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["measure"].split(",")[0] for r in rows] == [
+        "training step",
+        "training step",
+        "training epoch",
+    ]
+    assert all(float(r["ratio"]) > 0 for r in rows) and "ratio" in done.stdout
+
+
+def test_pyro_vae_bench_is_the_same_benchmark(tmp_path):
+    out = tmp_path / "bench.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "bench", "--steps", "2", "--warmup", "1",
+         "--train-images", "1100", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hand-written PyTorch step" in done.stdout and out.is_file()

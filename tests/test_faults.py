@@ -1,0 +1,126 @@
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyro_vae import Config, build_vae
+from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.data import prepare_data
+from pyro_vae.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault
+from pyro_vae.guides import MIN_SCALE
+from pyro_vae.run_folder import RunFolder
+from pyro_vae.train import Trainer
+
+
+class FaultyEncoder(nn.Module):
+    """A user's encoder that emits a NaN mean on chosen training calls (a real fault)."""
+
+    def __init__(self, inner: nn.Module, bad_calls, gradient_only: bool = False):
+        super().__init__()
+        self.inner, self.bad_calls, self.gradient_only, self.calls = (
+            inner,
+            bad_calls,
+            gradient_only,
+            0,
+        )
+
+    def forward(self, x):
+        q = self.inner(x)
+        if not self.training:
+            return q
+        self.calls += 1
+        if not self.bad_calls(self.calls):
+            return q
+        loc, scale = q.base_dist.loc, q.base_dist.scale
+        # gradient_only: the forward stays finite, the backward is 0 * inf = NaN
+        loc = loc + torch.sqrt(loc - loc) if self.gradient_only else loc * float("nan")
+        return dist.Normal(loc, scale).to_event(1)
+
+
+def make_trainer(tiny, tmp_path, bad_calls, **changes):
+    cfg = Config(dataset="tiny.npz", hidden=[16], latent_dim=2, batch_size=50, epochs=3, **changes)
+    data = prepare_data(tiny, "binary", "bernoulli", "dynamic", seed=0)
+    vae = build_vae(cfg, data.data_shape)
+    vae.encoder = FaultyEncoder(vae.encoder, bad_calls)
+    return Trainer(cfg, vae, data), RunFolder.create(tmp_path / "run")
+
+
+@pytest.fixture
+def tiny(tiny_npz):
+    from pyro_vae.datasets import load_npz
+
+    return load_npz(tiny_npz)
+
+
+def test_transient_nan_is_recovered_and_never_saved(tiny, tmp_path):
+    trainer, run = make_trainer(tiny, tmp_path, bad_calls=lambda n: n == 9)
+    messages = []
+    trainer.fit(run, messages.append, progress=False)
+    recovered = [m for m in messages if "restored the last good state" in m]
+    assert len(recovered) == 1 and "non-finite loss at epoch 2, step 3" in recovered[0]
+    assert trainer.recoveries == 1
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.cfg.lr / 2)
+    assert [row["epoch"] for row in run.read_metrics()] == [1, 2, 3]
+    state = load_checkpoint(run.checkpoint_path)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert state["recoveries"] == 1
+
+
+def test_nan_gradient_with_finite_loss_is_caught_before_the_step(tiny, tmp_path):
+    trainer, _ = make_trainer(tiny, tmp_path, bad_calls=lambda n: n == 2)
+    trainer.vae.encoder.gradient_only = True
+    batch = trainer.data.epoch_train(0)[:50]
+    trainer.train_step(batch)
+    before = {k: v.clone() for k, v in trainer.vae.state_dict().items()}
+    with pytest.raises(NonFiniteStep, match="non-finite gradient at epoch 1, step 1"):
+        trainer.train_step(batch)
+    assert all(torch.equal(v, before[k]) for k, v in trainer.vae.state_dict().items())
+
+
+def test_persistent_nan_stops_after_three_recoveries_saying_what_was_tried(tiny, tmp_path):
+    trainer, run = make_trainer(tiny, tmp_path, bad_calls=lambda n: n >= 4)
+    with pytest.raises(NumericalFault) as info:
+        trainer.fit(run, lambda _: None, progress=False)
+    message = str(info.value)
+    assert "non-finite loss at epoch 1, step 1" in message
+    assert f"halved the learning rate {MAX_RECOVERIES} times" in message
+    assert trainer.recoveries == MAX_RECOVERIES
+
+
+def test_stop_policy_stops_at_the_first_fault(tiny, tmp_path):
+    trainer, run = make_trainer(tiny, tmp_path, bad_calls=lambda n: n == 3, on_nan="stop")
+    with pytest.raises(NumericalFault, match=r"epoch 1, step 3; tried nothing \(--on-nan stop\)"):
+        trainer.fit(run, lambda _: None, progress=False)
+
+
+def test_gradient_clipping_bounds_the_update(tiny, tmp_path):
+    trainer, _ = make_trainer(tiny, tmp_path, bad_calls=lambda n: False, clip_grad=0.5)
+    batch = trainer.data.epoch_train(0)[:50]
+    seen = []
+    trainer.optimizer.step = lambda: seen.append(
+        torch.nn.utils.get_total_norm([p.grad for p in trainer.vae.parameters()])
+    )
+    trainer.train_step(batch)
+    assert float(seen[0]) <= 0.5 + 1e-5
+
+
+def test_scale_guard_keeps_q_finite_where_exp_would_not(mnist5k):
+    """At a deliberately high learning rate the raw scale outputs run to -hundreds."""
+    torch.manual_seed(0)
+    cfg = Config(lr=1.0, hidden=[64], latent_dim=4, on_nan="off")
+    data = prepare_data(mnist5k, "binary", "bernoulli", "dynamic", seed=0)
+    vae = build_vae(cfg, data.data_shape)
+    trainer = Trainer(cfg, vae, data)
+    raw = []
+    vae.encoder.head.register_forward_hook(lambda m, i, out: raw.append(out.detach()[..., 4:]))
+    x, batches = data.epoch_train(0), data.batch_indices(0, 128)
+    guard_acted = False
+    for i in range(10):
+        loss = trainer.train_step(x[batches[i]])
+        assert torch.isfinite(loss)
+        scale = vae.encode(x[batches[i]])[1]
+        assert torch.isfinite(scale).all() and (scale >= MIN_SCALE).all()
+        if torch.exp(raw[-1]).min() == 0:  # an exp parameterisation would give log q = inf here
+            guard_acted = True
+            assert torch.isfinite(vae.log_weights(x[batches[i]]).log_q).all()
+    assert guard_acted
