@@ -37,7 +37,7 @@ from .data import TrainingData, prepare_data
 from .datasets import Dataset, load_dataset
 from .errors import ConfigError
 from .evaluation import elbo_per_datapoint
-from .objectives import build_objective
+from .objectives import build_objective, kl_warmup_scale
 from .plots import save_run_plots
 from .run_folder import RunFolder, default_run_dir
 from .runtime import isolated_rng, resolve_device, seed_everything
@@ -84,11 +84,14 @@ class Trainer:
     def units(self) -> str:
         return getattr(self.vae.likelihood, "units", "nats")
 
-    def train_step(self, x: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on minibatch ``x``; returns the detached loss (no host sync)."""
+    def train_step(self, x: torch.Tensor, kl_scale: float = 1.0) -> torch.Tensor:
+        """One optimizer step on minibatch ``x``; returns the detached loss (no host sync).
+
+        ``kl_scale`` weighs the KL term (KL warm-up); it reaches the z site of model and guide.
+        """
         validate = self.cfg.validation == "every-step" or not self._validated
         with pyro.validation_enabled(validate):
-            loss = self.loss_module(x, self.data.num_train)
+            loss = self.loss_module(x, self.data.num_train, kl_scale)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -105,11 +108,12 @@ class Trainer:
         started = time.perf_counter() - pos.seconds
         x_epoch = self.data.epoch_train(pos.epoch)
         batches = self.data.batch_indices(pos.epoch, self.cfg.batch_size)
+        kl_scale = kl_warmup_scale(pos.epoch, self.cfg.kl_warmup)
         if bar is not None:
             bar.reset(total=len(batches))
             bar.update(pos.step)
         for i in range(pos.step, len(batches)):
-            self.loss_sum += self.train_step(x_epoch[batches[i]])
+            self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale)
             pos.step, pos.global_step = i + 1, pos.global_step + 1
             pos.seconds = time.perf_counter() - started
             if bar is not None:
