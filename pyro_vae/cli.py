@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command: train, sample and list the built-ins.
+"""The ``pyro-vae`` command: train, sample, evaluate, compare and list the built-ins.
 
 User errors print one line on stderr and exit with status 2 (``--debug`` shows the
 traceback); bugs keep their traceback.
@@ -6,6 +6,7 @@ traceback); bugs keep their traceback.
 Example:
     $ pyro-vae train --dataset mnist5k --epochs 5 --latent-dim 2
     $ pyro-vae sample runs/2026-11-26_08-00-00 --n 64
+    $ pyro-vae evaluate runs/2026-11-26_08-00-00 --k 5000
     $ pyro-vae list
 """
 
@@ -69,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="estimate log p(x), ELBO, KL and active units of a trained run"
+    )
+    evaluate.add_argument("run_dir", type=Path)
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="FILE.npz", help="another dataset file to score")
+    source.add_argument("--dataset", metavar="NAME", help="another dataset by name")
+    evaluate.add_argument("--data-dir", default="", help="where --dataset is stored")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument(
+        "--k", type=int, help="importance samples per datapoint (default: the run's eval_k)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation's draws")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--out", type=Path, help="JSON path; default RUN_DIR/eval.json")
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
     listing = commands.add_parser("list", help="list built-in parts, datasets and objectives")
     listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
@@ -114,13 +132,37 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate
+
+    if args.k is not None and args.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    result = evaluate(
+        args.run_dir,
+        data=args.data or args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        k=args.k,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+    )
+    print(result.table())
+    print(f"written to {args.out or args.run_dir / 'eval.json'}")
+
+
 def _cmd_list(args: argparse.Namespace) -> None:
     from .listing import describe_builtins
 
     print(describe_builtins())
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "list": _cmd_list}
+COMMANDS = {
+    "train": _cmd_train,
+    "sample": _cmd_sample,
+    "evaluate": _cmd_evaluate,
+    "list": _cmd_list,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
