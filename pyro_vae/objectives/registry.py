@@ -141,7 +141,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
         "beta-VAE: an ELBO-type objective with its KL term weighted by b (Higgins et al. 2017)",
         {
             "b": ObjectiveOption(float, 4.0, "weight of the KL term (1 is the plain ELBO)", 0.0),
-            "of": ObjectiveOption(str, "elbo", "the ELBO-type objective to weigh", None),
+            "of": ObjectiveOption(
+                str, "elbo", "the ELBO-type objective to weigh: elbo, analytic-kl, graph or stl"
+            ),
             "num_particles": PARTICLES,
         },
         scales_kl=True,

@@ -12,9 +12,11 @@ the k particles and detached).
 The f-divergence itself is not estimated (as in the paper and in Pyro); the loss's
 **value** is the plain ELBO averaged over the k particles, so training curves stay
 meaningful. Pyro's ``TraceTailAdaptive_ELBO`` ranks the particles of the whole batch
-at once (one summed log weight per particle), refuses subsampling and reports an
-infinite loss; this one ranks per datapoint, scales to the dataset like the others
-and refuses beta / KL warm-up. With k = 1 it is the ELBO.
+at once (one summed log weight per particle), computes the ranks incorrectly
+(pyro-ppl/pyro#3170, open in 1.9.2: it uses the argsort as the ranks, and gives the
+largest weight to the smallest w), refuses subsampling and reports an infinite loss;
+this one ranks per datapoint, scales to the dataset like the others and refuses beta /
+KL warm-up. With k = 1 it is the ELBO.
 
 Example:
     >>> import torch
