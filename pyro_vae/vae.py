@@ -194,12 +194,12 @@ def path_log_prob(q: dist.Distribution, z: torch.Tensor) -> torch.Tensor:
 
     The value is ``q.log_prob(z)``; the gradient is that of log q evaluated with q's
     parameters held fixed, as in sticking-the-landing (Roeder et al. 2017) and DReG
-    (Tucker et al. 2018). It is computed as
-    ``log q(z') - log q(sg z) + sg(log q(sg z))`` with ``sg`` the stop-gradient and
-    ``z'`` a new alias of ``z``: the two terms share q's direct dependence on its
-    parameters, which cancels, and the alias keeps a transformed distribution from
-    answering from the cache of its own sample (which would hide the path through z).
-    Any reparameterizable distribution works, with no access to the guide's parameters.
+    (Tucker et al. 2018). It is computed as ``log q(z) - log q(sg z) + sg(log q(sg z))``
+    with ``sg`` the stop-gradient: the first term carries the total derivative (path
+    through z plus q's direct dependence on its parameters), the second only the direct
+    one, which cancels. Any reparameterizable distribution works, flows included (a
+    cached flow gives the first term's total derivative correctly; the second costs one
+    inverse pass), with no access to the guide's parameters.
 
     Example (for z = loc + eps the total derivative of log q(z) vanishes, the path one is -eps):
         >>> loc = torch.zeros(1, requires_grad=True)
@@ -213,7 +213,7 @@ def path_log_prob(q: dist.Distribution, z: torch.Tensor) -> torch.Tensor:
     """
     fixed = z.detach()
     at_fixed = q.log_prob(fixed)
-    return q.log_prob(z.view_as(z)) - at_fixed + at_fixed.detach()
+    return q.log_prob(z) - at_fixed + at_fixed.detach()
 
 
 def _moments(q: dist.Distribution, num_samples: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

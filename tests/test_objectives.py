@@ -14,6 +14,7 @@ from pyro_vae import VAE, Config, build_vae
 from pyro_vae.errors import ConfigError, ModelError
 from pyro_vae.objectives import IWAE_ELBO, OBJECTIVES, build_objective, kl_warmup_scale
 from pyro_vae.objectives.structured import structured_vae
+from pyro_vae.vae import path_log_prob
 
 SHAPE = (1, 28, 28)
 ALL = [
@@ -367,3 +368,20 @@ def test_each_objective_trains_with_svi_and_with_torch_optim(spec, binary_batch)
             loss = float(value.detach())
         assert math.isfinite(loss) and loss > 0, (style, loss)
         assert _changed(vae, before) == set(before), f"{style}: every parameter trains"
+
+
+def test_path_log_prob_of_a_cached_flow_is_the_path_derivative():
+    """A flow answers log q(z) of its own sample from its cache; the path must survive."""
+    loc = torch.tensor([0.3], requires_grad=True)
+    scale = torch.tensor([1.7], requires_grad=True)
+    affine = dist.transforms.AffineTransform(loc, scale, cache_size=1)
+    flow = dist.TransformedDistribution(dist.Normal(0.0, 1.0).expand([1]), [affine])
+    z = flow.rsample()
+    params = (loc, scale)
+    path = torch.autograd.grad(path_log_prob(flow, z).sum(), params, retain_graph=True)
+    expected = torch.autograd.grad(
+        path_log_prob(dist.Normal(loc, scale), z).sum(), params, retain_graph=True
+    )
+    total = torch.autograd.grad(flow.log_prob(z).sum(), params)
+    for a, b, c in zip(path, expected, total, strict=True):
+        assert torch.allclose(a, b) and bool(a.abs() > 0) and not torch.allclose(a, c)
