@@ -9,7 +9,16 @@ Example:
 
 from .build import build_vae
 from .config import Config
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, RunFolderError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ModelError,
+    PyroVAEError,
+    RunFolderError,
+)
+from .evaluation import Evaluation, evaluate, evaluate_vae
+from .load import load_run
 from .vae import VAE, GuideModule, LogWeights
 
 __version__ = "0.1.0"
@@ -20,9 +29,14 @@ __all__ = [
     "LogWeights",
     "Config",
     "build_vae",
+    "evaluate",
+    "evaluate_vae",
+    "Evaluation",
+    "load_run",
     "PyroVAEError",
     "ConfigError",
     "DataError",
     "CheckpointError",
     "RunFolderError",
+    "ModelError",
 ]

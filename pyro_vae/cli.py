@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command: train, sample, benchmark and list the built-ins.
+"""The ``pyro-vae`` command: train, sample, evaluate, compare, benchmark and list the built-ins.
 
 User errors print one line on stderr and exit with status 2 (``--debug`` shows the
 traceback); bugs keep their traceback.
@@ -6,6 +6,8 @@ traceback); bugs keep their traceback.
 Example:
     $ pyro-vae train --dataset mnist5k --epochs 5 --latent-dim 2
     $ pyro-vae sample runs/2026-11-26_08-00-00 --n 64
+    $ pyro-vae evaluate runs/2026-11-26_08-00-00 --k 5000
+    $ pyro-vae compare --objectives elbo iwae:k=5 --seeds 0 1 2 --out comparisons/iwae
     $ pyro-vae bench --steps 200
     $ pyro-vae list
 """
@@ -13,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -25,6 +28,9 @@ from .errors import ConfigError, PyroVAEError
 __all__ = ["main", "build_parser"]
 
 
+COMPARE_EXCLUDED = ("out", "seed")  # compare has its own --out (a folder of runs) and --seeds
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line, like every other user error."""
 
@@ -32,10 +38,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
     """One flag per Config field; only flags actually given override the config file."""
     group = parser.add_argument_group("configuration (each overrides --config)")
     for f in fields(Config):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
         if f.type == "list[int]":
@@ -71,6 +79,40 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="estimate log p(x), ELBO, KL and active units of a trained run"
+    )
+    evaluate.add_argument("run_dir", type=Path)
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="FILE.npz", help="another dataset file to score")
+    source.add_argument("--dataset", metavar="NAME", help="another dataset by name")
+    evaluate.add_argument("--data-dir", default="", help="where --dataset is stored")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument(
+        "--k", type=int, help="importance samples per datapoint (default: the run's eval_k)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation's draws")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--out", type=Path, help="JSON path; default RUN_DIR/eval.json")
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    compare = commands.add_parser(
+        "compare",
+        help="train and evaluate a grid of objectives, priors or likelihoods x seeds",
+        description="Train every (value, seed) cell with everything else fixed, evaluate each "
+        "the same way and write comparison.csv, .md and .png into --out. Rerunning the same "
+        "command resumes: finished cells are not run again.",
+    )
+    grid = compare.add_mutually_exclusive_group(required=True)
+    for axis, metavar in (("objectives", "SPEC"), ("priors", "NAME"), ("likelihoods", "NAME")):
+        grid.add_argument(f"--{axis}", nargs="+", metavar=metavar, help=f"the {axis} to compare")
+    compare.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N")
+    compare.add_argument("--out", type=Path, required=True, help="the comparison folder")
+    compare.add_argument("--config", type=Path, help="TOML config for everything else")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    _add_config_flags(compare, exclude=COMPARE_EXCLUDED)
+
     bench = commands.add_parser("bench", help="measure training speed against hand-written PyTorch")
     bench.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     add_bench_arguments(bench)
@@ -80,9 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_from_args(args: argparse.Namespace) -> Config:
+def _config_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> Config:
     cfg = Config.from_file(args.config) if args.config else Config()
-    overrides = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in fields(Config)
+        if hasattr(args, f.name) and f.name not in exclude
+    }
     return cfg.replace(**overrides)
 
 
@@ -120,6 +166,40 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate
+
+    if args.k is not None and args.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    result = evaluate(
+        args.run_dir,
+        data=args.data or args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        k=args.k,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+    )
+    print(result.table())
+    print(f"written to {args.out or args.run_dir / 'eval.json'}")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import AXES, compare
+
+    axis = next(axis for axis in AXES if getattr(args, f"{axis}s"))
+    compare(
+        _config_from_args(args, exclude=COMPARE_EXCLUDED),
+        axis,
+        getattr(args, f"{axis}s"),
+        args.seeds,
+        args.out,
+        progress=not args.no_progress,
+        command=shlex.join(["pyro-vae", *args.argv]),
+    )
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_from_args
 
@@ -132,11 +212,20 @@ def _cmd_list(args: argparse.Namespace) -> None:
     print(describe_builtins())
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench, "list": _cmd_list}
+COMMANDS = {
+    "train": _cmd_train,
+    "sample": _cmd_sample,
+    "evaluate": _cmd_evaluate,
+    "compare": _cmd_compare,
+    "bench": _cmd_bench,
+    "list": _cmd_list,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         COMMANDS[args.command](args)
     except PyroVAEError as err:

@@ -148,6 +148,19 @@ class Config:
         "training",
         check=_check_objective,
     )
+    kl_warmup: int = _option(
+        0,
+        "KL warm-up: the KL weight rises linearly from 0 in the first epoch to 1 after this "
+        "many epochs (0: off; ELBO-type objectives only)",
+        "training",
+        minimum=0,
+    )
+    eval_k: int = _option(
+        5000,
+        "importance samples per datapoint for the log p(x) estimate (pyro-vae evaluate, compare)",
+        "evaluation",
+        minimum=1,
+    )
     epochs: int = _option(30, "passes over the training set", "training", minimum=1)
     batch_size: int = _option(128, "minibatch size", "training", minimum=1)
     lr: float = _option(1e-3, "Adam learning rate", "training", minimum=0, exclusive_minimum=True)
@@ -196,6 +209,7 @@ class Config:
             _validate(f, getattr(self, f.name))
             if f.type == "float":  # `lr = 1` in TOML is an int; store it as the float it means
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        _check_kl_warmup(self.objective, self.kl_warmup)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -357,6 +371,17 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
 
 def _default_of(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _check_kl_warmup(objective: str, kl_warmup: int) -> None:
+    from .objectives import objective_scales_kl
+
+    if kl_warmup > 0 and not objective_scales_kl(objective):
+        raise ConfigError(
+            f"kl_warmup: objective {objective!r} puts log p(z) - log q(z|x) inside a logsumexp "
+            "over particles, where a weight no longer scales a KL term; set kl_warmup = 0 or "
+            "use an ELBO-type objective (elbo, analytic-kl, graph, stl, beta)"
+        )
 
 
 def _check_dataset(value: str) -> None:

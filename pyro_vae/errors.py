@@ -10,7 +10,14 @@ Example:
     pyro_vae.errors.ConfigError: epochs must be >= 1, got -3; set epochs to a positive integer
 """
 
-__all__ = ["PyroVAEError", "ConfigError", "DataError", "CheckpointError", "RunFolderError"]
+__all__ = [
+    "PyroVAEError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "RunFolderError",
+    "ModelError",
+]
 
 
 class PyroVAEError(Exception):
@@ -31,3 +38,7 @@ class CheckpointError(PyroVAEError):
 
 class RunFolderError(PyroVAEError):
     """An output folder cannot be used: it holds another run or is not writable."""
+
+
+class ModelError(PyroVAEError):
+    """A model/guide pair does not have the structure an objective needs (plates, scales)."""

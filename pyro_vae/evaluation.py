@@ -1,4 +1,14 @@
-"""Scoring a trained VAE on held-out data.
+"""Scoring a trained VAE on held-out data: ELBO, importance-sampled log p(x), KL, active units.
+
+:func:`evaluate_vae` scores any :class:`~pyro_vae.VAE` on a tensor; :func:`evaluate`
+loads a run folder, prepares the data the way training did (the run's own test split,
+or another dataset of the same shape) and writes ``RUN_DIR/eval.json``.
+
+log p(x) is estimated per datapoint by importance sampling with K draws from the
+guide, log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x) (the IWAE bound with K
+particles; Burda et al. 2016). Particles and datapoints are processed in chunks of at
+most ``max_samples`` decoded samples, with a streaming logsumexp, so memory stays
+bounded whatever K and the dataset size. Everything runs on its own seeded RNG.
 
 Chunks of datapoints draw their noise from streams keyed by (seed, chunk index),
 so a result does not depend on how the chunks are shared out: evaluated across
@@ -11,19 +21,41 @@ Example:
     >>> x = torch.bernoulli(torch.full((10, 1, 28, 28), 0.5))
     >>> bool(-600 < elbo_per_datapoint(vae, x, seed=0) < -500)   # untrained: about 784 log(1/2)
     True
+    >>> result = evaluate_vae(vae, x, k=50)
+    >>> result.log_px >= result.elbo, result.active_units <= 2
+    (True, True)
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch.distributions import Distribution, Independent, kl_divergence
 
+from .data import prepare_data, seeded_generator
+from .datasets import load_dataset
 from .distributed import DistContext, all_reduce_sum
-from .runtime import isolated_rng
+from .errors import ConfigError, DataError
+from .load import load_run
+from .runtime import isolated_rng, resolve_device
 from .vae import VAE
 
-__all__ = ["elbo_per_datapoint", "chunk_rng"]
+__all__ = [
+    "elbo_per_datapoint",
+    "chunk_rng",
+    "Evaluation",
+    "evaluate_vae",
+    "evaluate",
+    "ACTIVE_UNIT_THRESHOLD",
+]
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active if Cov_x(E_q[z_d]) > 0.01
+MAX_SAMPLES = 10_000  # particles x datapoints decoded at once
 
 
 def chunk_rng(seed: int | None, chunk: int, device: torch.device):
@@ -51,3 +83,280 @@ def elbo_per_datapoint(
         with chunk_rng(seed, chunk, x.device):
             total += vae.log_weights(batch, num_particles).log_w.mean(0).sum().double()
     return float(all_reduce_sum(total, ctx)) / len(x)
+
+
+@dataclass
+class Evaluation:
+    """The scores of a VAE on a dataset; every log-quantity is per datapoint, in ``units``.
+
+    ``log_px_se`` is the standard error of the mean over datapoints (how much the
+    number would move on another test set); ``log_px_mc_se`` the Monte Carlo standard
+    error of the importance-sampling estimate for these datapoints (delta method on the
+    weights). ``kl_per_dim`` is None where q or p does not factorize over dimensions
+    (``kl_per_dim_note`` says why). ``bits_per_dim`` is set for 8-bit likelihoods only.
+    """
+
+    num_datapoints: int
+    k: int
+    log_px: float
+    log_px_se: float
+    log_px_mc_se: float
+    elbo: float
+    elbo_se: float
+    reconstruction: float
+    kl: float
+    kl_per_dim: list[float] | None
+    kl_per_dim_method: str
+    kl_per_dim_note: str
+    active_units: int
+    latent_dim: int
+    posterior_mean_variance: list[float]
+    ess_fraction: float
+    scale: str
+    units: str
+    num_dims: int
+    bits_per_dim: float | None
+    elbo_bits_per_dim: float | None
+    seed: int
+    data: str = ""
+    log_px_per_datapoint: torch.Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("log_px_per_datapoint")
+        return values
+
+    def table(self) -> str:
+        """The scores as a small aligned table."""
+        u = self.units
+        rows = [
+            ("data", self.data or f"{self.num_datapoints} datapoints"),
+            ("importance samples K", f"{self.k}"),
+            (
+                "log p(x)",
+                f"{self.log_px:.2f} {u}  (+/- {self.log_px_se:.2f} over datapoints, "
+                f"+/- {self.log_px_mc_se:.3f} Monte Carlo)",
+            ),  # fmt: skip
+            ("ELBO", f"{self.elbo:.2f} {u}  (+/- {self.elbo_se:.2f})"),
+            ("  reconstruction", f"{self.reconstruction:.2f} {u}"),
+            ("  KL", f"{self.kl:.2f} {u}"),
+            ("gap log p(x) - ELBO", f"{self.log_px - self.elbo:.2f} {u}"),
+            (
+                "active units",
+                f"{self.active_units} / {self.latent_dim} "
+                f"(Cov_x E_q[z_d] > {ACTIVE_UNIT_THRESHOLD})",
+            ),  # fmt: skip
+            ("effective sample size", f"{100 * self.ess_fraction:.1f}% of K"),
+        ]
+        if self.bits_per_dim is not None:
+            rows.append(
+                ("bits per dim", f"{self.bits_per_dim:.4f} (ELBO: {self.elbo_bits_per_dim:.4f})")
+            )
+        if self.kl_per_dim is not None:
+            values = " ".join(f"{v:.2f}" for v in self.kl_per_dim)
+            rows.append((f"KL per dim ({self.kl_per_dim_method})", values))
+        else:
+            rows.append(("KL per dim", self.kl_per_dim_note))
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _factorized(d: Distribution) -> bool:
+    return isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1
+
+
+def _kl_per_dim_method(q: Distribution, p: Distribution) -> tuple[str, str]:
+    """("analytic" | "monte-carlo" | "none", note) for the per-dimension KL of this pair."""
+    for role, d in (("the guide q(z|x)", q), ("the prior p(z)", p)):
+        if not _factorized(d):
+            return "none", (
+                f"not defined: {role} ({type(d).__name__}) does not factorize over latent "
+                "dimensions"
+            )
+    try:
+        kl_divergence(q.base_dist, p.base_dist)
+    except NotImplementedError:
+        return "monte-carlo", ""
+    return "analytic", ""
+
+
+class _Sums:
+    """Running sums over datapoints, in float64."""
+
+    def __init__(self):
+        self.values: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        value = value.double().sum(0)
+        self.values[name] = self.values[name] + value if name in self.values else value
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.values[name]
+
+
+@torch.no_grad()
+def evaluate_vae(
+    vae: VAE,
+    x: torch.Tensor,
+    k: int = 5000,
+    *,
+    seed: int = 0,
+    max_samples: int = MAX_SAMPLES,
+    batch_size: int = 500,
+) -> Evaluation:
+    """Score ``vae`` on the datapoints ``x`` with ``k`` importance samples per datapoint.
+
+    At most ``max_samples`` particles x datapoints are decoded at once (``batch_size``
+    caps the datapoints per chunk), whatever ``k`` and ``len(x)``.
+    """
+    if k < 1 or len(x) < 1:
+        raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
+    was_training = vae.training
+    vae.eval()
+    points = max(1, min(batch_size, max_samples // k, len(x)))
+    particles = max(1, max_samples // points)
+    sums = _Sums()
+    per_datapoint = []
+    method, note = "none", ""
+    with isolated_rng(seed, x.device):
+        for chunk in x.split(points):
+            log_px, method, note = _score_chunk(vae, chunk, k, particles, sums)
+            per_datapoint.append(log_px)
+    vae.train(was_training)
+    return _summarize(vae, x, k, seed, torch.cat(per_datapoint), sums, method, note)
+
+
+def _score_chunk(
+    vae: VAE, x: torch.Tensor, k: int, particles: int, sums: _Sums
+) -> tuple[torch.Tensor, str, str]:
+    """Stream the k particles of one chunk of datapoints into ``sums``; return log p(x)."""
+    lse = lse2 = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
+    log_w_sum = log_lik_sum = kl_sum = kl_dims = 0.0
+    method = note = ""
+    for start in range(0, k, particles):
+        terms = vae.log_weights(x, min(particles, k - start))
+        log_w = terms.log_w.double()
+        lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
+        lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+        log_w_sum = log_w_sum + log_w.sum(0)
+        log_lik_sum = log_lik_sum + terms.log_lik.double().sum(0)
+        kl_sum = kl_sum + (terms.log_q - terms.log_prior).double().sum(0)
+        if start == 0:
+            method, note = _kl_per_dim_method(terms.q, terms.p)
+        if method == "monte-carlo":  # E_q[log q_d(z_d) - log p_d(z_d)] from the same draws
+            q, p, z = terms.q.base_dist, terms.p.base_dist, terms.z
+            kl_dims = kl_dims + (q.log_prob(z) - p.log_prob(z)).double().sum(0) / k
+        elif method == "analytic" and start == 0:
+            kl_dims = kl_divergence(terms.q.base_dist, terms.p.base_dist)
+    log_px = lse - math.log(k)
+    elbo = log_w_sum / k
+    sums.add("log_px", log_px)
+    sums.add("log_px_sq", log_px**2)
+    sums.add("mc_var", ((lse2 - 2 * lse).exp() - 1.0 / k).clamp(min=0))
+    sums.add("ess", (2 * lse - lse2).exp() / k)
+    sums.add("elbo", elbo)
+    sums.add("elbo_sq", elbo**2)
+    sums.add("log_lik", log_lik_sum / k)
+    sums.add("kl", kl_sum / k)
+    if method != "none":
+        sums.add("kl_dims", kl_dims)
+    posterior_mean = vae.encode(x)[0].double()
+    sums.add("mean", posterior_mean)
+    sums.add("mean_sq", posterior_mean**2)
+    return log_px, method, note
+
+
+def _summarize(
+    vae: VAE, x: torch.Tensor, k: int, seed: int, per_datapoint: torch.Tensor, sums: _Sums,
+    method: str, note: str,
+) -> Evaluation:  # fmt: skip
+    n = len(x)
+
+    def mean(name: str) -> float:
+        return float(sums[name]) / n
+
+    def std_error(name: str) -> float:
+        variance = (float(sums[f"{name}_sq"]) - float(sums[name]) ** 2 / n) / max(n - 1, 1)
+        return math.sqrt(max(variance, 0.0) / n)
+
+    means = sums["mean"] / n
+    spread = ((sums["mean_sq"] - n * means**2) / max(n - 1, 1)).clamp(min=0)
+    likelihood = vae.likelihood
+    scale = getattr(likelihood, "scale", "continuous")
+    num_dims = math.prod(x.shape[1:])
+    log_px, elbo = mean("log_px"), mean("elbo")
+    bits = (lambda v: -v / (num_dims * math.log(2))) if scale == "8-bit" else (lambda v: None)
+    return Evaluation(
+        num_datapoints=n,
+        k=k,
+        log_px=log_px,
+        log_px_se=std_error("log_px"),
+        log_px_mc_se=math.sqrt(max(float(sums["mc_var"]), 0.0)) / n,
+        elbo=elbo,
+        elbo_se=std_error("elbo"),
+        reconstruction=mean("log_lik"),
+        kl=mean("kl"),
+        kl_per_dim=None if method == "none" else (sums["kl_dims"] / n).tolist(),
+        kl_per_dim_method=method,
+        kl_per_dim_note=note,
+        active_units=int((spread > ACTIVE_UNIT_THRESHOLD).sum()),
+        latent_dim=len(spread),
+        posterior_mean_variance=spread.tolist(),
+        ess_fraction=mean("ess"),
+        scale=scale,
+        units=getattr(likelihood, "units", "nats"),
+        num_dims=num_dims,
+        bits_per_dim=bits(log_px),
+        elbo_bits_per_dim=bits(elbo),
+        seed=seed,
+        log_px_per_datapoint=per_datapoint.float().cpu(),
+    )
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    data_dir: str = "",
+    split: str = "test",
+    k: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    out: str | Path | None = None,
+) -> Evaluation:
+    """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
+
+    ``data`` is a dataset name or ``.npz`` path (default: the run's own dataset, as
+    training prepared it); ``split`` is ``test`` or ``train``; ``k`` defaults to the
+    run's ``eval_k``.
+    """
+    if split not in ("test", "train"):
+        raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
+    run = load_run(run_dir, device)
+    cfg = run.config
+    dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
+    if tuple(dataset.data_shape) != tuple(run.data_shape):
+        raise DataError(
+            f"{dataset.name} holds datapoints of shape {tuple(dataset.data_shape)} but the run "
+            f"in {run.folder.path} models shape {tuple(run.data_shape)}; evaluate data of the "
+            "same shape (reshape or resize it first)"
+        )
+    prepared = prepare_data(
+        dataset,
+        getattr(run.vae.likelihood, "support", "real"),
+        cfg.likelihood,
+        cfg.binarize,
+        cfg.seed,
+        resolve_device(device),
+    )
+    x = prepared.test
+    if split == "train":
+        x = prepared.train
+        if prepared.dynamic:  # probabilities: one fixed binarization for evaluation
+            generator = seeded_generator(0, purpose="eval", device=x.device)
+            x = torch.bernoulli(x, generator=generator)
+    result = evaluate_vae(run.vae, x, k or cfg.eval_k, seed=seed)
+    result.data = f"{dataset.name}, {split} split, {len(x)} datapoints"
+    info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
+    run.folder.write_json(Path(out) if out else run.folder.eval_path, {**info, **result.to_dict()})
+    return result

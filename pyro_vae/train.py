@@ -52,7 +52,7 @@ from .errors import ConfigError, PyroVAEError, RunFolderError
 from .evaluation import elbo_per_datapoint
 from .faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
 from .likelihoods import bits_per_dim
-from .objectives import build_objective
+from .objectives import build_objective, kl_warmup_scale
 from .plots import save_run_plots
 from .run_folder import RunFolder, default_run_dir
 from .runtime import seed_everything
@@ -109,15 +109,16 @@ class Trainer:
     def units(self) -> str:
         return getattr(self.vae.likelihood, "units", "nats")
 
-    def train_step(self, x: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, kl_scale: float = 1.0) -> torch.Tensor:
         """One optimizer step on minibatch ``x``; returns the detached loss.
 
-        Raises NonFiniteStep, before the parameters move, when the loss or a gradient
-        is not finite (unless ``on_nan`` is ``off``).
+        ``kl_scale`` weighs the KL term (KL warm-up); it reaches the z site of model and
+        guide. Raises NonFiniteStep, before the parameters move, when the loss or a
+        gradient is not finite (unless ``on_nan`` is ``off``).
         """
         validate = self.cfg.validation == "every-step" or not self._validated
         with pyro.validation_enabled(validate):
-            loss = self.train_module(x, self.data.num_train)
+            loss = self.train_module(x, self.data.num_train, kl_scale)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.on_nan != "off":
@@ -143,11 +144,12 @@ class Trainer:
         batches = self.data.batch_indices(
             pos.epoch, self.cfg.batch_size, self.ctx.rank, self.ctx.world_size
         )
+        kl_scale = kl_warmup_scale(pos.epoch, self.cfg.kl_warmup)
         if bar is not None:
             bar.reset(total=len(batches))
             bar.update(pos.step)
         for i in range(pos.step, len(batches)):
-            self.loss_sum += self.train_step(x_epoch[batches[i]])
+            self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale)
             pos.step, pos.global_step = i + 1, pos.global_step + 1
             pos.seconds = time.perf_counter() - started
             if bar is not None:

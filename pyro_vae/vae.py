@@ -37,7 +37,7 @@ from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
-__all__ = ["VAE", "GuideModule", "LogWeights"]
+__all__ = ["VAE", "GuideModule", "LogWeights", "path_log_prob"]
 
 _names = itertools.count()
 
@@ -45,13 +45,16 @@ _names = itertools.count()
 class LogWeights(NamedTuple):
     """Per-particle, per-datapoint terms of log w = log p(x|z) + log p(z) - log q(z|x).
 
-    Each tensor is ``[num_particles, batch]``; ``z`` is ``[num_particles, batch, latent_dim]``.
+    Each tensor is ``[num_particles, batch]``; ``z`` is ``[num_particles, batch, latent_dim]``;
+    ``q`` and ``p`` are the guide q(z|x) and prior p(z) the terms came from.
     """
 
     log_lik: torch.Tensor
     log_prior: torch.Tensor
     log_q: torch.Tensor
     z: torch.Tensor
+    q: dist.Distribution | None = None
+    p: dist.Distribution | None = None
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -68,6 +71,14 @@ def data_plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
     if num_data is None or num_data == batch:
         return pyro.plate("data", batch)
     return pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device))
+
+
+def latent_weight(kl_scale: float | torch.Tensor):
+    """``poutine.scale`` by ``kl_scale``; a weight of exactly 0 (the first epoch of KL
+    warm-up) masks the site out instead, since Pyro refuses a scale of 0."""
+    if not torch.is_tensor(kl_scale) and kl_scale == 0:
+        return poutine.mask(mask=False)
+    return poutine.scale(scale=kl_scale)
 
 
 class VAE(PyroModule):
@@ -94,7 +105,7 @@ class VAE(PyroModule):
     ) -> None:
         """p(z) p(x|z) for a minibatch; ``kl_scale`` weighs the z site (beta-VAE, warm-up)."""
         with data_plate(x, num_data):
-            with poutine.scale(scale=kl_scale):
+            with latent_weight(kl_scale):
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
@@ -103,7 +114,7 @@ class VAE(PyroModule):
         self, x: torch.Tensor, num_data: int | None = None, kl_scale: float | torch.Tensor = 1.0
     ) -> None:
         """q(z|x) for a minibatch; the same ``kl_scale`` as the model, or the objective is wrong."""
-        with data_plate(x, num_data), poutine.scale(scale=kl_scale):
+        with data_plate(x, num_data), latent_weight(kl_scale):
             pyro.sample("z", self.encoder(x))
 
     def forward(self, *args, **kwargs) -> None:
@@ -114,23 +125,31 @@ class VAE(PyroModule):
         """An ``nn.Module`` whose forward is this VAE's guide (for ``ELBO.__call__``)."""
         return GuideModule(self)
 
-    def log_weights(self, x: torch.Tensor, num_particles: int = 1) -> LogWeights:
+    def log_weights(
+        self, x: torch.Tensor, num_particles: int = 1, path_derivative: bool = False
+    ) -> LogWeights:
         """The terms of log w for ``num_particles`` reparameterized draws per datapoint.
 
         The same computation as running ``guide`` then ``model`` under Pyro's tracing,
         with the same random numbers, minus the tracing: the fast path of the objectives.
         Under a Pyro handler (classic ``SVI`` collects parameters with one) the parts'
         parameters are announced as ``pyro.param`` sites; otherwise it is plain PyTorch.
+        With ``path_derivative`` the value of ``log_q`` is unchanged but its gradient
+        reaches the guide only through z (see :func:`path_log_prob`; STL and DReG use it).
         """
         if am_i_wrapped():
-            return self._announced_log_weights(x, num_particles)
-        return self._log_weights(x, num_particles)
+            return self._announced_log_weights(x, num_particles, path_derivative)
+        return self._log_weights(x, num_particles, path_derivative)
 
-    def _log_weights(self, x: torch.Tensor, num_particles: int) -> LogWeights:
+    def _log_weights(
+        self, x: torch.Tensor, num_particles: int, path_derivative: bool = False
+    ) -> LogWeights:
         q = self.encoder(x)
         z = q.rsample((num_particles,))
         p_x = self.likelihood(self.decoder(z))
-        return LogWeights(p_x.log_prob(x), self.prior().log_prob(z), q.log_prob(z), z)
+        p_z = self.prior()
+        log_q = path_log_prob(q, z) if path_derivative else q.log_prob(z)
+        return LogWeights(p_x.log_prob(x), p_z.log_prob(z), log_q, z, q, p_z)
 
     _announced_log_weights = pyro_method(_log_weights)
 
@@ -168,6 +187,33 @@ class GuideModule(nn.Module):
 
     def forward(self, *args, **kwargs) -> None:
         return self.vae.guide(*args, **kwargs)
+
+
+def path_log_prob(q: dist.Distribution, z: torch.Tensor) -> torch.Tensor:
+    """log q(z) whose gradient reaches q's parameters only through z (the path derivative).
+
+    The value is ``q.log_prob(z)``; the gradient is that of log q evaluated with q's
+    parameters held fixed, as in sticking-the-landing (Roeder et al. 2017) and DReG
+    (Tucker et al. 2018). It is computed as ``log q(z) - log q(sg z) + sg(log q(sg z))``
+    with ``sg`` the stop-gradient: the first term carries the total derivative (path
+    through z plus q's direct dependence on its parameters), the second only the direct
+    one, which cancels. Any reparameterizable distribution works, flows included (a
+    cached flow gives the first term's total derivative correctly; the second costs one
+    inverse pass), with no access to the guide's parameters.
+
+    Example (for z = loc + eps the total derivative of log q(z) vanishes, the path one is -eps):
+        >>> loc = torch.zeros(1, requires_grad=True)
+        >>> q = dist.Normal(loc, 1.0)
+        >>> z = q.rsample()
+        >>> torch.autograd.grad(q.log_prob(z).sum(), loc, retain_graph=True)[0]
+        tensor([0.])
+        >>> path = torch.autograd.grad(path_log_prob(q, z).sum(), loc)[0]
+        >>> bool(torch.allclose(path, -(z - loc).detach()))
+        True
+    """
+    fixed = z.detach()
+    at_fixed = q.log_prob(fixed)
+    return q.log_prob(z) - at_fixed + at_fixed.detach()
 
 
 def _moments(q: dist.Distribution, num_samples: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,11 +1,15 @@
-"""Every experiments/ script runs with a tiny budget, so none of them rots."""
+"""Every experiments/ script runs end to end with a tiny budget, so none of them rots."""
 
 import csv
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -72,3 +76,27 @@ def test_pyro_vae_bench_is_the_same_benchmark(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "hand-written PyTorch step" in done.stdout and out.is_file()
+
+
+@pytest.mark.parametrize(
+    "script, axis",
+    [
+        ("compare_objectives.py", "objective"),
+        ("compare_priors.py", "prior"),
+        ("compare_likelihoods.py", "likelihood"),
+    ],
+)
+def test_experiment_script_smoke(script, axis, tiny_npz, tmp_path):
+    module = runpy.run_path(str(EXPERIMENTS / script), run_name="smoke")
+    out = tmp_path / "out"
+    tiny = ["--dataset", str(tiny_npz), "--epochs", "1", "--eval-k", "4", "--seeds", "0",
+            "--hidden", "16", "--latent-dim", "2", "--batch-size", "50", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert module["main"](tiny) == 0
+    with (out / "comparison.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    registry = {"objective": "OBJECTIVES", "prior": "PRIORS", "likelihood": "LIKELIHOODS"}[axis]
+    expected = module[registry] if axis == "objective" else sorted(module[registry])
+    assert [row[axis] for row in rows] == expected
+    assert all(row["epochs"] == "1" and row["k"] == "4" for row in rows)
+    assert (out / "comparison.md").is_file() and (out / "comparison.png").is_file()

@@ -1,26 +1,52 @@
 """Inference objectives, named in configs and on the command line as ``NAME[:key=value,...]``.
 
-Each built-in is a :class:`pyro.infer.ELBO`, so it works both ways:
-``SVI(vae.model, vae.guide, optim, loss=objective)`` and, torch style,
-``objective(vae, vae.guide_module())`` trained with ``torch.optim``.
+Each built-in is a :class:`pyro.infer.ELBO` with a ``differentiable_loss``, so it works
+both ways: ``SVI(vae.model, vae.guide, optim, loss=objective)`` and, torch style,
+``objective(vae, vae.guide_module())`` trained with ``torch.optim``. One estimator per
+module, each documenting its paper and its limits:
+
+========================  ===========================================================
+``elbo``                  :mod:`.elbo` (Trace_ELBO with a VAE fast path)
+``analytic-kl``           :mod:`.analytic_kl` (TraceMeanField_ELBO, fallback logged)
+``graph``                 :mod:`.graph` (TraceGraph_ELBO as a differentiable loss)
+``stl``                   :mod:`.stl` (sticking the landing)
+``beta``                  :mod:`.beta` (beta-VAE; KL warm-up is ``--kl-warmup``)
+``iwae``                  :mod:`.iwae` (importance-weighted bound per datapoint)
+``dreg``                  :mod:`.dreg` (doubly reparameterized IWAE gradients)
+``renyi``                 :mod:`.renyi` (variational Renyi bound)
+``tail-adaptive``         :mod:`.tail_adaptive` (tail-adaptive f-divergence)
+========================  ===========================================================
 
 Example:
     >>> parse_objective("elbo:num_particles=4")
     ParsedObjective(name='elbo', options={'num_particles': 4})
-    >>> build_objective("elbo").num_particles
-    1
+    >>> build_objective("iwae:k=10").k
+    10
+    >>> objective_scales_kl("stl"), objective_scales_kl("dreg:k=5")
+    (True, False)
 """
 
 from __future__ import annotations
 
+from .analytic_kl import AnalyticKL_ELBO
+from .base import ParticleObjective
+from .beta import kl_warmup_scale, scale_latents
+from .dreg import DReG_ELBO
+from .elbo import FastTrace_ELBO
+from .graph import Graph_ELBO
+from .iwae import IWAE_ELBO
 from .registry import (
     OBJECTIVES,
     ObjectiveOption,
     ObjectiveSpec,
     ParsedObjective,
     build_objective,
+    objective_scales_kl,
     parse_objective,
 )
+from .renyi import Renyi_ELBO
+from .stl import STL_ELBO
+from .tail_adaptive import TailAdaptive_ELBO
 
 __all__ = [
     "OBJECTIVES",
@@ -29,4 +55,16 @@ __all__ = [
     "ParsedObjective",
     "build_objective",
     "parse_objective",
+    "objective_scales_kl",
+    "kl_warmup_scale",
+    "scale_latents",
+    "ParticleObjective",
+    "FastTrace_ELBO",
+    "AnalyticKL_ELBO",
+    "Graph_ELBO",
+    "STL_ELBO",
+    "IWAE_ELBO",
+    "DReG_ELBO",
+    "Renyi_ELBO",
+    "TailAdaptive_ELBO",
 ]

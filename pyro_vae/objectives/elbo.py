@@ -6,6 +6,9 @@ tracing and its per-site ``.item()`` host syncs. The numbers are the same as
 Trace_ELBO's for the same random draws (tested); any other model/guide pair goes
 through Trace_ELBO itself.
 
+``beta`` weighs the latent sites in model and guide alike (beta-VAE; see
+:mod:`.beta`), on top of the ``kl_scale`` argument a VAE's model and guide take.
+
 Example:
     >>> import torch
     >>> from pyro_vae import Config, build_vae
@@ -17,39 +20,45 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import torch
 from pyro.infer import Trace_ELBO
 
+from .base import SurrogateLoss
+from .beta import scale_latents
 from .structured import plate_scale, structured_vae, vae_arguments
 
 __all__ = ["FastTrace_ELBO"]
 
 
-class FastTrace_ELBO(Trace_ELBO):
+class FastTrace_ELBO(SurrogateLoss, Trace_ELBO):
     """Trace_ELBO (reparameterized, ``kl_scale``-weighted z site) with a VAE fast path.
 
-    Particles are vectorized on the fast path. The loss is the negative ELBO of
-    the minibatch scaled to the dataset size (``num_data / batch``), like Trace_ELBO.
+    Particles are vectorized. The loss is the negative ELBO of the minibatch scaled
+    to the dataset size (``num_data / batch``), like Trace_ELBO. ``beta`` multiplies
+    the weight of the latent sites (1 is the plain ELBO).
     """
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+    path_derivative: ClassVar[bool] = False
+
+    def __init__(self, num_particles: int = 1, beta: float = 1.0, **kwargs):
+        super().__init__(num_particles=num_particles, vectorize_particles=True, **kwargs)
+        self.beta = beta
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
         vae = structured_vae(model, guide)
         if vae is None:
-            return super().differentiable_loss(model, guide, *args, **kwargs)
+            model, guide = scale_latents(model, self.beta), scale_latents(guide, self.beta)
+            return self.traced_loss(model, guide, args, kwargs)
         x, num_data, kl_scale = vae_arguments(*args, **kwargs)
-        terms = vae.log_weights(x, self.num_particles)
-        elbo = terms.log_lik + kl_scale * (terms.log_prior - terms.log_q)
+        terms = vae.log_weights(x, self.num_particles, self.path_derivative)
+        elbo = terms.log_lik + (kl_scale * self.beta) * (terms.log_prior - terms.log_q)
         return -elbo.mean(0).sum() * plate_scale(x, num_data)
 
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        if structured_vae(model, guide) is None:
-            return super().loss(model, guide, *args, **kwargs)
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        if structured_vae(model, guide) is None:
-            return super().loss_and_grads(model, guide, *args, **kwargs)
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+    def traced_loss(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> torch.Tensor:
+        """The loss of any other model/guide pair: Pyro's own Trace_ELBO."""
+        return Trace_ELBO.differentiable_loss(self, model, guide, *args, **kwargs)

@@ -1,0 +1,186 @@
+"""The report of a comparison: comparison.csv, comparison.md and comparison.png.
+
+Values are summarized as mean +/- std over seeds and ranked by the log p(x) estimate,
+unless their likelihoods put the numbers on different scales (binary nats of a
+probability mass, nats of a density, bits per dimension of an 8-bit mass): a mass and
+a density are not comparable, and neither are likelihoods fitted to differently
+prepared data, so such a comparison is reported without a ranking, saying why.
+
+Example:
+    >>> rows = [{"likelihood": "bernoulli", "scale": "binary"},
+    ...         {"likelihood": "gaussian", "scale": "continuous"}]
+    >>> print(ranking_refusal(rows, "likelihood"))  # doctest: +ELLIPSIS
+    Not ranked: the numbers live on different scales (bernoulli: binary, nats of a ...
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .atomic import atomic_write_text  # noqa: E402
+from .config import Config  # noqa: E402
+
+__all__ = ["Report", "summarize", "ranking_refusal", "write_report", "SCALE_MEANINGS"]
+
+SCALE_MEANINGS = {
+    "binary": "nats of a probability mass on binarized pixels",
+    "continuous": "nats of a density on real-valued pixels, not a probability",
+    "8-bit": "a probability mass over 256 levels per pixel (bits per dimension)",
+}
+_STATS = ("log_px", "final_test_elbo", "kl", "active_units", "bits_per_dim", "train_seconds")
+
+
+@dataclass
+class Report:
+    summary: list[dict[str, Any]]
+    ranking: list[str]
+    ranking_note: str
+    markdown: str
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
+    present = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not present:
+        return None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+
+
+def summarize(rows: Sequence[dict[str, Any]], axis: str) -> list[dict[str, Any]]:
+    """One entry per value (in order of appearance): seeds, scale, units, (mean, std) per stat."""
+    summary: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = summary.setdefault(
+            row[axis], {axis: row[axis], "seeds": 0, "scale": row["scale"], "units": row["units"]}
+        )
+        entry["seeds"] += 1
+    for value, entry in summary.items():
+        cells = [row for row in rows if row[axis] == value]
+        for stat in _STATS:
+            entry[stat] = _mean_std([cell.get(stat) for cell in cells])
+    return list(summary.values())
+
+
+def ranking_refusal(rows: Sequence[dict[str, Any]], axis: str) -> str:
+    """Why these values cannot be ranked against each other ("" when they can)."""
+    scales = {row[axis]: row["scale"] for row in rows}
+    if len(set(scales.values())) <= 1:
+        return ""
+    described = "; ".join(
+        f"{value}: {scale}, {SCALE_MEANINGS.get(scale, 'an unknown scale')}"
+        for value, scale in scales.items()
+    )
+    return (
+        f"Not ranked: the numbers live on different scales ({described}). A probability mass "
+        "and a density are not comparable (a density can exceed 1, its log can be positive), "
+        "and each likelihood is fitted to differently prepared data (binarized, rescaled or "
+        "8-bit), so a higher log p(x) here does not mean a better model. Compare within one "
+        "scale."
+    )
+
+
+def _fmt(stat: tuple[float, float] | None, digits: int = 2) -> str:
+    return "n/a" if stat is None else f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
+
+
+def _fixed_settings(base: Config, axis: str) -> str:
+    skip = {axis, "seed", "out", "eval_k"}
+    return " ".join(f"{f.name}={getattr(base, f.name)}" for f in fields(base) if f.name not in skip)
+
+
+def _markdown(
+    axis: str, summary, ranking: list[str], note: str, base: Config, seeds, k: int,
+    eval_seed: int, command: str,
+) -> str:  # fmt: skip
+    units = summary[0]["units"] if len({e["units"] for e in summary}) == 1 else "per likelihood"
+    with_bits = any(entry["bits_per_dim"] is not None for entry in summary)
+    header = ["rank"] * (not note) + [axis, "scale", f"log p(x) ({units})", "test ELBO",
+                                      "KL", "active units"]  # fmt: skip
+    header += ["bits/dim"] * with_bits + ["train time (s)"]
+    lines = [
+        f"# Comparison of {axis}s",
+        "",
+        f"{len(summary)} {axis}s x {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
+        f"everything else fixed: `{_fixed_settings(base, axis)}`.",
+        "",
+        f"Each run is evaluated on its dataset's test split with K={k} importance samples "
+        f"per datapoint (evaluation seed {eval_seed}). Numbers are per datapoint, mean ± std "
+        "over seeds; test ELBO is the last epoch's single-sample estimate.",
+        "",
+    ]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = ranking or [entry[axis] for entry in sorted(summary, key=lambda e: e["scale"])]
+    by_value = {entry[axis]: entry for entry in summary}
+    for position, value in enumerate(order, 1):
+        e = by_value[value]
+        cells = [str(position)] * (not note) + [f"`{value}`", e["scale"], _fmt(e["log_px"]),
+                 _fmt(e["final_test_elbo"]), _fmt(e["kl"]), _fmt(e["active_units"], 1)]  # fmt: skip
+        cells += [_fmt(e["bits_per_dim"], 4)] * with_bits + [_fmt(e["train_seconds"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", note or "Ranked by the mean log p(x) estimate (higher is better)."]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> str:
+    columns = [key for key in rows[0] if key != "test_elbo_curve"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _plot(path: Path, axis: str, rows, summary, note: str) -> None:
+    fig, (curves, finals) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, entry in enumerate(summary):
+        colour = colours[i % len(colours)]
+        cells = [row for row in rows if row[axis] == entry[axis]]
+        for j, cell in enumerate(cells):
+            curve = cell["test_elbo_curve"]
+            label = entry[axis] if j == 0 else None
+            curves.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.7, label=label)
+            finals.errorbar(i + 0.1 * (j + 1), cell["log_px"],
+                            yerr=cell["log_px_se"], fmt="o", color=colour, alpha=0.6,
+                            markersize=4)  # fmt: skip
+        mean, std = entry["log_px"]
+        finals.errorbar(i, mean, yerr=std, fmt="_", color="black", markersize=18, capsize=6)
+    curves.set(xlabel="epoch", ylabel=f"test ELBO per datapoint ({summary[0]['units']})",
+               title="test ELBO over training (one line per seed)")  # fmt: skip
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize=8)
+    finals.set_xticks(range(len(summary)), [entry[axis] for entry in summary], rotation=20)
+    title = "final log p(x): seeds (± s.e.) and mean ± std"
+    finals.set(ylabel="log p(x) per datapoint", title=title + (" — NOT comparable" if note else ""))
+    finals.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    out: Path, axis: str, rows: Sequence[dict[str, Any]], base: Config, seeds: Sequence[int],
+    k: int, eval_seed: int, command: str = "",
+) -> Report:  # fmt: skip
+    """Write comparison.csv, comparison.md and comparison.png into ``out``."""
+    summary = summarize(rows, axis)
+    note = ranking_refusal(rows, axis)
+    ranking = [] if note else [e[axis] for e in sorted(summary, key=lambda e: -e["log_px"][0])]
+    markdown = _markdown(axis, summary, ranking, note, base, seeds, k, eval_seed, command)
+    atomic_write_text(out / "comparison.csv", _csv(rows))
+    atomic_write_text(out / "comparison.md", markdown)
+    _plot(out / "comparison.png", axis, rows, summary, note)
+    return Report(summary, ranking, note, markdown)

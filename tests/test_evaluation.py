@@ -1,0 +1,174 @@
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pyro.distributions as dist
+import pytest
+import torch
+from linear_gaussian import LinearGaussian
+
+from pyro_vae import Config, build_vae
+from pyro_vae.errors import DataError
+from pyro_vae.evaluation import elbo_per_datapoint, evaluate, evaluate_vae
+from pyro_vae.likelihoods import BernoulliLikelihood
+from pyro_vae.train import train
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = LinearGaussian()
+    model.perturb_guide(0.1, seed=0)  # a good but imperfect guide: ELBO < log p(x)
+    return model
+
+
+def test_estimate_matches_the_closed_form_marginal_likelihood(model):
+    x = model.data(100)
+    exact = float(model.marginal().log_prob(x).mean())
+    result = evaluate_vae(model.vae, x, k=2000)
+    print(f"log p(x): estimate {result.log_px:.4f}, exact {exact:.4f}, MC s.e. "
+          f"{result.log_px_mc_se:.4f}, ELBO {result.elbo:.4f}")  # fmt: skip
+    assert abs(result.log_px - exact) < 3 * result.log_px_mc_se
+    assert exact - result.elbo > 20 * result.log_px_mc_se, "the test must be able to fail"
+
+
+def test_log_px_estimate_is_above_an_independent_elbo_estimate(model, binary_batch):
+    x = model.data(200)
+    torch.manual_seed(0)
+    assert evaluate_vae(model.vae, x, k=100).log_px > elbo_per_datapoint(model.vae, x, 200, 20)
+    torch.manual_seed(0)
+    vae = build_vae(Config(latent_dim=3, hidden=[32]), (1, 28, 28))
+    result = evaluate_vae(vae, binary_batch, k=50)
+    assert result.log_px > elbo_per_datapoint(vae, binary_batch, num_particles=20)
+    assert abs(result.elbo - (result.reconstruction - result.kl)) < 1e-6
+
+
+def test_iwae_bound_is_non_decreasing_in_k(model):
+    x = model.data(200)
+    bounds = [evaluate_vae(model.vae, x, k=k, seed=k).log_px_per_datapoint.double()
+              for k in (1, 3, 10, 30, 100, 300)]  # fmt: skip
+    for low, high in zip(bounds, bounds[1:], strict=False):
+        difference = high - low  # paired per datapoint: the data's spread cancels
+        assert difference.mean() > -3 * difference.std() / math.sqrt(len(x))
+    assert (bounds[-1] - bounds[0]).mean() > 0.2
+
+
+def test_memory_stays_bounded_whatever_k(model, monkeypatch):
+    x = model.data(37)
+    sizes = []
+    original = type(model.vae).log_weights
+
+    def spy(self, chunk, num_particles=1, path_derivative=False):
+        sizes.append(num_particles * len(chunk))
+        return original(self, chunk, num_particles, path_derivative)
+
+    monkeypatch.setattr(type(model.vae), "log_weights", spy)
+    small = evaluate_vae(model.vae, x, k=5000, max_samples=700)
+    assert max(sizes) <= 700 and sum(sizes) == 5000 * 37
+    large = evaluate_vae(model.vae, x, k=5000, max_samples=100_000)
+    se = math.hypot(small.log_px_mc_se, large.log_px_mc_se)
+    assert abs(small.log_px - large.log_px) < 4 * se
+
+
+def test_kl_per_dimension_and_active_units(model):
+    x = model.data(300)
+    result = evaluate_vae(model.vae, x, k=500)
+    assert result.kl_per_dim_method == "analytic" and len(result.kl_per_dim) == 2
+    assert abs(sum(result.kl_per_dim) - result.kl) < 0.05
+    assert result.active_units == 2
+    collapsed = LinearGaussian()
+    with torch.no_grad():
+        collapsed.vae.encoder.loc.weight[1] = 0.0  # unit 1's mean no longer depends on x
+    assert evaluate_vae(collapsed.vae, x, k=10).active_units == 1
+
+
+@pytest.mark.parametrize(
+    "prior, method",
+    [
+        (lambda: dist.Laplace(torch.zeros(3), 1.0).to_event(1), "analytic"),
+        (lambda: dist.StudentT(3.0, torch.zeros(3), 1.0).to_event(1), "monte-carlo"),
+        (
+            lambda: dist.MixtureSameFamily(
+                dist.Categorical(torch.ones(2)),
+                dist.Normal(torch.tensor([[-1.0] * 3, [1.0] * 3]), 1.0).to_event(1),
+            ),
+            "none",
+        ),
+    ],
+)
+def test_kl_per_dimension_says_how_it_was_computed(prior, method, binary_batch):
+    class Prior(torch.nn.Module):
+        def forward(self):
+            return prior()
+
+    vae = build_vae(Config(latent_dim=3, hidden=[16]), (1, 28, 28), prior=Prior())
+    result = evaluate_vae(vae, binary_batch[:20], k=200)
+    assert result.kl_per_dim_method == method
+    if method == "none":
+        assert result.kl_per_dim is None
+        assert "the prior p(z) (MixtureSameFamily) does not factorize" in result.kl_per_dim_note
+    else:
+        assert abs(sum(result.kl_per_dim) - result.kl) < 0.1 + 0.05 * abs(result.kl)
+
+
+def test_bits_per_dim_for_8bit_likelihoods_only(binary_batch):
+    class EightBit(BernoulliLikelihood):
+        scale = "8-bit"
+
+    vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    assert evaluate_vae(vae, binary_batch[:5], k=5).bits_per_dim is None
+    vae.likelihood = EightBit((1, 28, 28))
+    result = evaluate_vae(vae, binary_batch[:5], k=5)
+    assert result.bits_per_dim == pytest.approx(-result.log_px / (784 * math.log(2)))
+    assert result.elbo_bits_per_dim == pytest.approx(-result.elbo / (784 * math.log(2)))
+
+
+def test_evaluation_has_its_own_seeded_random_stream(model):
+    x = model.data(20)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = evaluate_vae(model.vae, x, k=50, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert evaluate_vae(model.vae, x, k=50, seed=4).log_px == first.log_px
+    assert evaluate_vae(model.vae, x, k=50, seed=5).log_px != first.log_px
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    cfg = Config(dataset=str(tiny_npz), epochs=1, batch_size=50, hidden=[32], latent_dim=2,
+                 out=str(out), eval_k=30)  # fmt: skip
+    train(cfg, progress=False, log=lambda _: None)
+    return out
+
+
+def run_cli(*args):
+    command = [sys.executable, "-m", "pyro_vae", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_cli_writes_eval_json_and_prints_a_table(trained_run):
+    done = run_cli("evaluate", trained_run, "--k", "20")
+    assert done.returncode == 0, done.stderr
+    assert "log p(x)" in done.stdout and "active units" in done.stdout
+    values = json.loads((trained_run / "eval.json").read_text())
+    assert values["k"] == 20 and values["num_datapoints"] == 100 and values["split"] == "test"
+    assert values["log_px"] >= values["elbo"] and values["units"] == "nats"
+    assert values["scale"] == "binary" and values["bits_per_dim"] is None
+
+
+def test_evaluate_defaults_to_the_runs_eval_k_and_takes_another_dataset(trained_run, tmp_path):
+    result = evaluate(trained_run, data="mnist5k", out=tmp_path / "other.json")
+    assert result.k == 30 and result.num_datapoints == 500
+    assert json.loads((tmp_path / "other.json").read_text())["dataset"] == "mnist5k"
+
+
+def test_evaluating_data_of_another_shape_is_a_clear_error(trained_run, tmp_path):
+    path = tmp_path / "small.npz"
+    np.savez(path, x=np.zeros((20, 14, 14), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"shape \(1, 14, 14\) but the run .* \(1, 28, 28\)"):
+        evaluate(trained_run, data=str(path), k=5)
+    done = run_cli("evaluate", trained_run, "--data", path, "--k", "5")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "models shape (1, 28, 28)" in done.stderr
