@@ -20,7 +20,10 @@ import argparse
 import copy
 import csv
 import math
+import multiprocessing
+import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ from .build import build_vae
 from .config import Config
 from .data import TrainingData, prepare_data
 from .datasets import load_dataset
+from .evaluation import evaluate_vae
 from .guides import MAX_SCALE, MIN_SCALE
 from .train import Trainer
 from .vae import VAE
@@ -48,6 +52,7 @@ from .vae import VAE
 __all__ = ["BenchSettings", "run_benchmark", "format_table", "write_csv", "main"]
 
 LOG_2PI = math.log(2 * math.pi)
+LIMIT_ROWS = 10_000  # rows of the reference matmul: large enough to run at full speed
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,10 @@ class BenchSettings:
     epoch_batch_size: int = 256
     seed: int = 0
     train_images: int = 0  # 0: the whole training split
+    log_px_images: int = 200
+    rounds: int = 5
+    memory_k: int = 5000
+    memory_images: int = 10_000
 
 
 @dataclass
@@ -223,9 +232,134 @@ def measure_epoch(settings: BenchSettings) -> BenchRow:
     )
 
 
+def _decoder_flops_per_sample(vae: VAE) -> int:
+    """Multiply-adds x 2 of the decoder's Linear layers for one latent sample."""
+    return sum(
+        2 * m.in_features * m.out_features
+        for m in vae.decoder.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+
+
+def _matmul_flop_rate(vae: VAE, rows: int, device: torch.device, repeats: int = 10) -> float:
+    """FLOP/s of plain torch matmuls with the decoder's shapes, the practical limit here."""
+    shapes = [
+        (m.in_features, m.out_features)
+        for m in vae.decoder.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    inputs = [torch.randn(rows, n_in, device=device) for n_in, _ in shapes]
+    weights = [torch.randn(n_in, n_out, device=device) for n_in, n_out in shapes]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for a, w in zip(inputs, weights, strict=True):
+        a @ w
+    sync()
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for a, w in zip(inputs, weights, strict=True):
+            a @ w
+        sync()
+        timings.append(time.perf_counter() - started)
+    flops = sum(2 * rows * n_in * n_out for n_in, n_out in shapes)
+    return flops / statistics.median(timings)
+
+
+def measure_log_px_throughput(settings: BenchSettings, k: int = 1000) -> BenchRow:
+    """Importance-sampled log p(x) in FLOP/s of decoder work, against a plain matmul."""
+    device = torch.device(settings.device)
+    data = _data(settings, device, "dynamic")
+    torch.manual_seed(settings.seed)
+    vae = build_vae(_config(128, settings.device), data.data_shape).to(device)
+    x = data.test[: settings.log_px_images]
+    evaluate_vae(vae, x[:2], k=k)  # warm-up
+    rates, limits = [], []
+    for _ in range(settings.rounds):  # alternate the two, so both see the same machine noise
+        started = time.perf_counter()
+        evaluate_vae(vae, x, k=k)
+        rates.append(len(x) * k / (time.perf_counter() - started))
+        limits.append(_matmul_flop_rate(vae, LIMIT_ROWS, device))
+    samples_per_second = statistics.median(rates)
+    achieved = samples_per_second * _decoder_flops_per_sample(vae)
+    return BenchRow(
+        f"log p(x) estimate, K={k}, {len(x)} images ({samples_per_second:,.0f} image-samples/s)",
+        achieved / 1e9,
+        statistics.median(limits) / 1e9,
+        "GFLOP/s",
+        "plain torch matmul of the decoder's shapes",
+        ">= 0.50",
+    )
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc), in bytes."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_memory_child(settings: BenchSettings, k: int, images: int, queue) -> None:
+    """Resident memory before an evaluation and its peak during it, sampled every 2 ms."""
+    device = torch.device(settings.device)
+    data = _data(settings, device, "dynamic")
+    x = data.test.repeat((images + len(data.test) - 1) // len(data.test), 1, 1, 1)[:images]
+    torch.manual_seed(settings.seed)
+    vae = build_vae(_config(128, settings.device), data.data_shape).to(device)
+    before = _resident_bytes()
+    peak, done = [before], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.002):
+            peak[0] = max(peak[0], _resident_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    evaluate_vae(vae, x, k=k)
+    done.set()
+    sampler.join()
+    queue.put((before, max(peak[0], _resident_bytes())))
+
+
+def measure_peak_memory(settings: BenchSettings) -> list[BenchRow]:
+    """Peak resident memory of an evaluation at a large and a 10x smaller K, in fresh processes."""
+    context = multiprocessing.get_context("spawn")
+    peaks = {}
+    for k in (settings.memory_k // 10, settings.memory_k):
+        queue = context.Queue()
+        child = context.Process(
+            target=_peak_memory_child, args=(settings, k, settings.memory_images, queue)
+        )
+        child.start()
+        peaks[k] = queue.get()
+        child.join()
+    small, large = peaks[settings.memory_k // 10], peaks[settings.memory_k]
+    return [
+        BenchRow(
+            f"evaluation peak memory, K={settings.memory_k}, {settings.memory_images} images",
+            large[1] / 2**30,
+            2.0,
+            "GiB",
+            "the 2 GiB budget",
+            "< 1 (under 2 GiB)",
+        ),
+        BenchRow(
+            f"evaluation memory growth, K={settings.memory_k} vs K={settings.memory_k // 10}",
+            (large[1] - large[0]) / 2**20,
+            (small[1] - small[0]) / 2**20,
+            "MiB",
+            f"the same evaluation at K={settings.memory_k // 10}",
+            "about 1 (independent of K)",
+        ),
+    ]
+
+
 def run_benchmark(settings: BenchSettings) -> list[BenchRow]:
-    rows = [measure_steps(settings, 128), measure_steps(settings, 1024), measure_epoch(settings)]
-    return rows
+    return [
+        measure_steps(settings, 128),
+        measure_steps(settings, 1024),
+        measure_epoch(settings),
+        measure_log_px_throughput(settings),
+        *measure_peak_memory(settings),
+    ]
 
 
 def format_table(rows: list[BenchRow]) -> str:
@@ -251,7 +385,14 @@ def write_csv(rows: list[BenchRow], path: str | Path) -> None:
 def run_from_args(args: argparse.Namespace) -> list[BenchRow]:
     """Run the benchmark as parsed by :func:`add_bench_arguments`; print and save the table."""
     settings = BenchSettings(
-        args.dataset, args.device, args.steps, args.warmup, train_images=args.train_images
+        args.dataset,
+        args.device,
+        args.steps,
+        args.warmup,
+        train_images=args.train_images,
+        log_px_images=args.log_px_images,
+        memory_k=args.memory_k,
+        memory_images=args.memory_images,
     )
     rows = run_benchmark(settings)
     print(format_table(rows))

@@ -26,4 +26,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train-images", type=int, default=0, help="use only the first N training images (0: all)"
     )
+    parser.add_argument(
+        "--log-px-images", type=int, default=200, help="images scored for the log p(x) throughput"
+    )
+    parser.add_argument("--memory-k", type=int, default=5000, help="K of the peak-memory check")
+    parser.add_argument(
+        "--memory-images", type=int, default=10_000, help="images of the peak-memory check"
+    )
     parser.add_argument("--out", type=Path, default=Path("experiments/out/bench_training.csv"))

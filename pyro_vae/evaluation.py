@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
@@ -55,7 +56,10 @@ __all__ = [
 ]
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active if Cov_x(E_q[z_d]) > 0.01
-MAX_SAMPLES = 10_000  # particles x datapoints decoded at once
+# Particles x datapoints decoded at once. Small enough that a chunk's decoder outputs
+# stay in cache for the elementwise likelihood passes (measured on 2 CPU cores:
+# 2,000 gives 1.6x the throughput of 10,000; see experiments/RESULTS.md).
+MAX_SAMPLES = 2_000
 
 
 def chunk_rng(seed: int | None, chunk: int, device: torch.device):
@@ -219,8 +223,10 @@ def evaluate_vae(
     per_datapoint = []
     method, note = "none", ""
     with isolated_rng(seed, x.device):
-        for chunk in x.split(points):
-            log_px, method, note = _score_chunk(vae, chunk, k, particles, sums)
+        for index, chunk in enumerate(x.split(points)):
+            # the data were checked against the support when prepared: validate the first chunk
+            with pyro.validation_enabled(index == 0 and pyro.distributions.is_validation_enabled()):
+                log_px, method, note = _score_chunk(vae, chunk, k, particles, sums)
             per_datapoint.append(log_px)
     vae.train(was_training)
     return _summarize(vae, x, k, seed, torch.cat(per_datapoint), sums, method, note)

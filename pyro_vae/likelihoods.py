@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import DiscretizedLogistic, LevelsCategorical
+from .fast_bernoulli import BernoulliLogits
 
 __all__ = [
     "LIKELIHOODS",
@@ -115,7 +116,7 @@ class BernoulliLikelihood(Likelihood):
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         (logits,) = self.split(params)
-        return self.event(dist.Bernoulli(logits=logits))
+        return self.event(BernoulliLogits(logits=logits))
 
 
 class ContinuousBernoulliLikelihood(Likelihood):
