@@ -44,25 +44,23 @@ def test_bench_distributed_smoke(tmp_path):
     assert all(float(r["images_per_s"]) > 0 for r in rows)
 
 
+SMOKE_BENCH = ["--steps", "2", "--warmup", "1", "--train-images", "1100", "--log-px-images", "4",
+               "--memory-k", "20", "--memory-images", "40"]  # fmt: skip
+
+
 def test_bench_training_smoke(tmp_path):
     out = tmp_path / "bench.csv"
-    done = run_script(
-        "bench_training",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--train-images",
-        "1100",
-        "--out",
-        str(out),
-    )
+    done = run_script("bench_training", *SMOKE_BENCH, "--out", str(out))
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["measure"].split(",")[0] for r in rows] == [
+    measures = [r["measure"].split(",")[0] for r in rows]
+    assert measures == [
         "training step",
         "training step",
         "training epoch",
+        "log p(x) estimate",
+        "evaluation peak memory",
+        "evaluation memory growth",
     ]
     assert all(float(r["ratio"]) > 0 for r in rows) and "ratio" in done.stdout
 
@@ -70,8 +68,7 @@ def test_bench_training_smoke(tmp_path):
 def test_pyro_vae_bench_is_the_same_benchmark(tmp_path):
     out = tmp_path / "bench.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "pyro_vae", "bench", "--steps", "2", "--warmup", "1",
-         "--train-images", "1100", "--out", str(out)],
+        [sys.executable, "-m", "pyro_vae", "bench", *SMOKE_BENCH, "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
