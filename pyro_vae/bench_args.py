@@ -29,6 +29,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-px-images", type=int, default=200, help="images scored for the log p(x) throughput"
     )
+    parser.add_argument(
+        "--epoch-rounds", type=int, default=3, help="epochs timed per pipeline (median reported)"
+    )
     parser.add_argument("--memory-k", type=int, default=5000, help="K of the peak-memory check")
     parser.add_argument(
         "--memory-images", type=int, default=10_000, help="images of the peak-memory check"

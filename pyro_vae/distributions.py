@@ -7,6 +7,8 @@
   distribution over the levels (Salimans et al. 2017, PixelCNN++).
 - :class:`LevelsCategorical`: Pyro's Categorical with the mean and variance of the
   level index, so decoded mean images exist.
+- :class:`StandardNormal`: Pyro's Normal fixed at N(0, 1), with a ``log_prob`` of
+  three tensor operations instead of seven (it is on every training step).
 
 Example:
     >>> p = DiscretizedLogistic(torch.tensor([3.0]), torch.tensor([2.0]))
@@ -28,7 +30,27 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 from torch.distributions.utils import broadcast_all
 
-__all__ = ["UniformMixture", "DiscretizedLogistic", "LevelsCategorical"]
+__all__ = ["UniformMixture", "DiscretizedLogistic", "LevelsCategorical", "StandardNormal"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class StandardNormal(dist.Normal):
+    """N(0, 1) of a given shape; a Normal in every respect but the cost of ``log_prob``.
+
+    Example:
+        >>> d = StandardNormal(torch.zeros(2), torch.ones(2))
+        >>> v = torch.tensor([0.5, -2.0])
+        >>> torch.allclose(d.log_prob(v), dist.Normal(0.0, 1.0).log_prob(v))
+        True
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        return (value * value).mul_(-0.5).sub_(_HALF_LOG_2PI).expand(shape)
+
 
 _SCALAR = torch.Size()
 

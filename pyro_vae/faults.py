@@ -41,12 +41,11 @@ class NumericalFault(PyroVAEError):
 def non_finite_part(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> str | None:
     """``"loss"`` or ``"gradient"`` if that is not finite, else None (one host sync).
 
-    The gradients are checked through their sum: it is finite exactly when every
+    Loss and gradients are checked through one sum: it is finite exactly when every
     entry is (an overflow to inf needs gradients near 1e38, a fault in itself).
     """
     grads = [p.grad for p in parameters if p.grad is not None]
-    total = torch.stack([g.sum() for g in grads]).sum() if grads else loss.new_zeros(())
-    loss_ok, grads_ok = torch.stack([torch.isfinite(loss), torch.isfinite(total)]).tolist()
-    if not loss_ok:
-        return "loss"
-    return None if grads_ok else "gradient"
+    total = loss.detach() + (torch.stack([g.sum() for g in grads]).sum() if grads else 0.0)
+    if bool(torch.isfinite(total)):
+        return None
+    return "loss" if not bool(torch.isfinite(loss)) else "gradient"

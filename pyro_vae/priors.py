@@ -24,7 +24,7 @@ import torch
 from pyro.nn import AutoRegressiveNN
 from torch import nn
 
-from .distributions import UniformMixture
+from .distributions import StandardNormal, UniformMixture
 from .guides import bounded_scale, unbounded_scale
 
 __all__ = [
@@ -58,7 +58,7 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return StandardNormal(self.loc, self.scale).to_event(1)
 
 
 class LearnedNormalPrior(nn.Module):

@@ -1,7 +1,7 @@
 """Training: the torch-style loop around a Pyro objective, and the run it leaves behind.
 
 The loss is ``objective(vae, vae.guide_module())``, an ``nn.Module`` (Pyro's
-``ELBOModule``) trained with ``torch.optim.Adam``; the data sit on the device and
+``ELBOModule``) trained with ``torch.optim.Adam`` (fused); the data sit on the device and
 each step gathers a minibatch by index. Every epoch ends with a test ELBO, a row
 in metrics.csv and an atomic checkpoint. Under ``torchrun`` the loss module is
 wrapped in ``DistributedDataParallel``: each rank takes its share of every global
@@ -55,7 +55,7 @@ from .likelihoods import bits_per_dim
 from .objectives import build_objective, kl_warmup_scale
 from .plots import save_run_plots
 from .run_folder import RunFolder, default_run_dir
-from .runtime import seed_everything
+from .runtime import make_adam, seed_everything
 from .vae import VAE
 
 __all__ = ["Trainer", "TrainResult", "train", "Position"]
@@ -97,7 +97,8 @@ class Trainer:
         if self.ctx.is_distributed:
             device_ids = [data.device.index] if data.device.type == "cuda" else None
             self.train_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
-        self.optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
+        self.parameters = list(vae.parameters())
+        self.optimizer = make_adam(self.parameters, cfg.lr)
         self.position = Position()
         self.loss_sum = torch.zeros((), device=data.device)
         self.history: list[dict[str, Any]] = []
@@ -122,12 +123,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.on_nan != "off":
-            part = non_finite_part(loss, self.vae.parameters())
+            part = non_finite_part(loss, self.parameters)
             if all_reduce_any(part is not None, self.ctx, self.data.device):
                 where = part or "loss on another rank"
                 raise NonFiniteStep(where, self.position.epoch + 1, self.position.step + 1)
         if self.cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.clip_grad)
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.clip_grad)
         self.optimizer.step()
         self._validated = True
         return loss.detach()

@@ -45,7 +45,7 @@ def test_bench_distributed_smoke(tmp_path):
 
 
 SMOKE_BENCH = ["--steps", "2", "--warmup", "1", "--train-images", "1100", "--log-px-images", "4",
-               "--memory-k", "20", "--memory-images", "40"]  # fmt: skip
+               "--memory-k", "20", "--memory-images", "40", "--epoch-rounds", "1"]  # fmt: skip
 
 
 def test_bench_training_smoke(tmp_path):

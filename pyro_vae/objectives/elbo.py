@@ -33,6 +33,11 @@ from .structured import plate_scale, structured_vae, vae_arguments
 __all__ = ["FastTrace_ELBO"]
 
 
+def _is_one(weight: float | torch.Tensor) -> bool:
+    """True for a plain number 1 (a tensor weight may change under JIT or warm-up: keep it)."""
+    return not torch.is_tensor(weight) and weight == 1
+
+
 class FastTrace_ELBO(SurrogateLoss, Trace_ELBO):
     """Trace_ELBO (reparameterized, ``kl_scale``-weighted z site) with a VAE fast path.
 
@@ -54,8 +59,10 @@ class FastTrace_ELBO(SurrogateLoss, Trace_ELBO):
             return self.traced_loss(model, guide, args, kwargs)
         x, num_data, kl_scale = vae_arguments(*args, **kwargs)
         terms = vae.log_weights(x, self.num_particles, self.path_derivative)
-        elbo = terms.log_lik + (kl_scale * self.beta) * (terms.log_prior - terms.log_q)
-        return -elbo.mean(0).sum() * plate_scale(x, num_data)
+        weight = kl_scale * self.beta
+        latent = terms.log_prior - terms.log_q
+        elbo = terms.log_lik + (latent if _is_one(weight) else weight * latent)
+        return elbo.sum() * (-plate_scale(x, num_data) / self.num_particles)
 
     def traced_loss(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
