@@ -43,7 +43,7 @@ from .datasets import load_dataset
 from .distributed import DistContext, all_reduce_sum
 from .errors import ConfigError, DataError
 from .load import load_run
-from .runtime import isolated_rng, resolve_device
+from .runtime import isolated_rng, release_freed_memory, resolve_device
 from .vae import VAE
 
 __all__ = [
@@ -60,6 +60,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active if Cov_x(E_q
 # stay in cache for the elementwise likelihood passes (measured on 2 CPU cores:
 # 2,000 gives 1.6x the throughput of 10,000; see experiments/RESULTS.md).
 MAX_SAMPLES = 2_000
+TRIM_EVERY = 64  # chunks between handing freed memory back to the OS
 
 
 def chunk_rng(seed: int | None, chunk: int, device: torch.device):
@@ -228,6 +229,8 @@ def evaluate_vae(
             with pyro.validation_enabled(index == 0 and pyro.distributions.is_validation_enabled()):
                 log_px, method, note = _score_chunk(vae, chunk, k, particles, sums)
             per_datapoint.append(log_px)
+            if index % TRIM_EVERY == TRIM_EVERY - 1:
+                release_freed_memory()
     vae.train(was_training)
     return _summarize(vae, x, k, seed, torch.cat(per_datapoint), sums, method, note)
 

@@ -6,7 +6,7 @@ from torch import nn
 from pyro_vae import Config, build_vae
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.data import prepare_data
-from pyro_vae.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault
+from pyro_vae.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
 from pyro_vae.guides import MIN_SCALE
 from pyro_vae.run_folder import RunFolder
 from pyro_vae.train import Trainer
@@ -124,3 +124,23 @@ def test_scale_guard_keeps_q_finite_where_exp_would_not(mnist5k):
             guard_acted = True
             assert torch.isfinite(vae.log_weights(x[batches[i]]).log_q).all()
     assert guard_acted
+
+
+@pytest.mark.parametrize("fused_kernel", [True, False])
+def test_gradient_scan_finds_nan_and_inf_and_leaves_gradients_untouched(monkeypatch, fused_kernel):
+    if not fused_kernel:  # a torch without the fused scan for these tensors
+
+        def missing(*args):
+            raise NotImplementedError
+
+        monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", missing)
+    params = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    before = [p.grad.clone() for p in params]
+    loss = torch.tensor(2.0)
+    assert non_finite_part(loss, params) is None
+    assert all(torch.equal(p.grad, b) for p, b in zip(params, before, strict=True))
+    params[1].grad[2] = float("inf")
+    assert non_finite_part(loss, params) == "gradient"
+    assert non_finite_part(torch.tensor(float("nan")), params) == "loss"
