@@ -27,7 +27,7 @@ from pyro_vae import Config, build_vae
 from pyro_vae.data import prepare_data
 from pyro_vae.datasets import load_dataset
 from pyro_vae.distributed import DistContext, init_distributed
-from pyro_vae.train import Trainer
+from pyro_vae.trainer import Trainer
 
 
 def _trainer(args: argparse.Namespace, ctx: DistContext) -> Trainer:

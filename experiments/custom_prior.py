@@ -21,7 +21,7 @@ from pyro_vae import Config, build_vae
 from pyro_vae.data import prepare_data
 from pyro_vae.datasets import load_dataset
 from pyro_vae.runtime import seed_everything
-from pyro_vae.train import Trainer
+from pyro_vae.trainer import Trainer
 
 
 class LowRankPrior(nn.Module):

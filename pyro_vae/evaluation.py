@@ -60,7 +60,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active if Cov_x(E_q
 # stay in cache for the elementwise likelihood passes (measured on 2 CPU cores:
 # 2,000 gives 1.6x the throughput of 10,000; see experiments/RESULTS.md).
 MAX_SAMPLES = 2_000
-TRIM_EVERY = 64  # chunks between handing freed memory back to the OS
+TRIM_EVERY = 16  # chunks between handing freed memory back to the OS
 
 
 def chunk_rng(seed: int | None, chunk: int, device: torch.device):

@@ -20,7 +20,8 @@ from pyro_vae.networks import NETWORKS
 from pyro_vae.plots import _as_images, save_run_plots
 from pyro_vae.priors import PRIORS
 from pyro_vae.run_folder import RunFolder
-from pyro_vae.train import Trainer, train
+from pyro_vae.train import train
+from pyro_vae.trainer import Trainer
 
 GRID = list(
     itertools.product(sorted(PRIORS), sorted(LIKELIHOODS), sorted(GUIDES), sorted(NETWORKS))

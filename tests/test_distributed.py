@@ -20,7 +20,7 @@ from pyro_vae.datasets import load_dataset
 from pyro_vae.distributed import DistContext, init_distributed
 from pyro_vae.evaluation import elbo_per_datapoint
 from pyro_vae.run_folder import RunFolder
-from pyro_vae.train import Trainer
+from pyro_vae.trainer import Trainer
 
 GLOBAL_BATCH = 100
 
@@ -180,9 +180,9 @@ def _cli_env(rank: int, port: int) -> dict:
 def test_torchrun_trains_and_only_rank_zero_reports(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "pyro_vae",
-         "train", "--dataset", "mnist5k", "--epochs", "2", "--hidden", "64", "--latent-dim", "2",
-         "--out", str(out), "--no-progress"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "pyro_vae", "train", "--dataset", "mnist5k", "--epochs", "2", "--hidden", "64",
+         "--latent-dim", "2", "--out", str(out), "--no-progress"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -60,7 +60,7 @@ def test_bench_training_smoke(tmp_path):
         "training epoch",
         "log p(x) estimate",
         "evaluation peak memory",
-        "evaluation memory growth",
+        "evaluation peak memory",
     ]
     assert all(float(r["ratio"]) > 0 for r in rows) and "ratio" in done.stdout
 

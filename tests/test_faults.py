@@ -9,7 +9,7 @@ from pyro_vae.data import prepare_data
 from pyro_vae.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
 from pyro_vae.guides import MIN_SCALE
 from pyro_vae.run_folder import RunFolder
-from pyro_vae.train import Trainer
+from pyro_vae.trainer import Trainer
 
 
 class FaultyEncoder(nn.Module):

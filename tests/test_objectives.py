@@ -301,7 +301,7 @@ def test_warmup_at_epoch_zero_removes_the_kl_term(binary_batch):
 
 def test_trainer_passes_the_warmup_weight_of_each_epoch(mnist5k):
     from pyro_vae.data import prepare_data
-    from pyro_vae.train import Trainer
+    from pyro_vae.trainer import Trainer
 
     cfg = Config(dataset="mnist5k", latent_dim=2, hidden=[16], kl_warmup=2, batch_size=1500)
     data = prepare_data(mnist5k, "binary", "bernoulli", "dynamic", seed=0)

@@ -13,7 +13,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.objectives import build_objective
 from pyro_vae.priors import PRIORS, VampPrior
 from pyro_vae.runtime import seed_everything
-from pyro_vae.train import Trainer
+from pyro_vae.trainer import Trainer
 
 SMALL = (1, 4, 4)
 

@@ -125,7 +125,7 @@ def test_user_prior_with_the_wrong_latent_size_is_refused():
 
 def test_short_training_on_mnist5k_improves_the_elbo_by_a_large_margin(mnist5k):
     from pyro_vae.data import prepare_data
-    from pyro_vae.train import Trainer
+    from pyro_vae.trainer import Trainer
 
     torch.manual_seed(0)
     cfg = Config(dataset="mnist5k", latent_dim=10, hidden=[200], epochs=3)

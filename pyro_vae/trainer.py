@@ -1,0 +1,307 @@
+"""The training loop: steps, epochs, faults and checkpoints of one VAE on one dataset.
+
+The loss is ``objective(vae, vae.guide_module())``, an ``nn.Module`` (Pyro's
+``ELBOModule``) trained with ``torch.optim.Adam`` (fused); each step gathers a
+minibatch by index from data that sit on the device. Under ``torchrun`` the loss
+module is wrapped in ``DistributedDataParallel``: each rank takes its share of every
+global batch, gradients are averaged, and rank 0 alone writes files.
+
+Example::
+
+    trainer = Trainer(cfg, build_vae(cfg, data.data_shape), data)
+    row = trainer.run_epoch()          # {"epoch": 1, "train_elbo": ..., "test_elbo": ...}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyro
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    capture_rng_state,
+    load_model_state,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import Config
+from .data import TrainingData
+from .distributed import (
+    DistContext,
+    DistributedFault,
+    all_reduce_any,
+    all_reduce_sum,
+    gather_objects,
+    rank_seed,
+)
+from .evaluation import elbo_per_datapoint
+from .faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
+from .likelihoods import bits_per_dim
+from .objectives import build_objective, kl_warmup_scale
+from .run_folder import RunFolder
+from .runtime import make_adam
+from .vae import VAE
+
+__all__ = ["Trainer", "Position", "EVAL_SEED_OFFSET"]
+
+EVAL_SEED_OFFSET = 7919  # the test ELBO uses its own random stream: seed + offset
+
+
+@dataclass
+class Position:
+    """Where training stands: saved in every checkpoint so a run can continue exactly."""
+
+    epoch: int = 0  # the epoch in progress (equals the number of finished epochs between epochs)
+    step: int = 0  # steps finished within that epoch
+    global_step: int = 0
+    seconds: float = 0.0  # time spent in that epoch so far
+
+
+class Trainer:
+    """Owns the VAE, its loss module, the optimizer and the data; runs epochs.
+
+    With a distributed ``ctx`` every rank builds its own Trainer; they step in lockstep.
+    """
+
+    def __init__(self, cfg: Config, vae: VAE, data: TrainingData, ctx: DistContext | None = None):
+        self.cfg = cfg
+        self.vae = vae
+        self.data = data
+        self.ctx = ctx or DistContext()
+        self.loss_module = build_objective(cfg.objective)(vae, vae.guide_module())
+        self.train_module: torch.nn.Module = self.loss_module
+        if self.ctx.is_distributed:
+            device_ids = [data.device.index] if data.device.type == "cuda" else None
+            self.train_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
+        self.parameters = list(vae.parameters())
+        self.optimizer = make_adam(self.parameters, cfg.lr)
+        self.position = Position()
+        self.loss_sum = torch.zeros((), device=data.device)
+        self.history: list[dict[str, Any]] = []
+        self.recoveries = 0
+        self.remember_good_state()
+        self._validated = False
+
+    @property
+    def units(self) -> str:
+        return getattr(self.vae.likelihood, "units", "nats")
+
+    def train_step(self, x: torch.Tensor, kl_scale: float = 1.0) -> torch.Tensor:
+        """One optimizer step on minibatch ``x``; returns the detached loss.
+
+        ``kl_scale`` weighs the KL term (KL warm-up); it reaches the z site of model and
+        guide. Raises NonFiniteStep, before the parameters move, when the loss or a
+        gradient is not finite (unless ``on_nan`` is ``off``).
+        """
+        validate = self.cfg.validation == "every-step" or not self._validated
+        with pyro.validation_enabled(validate):
+            loss = self.train_module(x, self.data.num_train, kl_scale)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.on_nan != "off":
+            part = non_finite_part(loss, self.parameters)
+            if all_reduce_any(part is not None, self.ctx, self.data.device):
+                where = part or "loss on another rank"
+                raise NonFiniteStep(where, self.position.epoch + 1, self.position.step + 1)
+        if self.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.clip_grad)
+        self.optimizer.step()
+        self._validated = True
+        return loss.detach()
+
+    def run_epoch(
+        self,
+        on_step: Callable[[], None] | None = None,
+        bar: tqdm | None = None,
+    ) -> dict[str, Any]:
+        """Finish the epoch in progress (from its current step) and return its metrics row."""
+        pos = self.position
+        started = time.perf_counter() - pos.seconds
+        x_epoch = self.data.epoch_train(pos.epoch)
+        batches = self.data.batch_indices(
+            pos.epoch, self.cfg.batch_size, self.ctx.rank, self.ctx.world_size
+        )
+        kl_scale = kl_warmup_scale(pos.epoch, self.cfg.kl_warmup)
+        if bar is not None:
+            bar.reset(total=len(batches))
+            bar.update(pos.step)
+        for i in range(pos.step, len(batches)):
+            self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale)
+            pos.step, pos.global_step = i + 1, pos.global_step + 1
+            pos.seconds = time.perf_counter() - started
+            if bar is not None:
+                bar.update(1)
+                if pos.step % 10 == 0 or pos.step == len(batches):
+                    running = float(self.loss_sum) / pos.step / self.data.num_train
+                    bar.set_postfix_str(f"loss {running:.2f} {self.units}/datapoint")
+            if on_step is not None:
+                on_step()
+        mean_loss = all_reduce_sum(self.loss_sum.clone(), self.ctx) / self.ctx.world_size
+        train_elbo = -float(mean_loss) / len(batches) / self.data.num_train
+        row = {
+            "epoch": pos.epoch + 1,
+            "train_elbo": train_elbo,
+            "test_elbo": self.test_elbo(),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        self.history.append(row)
+        pos.epoch, pos.step, pos.seconds = pos.epoch + 1, 0, 0.0
+        self.loss_sum.zero_()
+        return row
+
+    def test_elbo(self) -> float:
+        """Single-sample ELBO per test datapoint, sharded over ranks, on its own random streams."""
+        self.vae.eval()
+        seed = self.cfg.seed + EVAL_SEED_OFFSET
+        value = elbo_per_datapoint(self.vae, self.data.test, seed=seed, ctx=self.ctx)
+        self.vae.train()
+        return value
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def recover(self, fault: NonFiniteStep) -> str:
+        """Restore the last good state and halve the learning rate, or raise NumericalFault."""
+        good = self.last_good["position"]
+        where = f"epoch {good['epoch'] + 1}, step {good['step']}"
+        if self.cfg.on_nan == "stop" or self.recoveries >= MAX_RECOVERIES:
+            tried = (
+                f"restored the last good state ({where}) and halved the learning rate "
+                f"{self.recoveries} times"
+                if self.recoveries
+                else "nothing (--on-nan stop)"
+            )
+            raise NumericalFault(
+                f"{fault}; tried {tried}; the last good checkpoint is intact. Lower --lr, "
+                "set --clip-grad, or check the data and custom parts"
+            )
+        recoveries = self.recoveries + 1
+        self.load_state_dict(self.last_good, "the last good state")
+        self.recoveries = recoveries  # the restored state predates this fault
+        lr = self.cfg.lr * 0.5**self.recoveries
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return (
+            f"{fault}: restored the last good state ({where}) and halved the learning rate to "
+            f"{lr:.3g} (recovery {self.recoveries} of {MAX_RECOVERIES})"
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to continue from here; a collective call when distributed.
+
+        ``rng`` holds every rank's random states (in rank order) and ``loss_sum``
+        the mean over ranks of their running sums, so any rank can continue from it.
+        """
+        mean_loss_sum = all_reduce_sum(self.loss_sum.detach().clone(), self.ctx)
+        return {
+            "config": self.cfg.to_dict(),
+            "data_shape": list(self.data.data_shape),
+            "model": self.vae.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "position": asdict(self.position),
+            "loss_sum": (mean_loss_sum / self.ctx.world_size).cpu(),
+            "history": self.history,
+            "recoveries": self.recoveries,
+            "rng": gather_objects(capture_rng_state(), self.ctx),
+        }
+
+    def remember_good_state(self) -> None:
+        """Keep a copy of the current state (every tensor cloned) to fall back to on a fault."""
+        self.last_good = _clone_tensors(self.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any], source: str) -> str:
+        """Restore a state; returns a note when the random streams had to be re-derived.
+
+        A checkpoint written by the same number of ranks restores each rank's own
+        random state (exact continuation); from another world size each rank
+        derives a fresh stream from (seed, rank, step) and the run continues.
+        """
+        load_model_state(self.vae, state["model"], source)
+        self.optimizer.load_state_dict(_clone_tensors(state["optimizer"]))
+        self.position = Position(**state["position"])
+        self.loss_sum = state["loss_sum"].clone().to(self.data.device)
+        self.history = [dict(row) for row in state["history"]]
+        self.recoveries = state.get("recoveries", 0)
+        rng_states = state["rng"]
+        if len(rng_states) == self.ctx.world_size:
+            restore_rng_state(rng_states[self.ctx.rank])
+            return ""
+        torch.manual_seed(rank_seed(self.cfg.seed, self.ctx.rank, self.position.global_step))
+        return (
+            f"checkpoint written by {len(rng_states)} process(es), resumed by "
+            f"{self.ctx.world_size}: random streams re-derived, so the continuation is "
+            "statistically but not bitwise the same"
+        )
+
+    def save(self, run: RunFolder) -> None:
+        """Checkpoint atomically (rank 0 writes); the saved state is the one to fall back to."""
+        self.remember_good_state()
+        if self.ctx.is_main:
+            save_checkpoint(run.checkpoint_path, self.last_good)
+
+    def fit(self, run: RunFolder, log: Callable[[str], None], progress: bool = True) -> None:
+        """Run the remaining epochs: metrics and a checkpoint after each, recovery on faults.
+
+        Only rank 0 writes files and logs; a lost peer raises DistributedFault.
+        """
+        if not self.ctx.is_main:
+            log, progress = (lambda _: None), False
+        try:
+            self._fit(run, log, progress)
+        except RuntimeError as err:  # collectives fail this way when a peer dies or times out
+            if not self.ctx.is_distributed:
+                raise
+            raise DistributedFault(
+                f"rank {self.ctx.rank} lost contact with the other ranks ({_reason(err)}); "
+                f"the last good checkpoint in {run.path} is intact: rerun with --resume {run.path}"
+            ) from None
+
+    def _fit(self, run: RunFolder, log: Callable[[str], None], progress: bool) -> None:
+        every = self.cfg.checkpoint_every
+
+        def checkpoint_steps() -> None:
+            if every and self.position.global_step % every == 0:
+                self.save(run)
+
+        while self.position.epoch < self.cfg.epochs:
+            description = f"epoch {self.position.epoch + 1}/{self.cfg.epochs}"
+            try:
+                with tqdm(desc=description, disable=not progress, leave=False, unit="batch") as bar:
+                    row = self.run_epoch(on_step=checkpoint_steps, bar=bar)
+            except NonFiniteStep as fault:
+                log(self.recover(fault))
+                continue
+            if self.ctx.is_main:
+                run.write_metrics(self.history)
+            self.save(run)
+            bits = ""
+            if getattr(self.vae.likelihood, "scale", "") == "8-bit":
+                bits = f" = {bits_per_dim(row['test_elbo'], self.data.data_shape):.3f} bits/dim"
+            log(
+                f"epoch {row['epoch']:>3}/{self.cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
+                f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint{bits}  "
+                f"({row['seconds']:.1f} s)"
+            )
+
+
+def _reason(err: Exception) -> str:
+    """The gist of a collective's error: gloo prefixes a source location and appends advice."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split("] ", 1)[-1].split(". ", 1)[0][:160]
+
+
+def _clone_tensors(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone_tensors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone_tensors(v) for v in value]
+    return value
