@@ -48,8 +48,11 @@ class StandardNormal(dist.Normal):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
-        return (value * value).mul_(-0.5).sub_(_HALF_LOG_2PI).expand(shape)
+        result = (value * value).mul_(-0.5).sub_(_HALF_LOG_2PI)
+        batch = self.batch_shape
+        if result.shape[max(result.dim() - len(batch), 0) :] == batch:
+            return result  # the usual case, z of shape [..., latent_dim]: no shape work
+        return result.expand(torch.broadcast_shapes(result.shape, batch))
 
 
 _SCALAR = torch.Size()

@@ -75,7 +75,8 @@ def _flat(vae) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in vae.parameters()])
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _join_two_ranks(rank: int, port: int) -> DistContext:
+    """Join a 2-process gloo group on this machine, as torchrun's environment would."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -85,6 +86,11 @@ def _worker(rank: int, port: int, out: str) -> None:
     )
     torch.set_num_threads(1)
     ctx, _ = init_distributed("cpu", timeout_seconds=60)
+    return ctx
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    ctx = _join_two_ranks(rank, port)
     trainer = make_trainer(ctx)
     per_step = []
     trainer.run_epoch(on_step=lambda: per_step.append(_flat(trainer.vae).clone()))
@@ -130,15 +136,7 @@ OBJECTIVE_SPECS = [
 
 
 def _objectives_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
-    ctx, _ = init_distributed("cpu", timeout_seconds=60)
+    ctx = _join_two_ranks(rank, port)
     dataset = load_dataset("mnist5k")
     data = prepare_data(dataset, "binary", "bernoulli", "dynamic", seed=0)
     results = {}

@@ -57,6 +57,8 @@ def test_bench_training_smoke(tmp_path):
     assert measures == [
         "training step",
         "training step",
+        "training step",
+        "training step",
         "training epoch",
         "log p(x) estimate",
         "evaluation peak memory",
