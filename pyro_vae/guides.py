@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
+from .distributions import ReparameterizedNormal
+
 __all__ = [
     "GUIDES",
     "GuideSpec",
@@ -72,7 +74,7 @@ class NormalGuide(nn.Module):
     def base(self, h: torch.Tensor) -> dist.TorchDistribution:
         """The Normal q(z|x) from the body's features ``h``."""
         loc, raw_scale = self.head(h).chunk(2, dim=-1)
-        return dist.Normal(loc, bounded_scale(raw_scale)).to_event(1)
+        return ReparameterizedNormal(loc, bounded_scale(raw_scale)).to_event(1)
 
     def forward(self, x: torch.Tensor) -> dist.TorchDistribution:
         return self.base(self.body(x))

@@ -37,6 +37,8 @@ from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
+from .distributions import score_through_value
+
 __all__ = ["VAE", "GuideModule", "LogWeights", "path_log_prob"]
 
 _names = itertools.count()
@@ -197,9 +199,11 @@ def path_log_prob(q: dist.Distribution, z: torch.Tensor) -> torch.Tensor:
     (Tucker et al. 2018). It is computed as ``log q(z) - log q(sg z) + sg(log q(sg z))``
     with ``sg`` the stop-gradient: the first term carries the total derivative (path
     through z plus q's direct dependence on its parameters), the second only the direct
-    one, which cancels. Any reparameterizable distribution works, flows included (a
-    cached flow gives the first term's total derivative correctly; the second costs one
-    inverse pass), with no access to the guide's parameters.
+    one, which cancels. The first term is scored :func:`score_through_value`, so its
+    derivative reaches q's parameters through z, where DReG's hook scales it. Any
+    reparameterizable distribution works, flows included (a cached flow gives the first
+    term's total derivative correctly; the second costs one inverse pass), with no
+    access to the guide's parameters.
 
     Example (for z = loc + eps the total derivative of log q(z) vanishes, the path one is -eps):
         >>> loc = torch.zeros(1, requires_grad=True)
@@ -213,7 +217,9 @@ def path_log_prob(q: dist.Distribution, z: torch.Tensor) -> torch.Tensor:
     """
     fixed = z.detach()
     at_fixed = q.log_prob(fixed)
-    return q.log_prob(z) - at_fixed + at_fixed.detach()
+    with score_through_value():
+        total = q.log_prob(z)
+    return total - at_fixed + at_fixed.detach()
 
 
 def _moments(q: dist.Distribution, num_samples: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

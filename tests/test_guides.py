@@ -1,6 +1,8 @@
+import pyro.distributions as dist
 import pytest
 import torch
 
+from pyro_vae.distributions import ReparameterizedNormal, score_through_value
 from pyro_vae.guides import GUIDES, MAX_SCALE, MIN_SCALE, IAFGuide, NormalGuide
 from pyro_vae.networks import build_encoder_body
 
@@ -84,3 +86,54 @@ def test_scales_stay_positive_and_bounded_on_extreme_inputs(kind):
     assert ((scale >= MIN_SCALE) & (scale <= MAX_SCALE + MIN_SCALE)).all()
     z = q.rsample()
     assert torch.isfinite(q.log_prob(z)).all()
+
+
+def _normal_parameters(seed=0):
+    torch.manual_seed(seed)
+    loc = torch.randn(6, 3, requires_grad=True)
+    scale = (torch.rand(6, 3) + 0.2).requires_grad_()
+    return loc, scale
+
+
+def test_normal_scores_its_own_draw_like_the_general_formula():
+    """The eps shortcut has the value and the total derivative of Normal.log_prob."""
+    loc, scale = _normal_parameters()
+    torch.manual_seed(1)
+    q = ReparameterizedNormal(loc, scale)
+    z = q.rsample((4,))
+    shortcut = q.log_prob(z)
+    torch.manual_seed(1)
+    reference_q = dist.Normal(loc, scale)
+    reference_z = reference_q.rsample((4,))
+    reference = reference_q.log_prob(reference_z)
+    assert torch.equal(z, reference_z)  # the same random numbers
+    assert torch.allclose(shortcut, reference, atol=1e-6)
+    d_loc, d_scale = torch.autograd.grad(shortcut.sum(), (loc, scale), allow_unused=True)
+    expected_loc, expected_scale = torch.autograd.grad(reference.sum(), (loc, scale))
+    assert d_loc is None  # d/dloc of log q(loc + scale eps) is exactly 0: not in the graph
+    assert torch.allclose(expected_loc, torch.zeros_like(loc), atol=1e-5)
+    assert torch.allclose(d_scale, expected_scale, atol=1e-5)
+
+
+def test_normal_shortcut_is_only_for_its_own_draw_outside_score_through_value():
+    """Any other value, and every value inside score_through_value, routes through z."""
+    loc, scale = _normal_parameters()
+    q = ReparameterizedNormal(loc, scale)
+    z = q.rsample()
+    seen = []
+    z.register_hook(lambda grad: seen.append(grad) or grad)
+    q.log_prob(z).sum().backward(retain_graph=True)
+    assert seen == []  # the shortcut: no derivative through z
+    with score_through_value():
+        q.log_prob(z).sum().backward()
+    assert len(seen) == 1 and torch.allclose(seen[0], -(z - loc).detach() / scale.detach() ** 2)
+    other = z.detach() + 0.5
+    assert torch.equal(q.log_prob(other), dist.Normal(loc, scale).log_prob(other))
+
+
+def test_normal_guide_samples_are_scored_by_the_shortcut(binary_batch):
+    guide = NormalGuide(*build_encoder_body("mlp", SHAPE, [16]), latent_dim=2)
+    q = guide(binary_batch[:5])
+    z = q.rsample((3,))
+    general = dist.Normal(q.base_dist.loc, q.base_dist.scale).to_event(1).log_prob(z)
+    assert torch.allclose(q.log_prob(z), general, atol=1e-5)
