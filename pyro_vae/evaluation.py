@@ -38,7 +38,7 @@ import pyro
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from .data import prepare_data, seeded_generator
+from .data import draw_bernoulli, prepare_data, seeded_generator
 from .datasets import load_dataset
 from .distributed import DistContext, all_reduce_sum
 from .errors import ConfigError, DataError
@@ -363,7 +363,7 @@ def evaluate(
         x = prepared.train
         if prepared.dynamic:  # probabilities: one fixed binarization for evaluation
             generator = seeded_generator(0, purpose="eval", device=x.device)
-            x = torch.bernoulli(x, generator=generator)
+            x = draw_bernoulli(x, generator)
     result = evaluate_vae(run.vae, x, k or cfg.eval_k, seed=seed)
     result.data = f"{dataset.name}, {split} split, {len(x)} datapoints"
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pyro_vae.data import prepare_data
+from pyro_vae.data import draw_bernoulli, prepare_data
 from pyro_vae.errors import DataError
 
 
@@ -14,6 +14,18 @@ def test_dynamic_binarization_is_fresh_each_epoch_and_reproducible(mnist5k):
     assert torch.equal(e0, data.epoch_train(0))
     # the draw follows the grey levels: mean pixel matches the probabilities
     assert abs(float(e0.mean()) - float(data.train.mean())) < 1e-3
+
+
+def test_draw_bernoulli_draws_bernoulli_with_the_pixel_probability():
+    probabilities = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    n = 200_000
+    draws = draw_bernoulli(probabilities.repeat(n, 1), torch.Generator().manual_seed(0))
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert draws[:, 0].sum() == 0 and draws[:, -1].sum() == n  # the edges are exact
+    standard_error = (probabilities * (1 - probabilities) / n).sqrt()
+    assert ((draws.mean(0) - probabilities).abs() <= 4 * standard_error + 1e-9).all()
+    again = draw_bernoulli(probabilities.repeat(n, 1), torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
 
 
 def test_static_binarization_is_fixed_and_seeded(mnist5k):
