@@ -33,7 +33,7 @@ __all__ = [
     "DistributedFault",
     "init_distributed",
     "all_reduce_sum",
-    "all_reduce_any",
+    "all_reduce_max",
     "broadcast_object",
     "gather_objects",
     "rank_seed",
@@ -86,13 +86,11 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_any(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    """True on every rank if ``flag`` is true on any rank."""
-    if not ctx.is_distributed:
-        return flag
-    value = torch.tensor(float(flag), device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value)
+def all_reduce_max(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The elementwise maximum of ``value`` over ranks, in place (no host sync on nccl)."""
+    if ctx.is_distributed:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value
 
 
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:

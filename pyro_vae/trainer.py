@@ -35,13 +35,13 @@ from .data import TrainingData
 from .distributed import (
     DistContext,
     DistributedFault,
-    all_reduce_any,
+    all_reduce_max,
     all_reduce_sum,
     gather_objects,
     rank_seed,
 )
 from .evaluation import elbo_per_datapoint
-from .faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
+from .faults import MAX_RECOVERIES, FaultRecord, NonFiniteStep, NumericalFault, non_finite_kind
 from .likelihoods import bits_per_dim
 from .objectives import build_objective, kl_warmup_scale
 from .run_folder import RunFolder
@@ -51,6 +51,7 @@ from .vae import VAE
 __all__ = ["Trainer", "Position", "EVAL_SEED_OFFSET"]
 
 EVAL_SEED_OFFSET = 7919  # the test ELBO uses its own random stream: seed + offset
+GPU_FAULT_READ_EVERY = 10  # steps between reads of the fault record on a GPU (one sync each)
 
 
 @dataclass
@@ -67,9 +68,20 @@ class Trainer:
     """Owns the VAE, its loss module, the optimizer and the data; runs epochs.
 
     With a distributed ``ctx`` every rank builds its own Trainer; they step in lockstep.
+    ``fault_read_every`` is how many steps pass between host reads of the fault record
+    (see :mod:`pyro_vae.faults`): 1 on CPU, where a read is free, and
+    ``GPU_FAULT_READ_EVERY`` on a GPU with the fused Adam, which skips flagged steps
+    on the device meanwhile.
     """
 
-    def __init__(self, cfg: Config, vae: VAE, data: TrainingData, ctx: DistContext | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        vae: VAE,
+        data: TrainingData,
+        ctx: DistContext | None = None,
+        fault_read_every: int | None = None,
+    ):
         self.cfg = cfg
         self.vae = vae
         self.data = data
@@ -81,6 +93,16 @@ class Trainer:
             self.train_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
         self.parameters = list(vae.parameters())
         self.optimizer = make_adam(self.parameters, cfg.lr)
+        self.faults = FaultRecord(data.device)
+        skips_on_device = bool(self.optimizer.defaults.get("fused"))
+        if fault_read_every is None:
+            on_gpu = data.device.type == "cuda" and skips_on_device
+            fault_read_every = GPU_FAULT_READ_EVERY if on_gpu else 1
+        if fault_read_every > 1 and not skips_on_device:
+            raise ValueError(
+                "reading faults every few steps needs the fused Adam, which skips them"
+            )
+        self.fault_read_every = fault_read_every
         self.position = Position()
         self.loss_sum = torch.zeros((), device=data.device)
         self.history: list[dict[str, Any]] = []
@@ -96,8 +118,10 @@ class Trainer:
         """One optimizer step on minibatch ``x``; returns the detached loss.
 
         ``kl_scale`` weighs the KL term (KL warm-up); it reaches the z site of model and
-        guide. Raises NonFiniteStep, before the parameters move, when the loss or a
-        gradient is not finite (unless ``on_nan`` is ``off``).
+        guide. Unless ``on_nan`` is ``off``, a non-finite loss or gradient (on any
+        rank) never moves the parameters: with ``fault_read_every`` 1 this raises
+        NonFiniteStep before the optimizer runs; otherwise the fused Adam skips the
+        step on the device and :meth:`read_faults` raises it later.
         """
         validate = self.cfg.validation == "every-step" or not self._validated
         with pyro.validation_enabled(validate):
@@ -105,10 +129,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.on_nan != "off":
-            part = non_finite_part(loss, self.parameters)
-            if all_reduce_any(part is not None, self.ctx, self.data.device):
-                where = part or "loss on another rank"
-                raise NonFiniteStep(where, self.position.epoch + 1, self.position.step + 1)
+            kind = all_reduce_max(non_finite_kind(loss, self.parameters), self.ctx)
+            self.faults.note(kind, self.position.step + 1)
+            if self.fault_read_every == 1:
+                self.read_faults()
+            else:
+                self.optimizer.found_inf = (kind > 0).float().view(())  # read by the fused kernel
         if self.cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.clip_grad)
         self.optimizer.step()
@@ -135,6 +161,9 @@ class Trainer:
             self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale)
             pos.step, pos.global_step = i + 1, pos.global_step + 1
             pos.seconds = time.perf_counter() - started
+            every = self.fault_read_every
+            if every > 1 and (pos.step % every == 0 or pos.step == len(batches)):
+                self.read_faults()
             if bar is not None:
                 bar.update(1)
                 if pos.step % 10 == 0 or pos.step == len(batches):
@@ -164,6 +193,11 @@ class Trainer:
         return value
 
     # -- faults ---------------------------------------------------------------------------------
+
+    def read_faults(self) -> None:
+        """Raise NonFiniteStep for the first fault noted since the last read (one host sync)."""
+        if self.cfg.on_nan != "off":
+            self.faults.raise_if_any(self.position.epoch + 1)
 
     def recover(self, fault: NonFiniteStep) -> str:
         """Restore the last good state and halve the learning rate, or raise NumericalFault."""
@@ -242,6 +276,7 @@ class Trainer:
 
     def save(self, run: RunFolder) -> None:
         """Checkpoint atomically (rank 0 writes); the saved state is the one to fall back to."""
+        self.read_faults()  # a state after a fault is not good, even if its numbers are
         self.remember_good_state()
         if self.ctx.is_main:
             save_checkpoint(run.checkpoint_path, self.last_good)

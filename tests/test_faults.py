@@ -6,7 +6,7 @@ from torch import nn
 from pyro_vae import Config, build_vae
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.data import prepare_data
-from pyro_vae.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_part
+from pyro_vae.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_kind
 from pyro_vae.guides import MIN_SCALE
 from pyro_vae.run_folder import RunFolder
 from pyro_vae.trainer import Trainer
@@ -37,12 +37,14 @@ class FaultyEncoder(nn.Module):
         return dist.Normal(loc, scale).to_event(1)
 
 
-def make_trainer(tiny, tmp_path, bad_calls, **changes):
+def make_trainer(tiny, tmp_path, bad_calls, fault_read_every=None, **changes):
     cfg = Config(dataset="tiny.npz", hidden=[16], latent_dim=2, batch_size=50, epochs=3, **changes)
     data = prepare_data(tiny, "binary", "bernoulli", "dynamic", seed=0)
+    torch.manual_seed(0)
     vae = build_vae(cfg, data.data_shape)
     vae.encoder = FaultyEncoder(vae.encoder, bad_calls)
-    return Trainer(cfg, vae, data), RunFolder.create(tmp_path / "run")
+    trainer = Trainer(cfg, vae, data, fault_read_every=fault_read_every)
+    return trainer, RunFolder.create(tmp_path / "run")
 
 
 @pytest.fixture
@@ -139,8 +141,62 @@ def test_gradient_scan_finds_nan_and_inf_and_leaves_gradients_untouched(monkeypa
         p.grad = torch.randn_like(p)
     before = [p.grad.clone() for p in params]
     loss = torch.tensor(2.0)
-    assert non_finite_part(loss, params) is None
+    assert non_finite_kind(loss, params).tolist() == [0.0]
     assert all(torch.equal(p.grad, b) for p, b in zip(params, before, strict=True))
     params[1].grad[2] = float("inf")
-    assert non_finite_part(loss, params) == "gradient"
-    assert non_finite_part(torch.tensor(float("nan")), params) == "loss"
+    assert non_finite_kind(loss, params).tolist() == [1.0]  # a gradient
+    assert non_finite_kind(torch.tensor(float("nan")), params).tolist() == [2.0]  # the loss
+
+
+def test_deferred_read_skips_the_bad_step_on_the_device(tiny, tmp_path):
+    """As on a GPU: no host read per step; the fused Adam leaves a flagged step out."""
+    trainer, _ = make_trainer(tiny, tmp_path, bad_calls=lambda n: n == 2, fault_read_every=10)
+    trainer.vae.encoder.gradient_only = True
+    batch = trainer.data.epoch_train(0)[:50]
+    trainer.train_step(batch)
+    params = {k: v.clone() for k, v in trainer.vae.state_dict().items()}
+    adam_steps = [s["step"].clone() for s in trainer.optimizer.state.values()]
+    trainer.position.step = 1
+    trainer.train_step(batch)  # the fault: noted, not raised, not applied
+    assert all(torch.equal(v, params[k]) for k, v in trainer.vae.state_dict().items())
+    assert all(
+        torch.equal(s["step"], n)
+        for s, n in zip(trainer.optimizer.state.values(), adam_steps, strict=True)
+    )
+    trainer.position.step = 2
+    trainer.train_step(batch)  # a good step still moves the parameters
+    assert not torch.equal(
+        trainer.vae.state_dict()["decoder.layers.0.weight"], params["decoder.layers.0.weight"]
+    )
+    with pytest.raises(NonFiniteStep, match="non-finite gradient at epoch 1, step 2"):
+        trainer.read_faults()
+    trainer.read_faults()  # the read cleared the record
+
+
+def test_deferred_reads_recover_exactly_like_immediate_ones(tiny, tmp_path):
+    """A fault read a step late is reported at its own step and gives the same run."""
+    runs = {}
+    for every in (1, 4):
+        trainer, run = make_trainer(
+            tiny, tmp_path / str(every), bad_calls=lambda n: n == 9, fault_read_every=every
+        )
+        messages = []
+        trainer.fit(run, messages.append, progress=False)
+        runs[every] = (trainer, [m for m in messages if "restored" in m])
+    (immediate, said), (deferred, said_later) = runs[1], runs[4]
+    assert said == said_later and "non-finite loss at epoch 2, step 3" in said[0]
+    for (name, a), b in zip(
+        immediate.vae.state_dict().items(), deferred.vae.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+    def without_time(history):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert without_time(immediate.history) == without_time(deferred.history)
+
+
+def test_deferred_reads_need_the_fused_adam(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr("pyro_vae.trainer.make_adam", lambda p, lr: torch.optim.Adam(p, lr=lr))
+    with pytest.raises(ValueError, match="fused Adam"):
+        make_trainer(tiny, tmp_path, bad_calls=lambda n: False, fault_read_every=4)
