@@ -41,7 +41,14 @@ from .distributed import (
     rank_seed,
 )
 from .evaluation import elbo_per_datapoint
-from .faults import MAX_RECOVERIES, FaultRecord, NonFiniteStep, NumericalFault, non_finite_kind
+from .faults import (
+    MAX_RECOVERIES,
+    FaultRecord,
+    NonFiniteStep,
+    NumericalFault,
+    non_finite_kind,
+    raise_if_non_finite,
+)
 from .likelihoods import bits_per_dim
 from .objectives import build_objective, kl_warmup_scale
 from .run_folder import RunFolder
@@ -130,10 +137,11 @@ class Trainer:
         loss.backward()
         if self.cfg.on_nan != "off":
             kind = all_reduce_max(non_finite_kind(loss, self.parameters), self.ctx)
-            self.faults.note(kind, self.position.step + 1)
             if self.fault_read_every == 1:
-                self.read_faults()
+                code = float(kind)  # one host sync: free on CPU
+                raise_if_non_finite(code, self.position.epoch + 1, self.position.step + 1)
             else:
+                self.faults.note(kind, self.position.step + 1)
                 self.optimizer.found_inf = (kind > 0).float().view(())  # read by the fused kernel
         if self.cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.clip_grad)
