@@ -167,6 +167,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .distributed import launched_as_main
     from .evaluation import evaluate
 
     if args.k is not None and args.k < 1:
@@ -181,8 +182,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         out=args.out,
     )
-    print(result.table())
-    print(f"written to {args.out or args.run_dir / 'eval.json'}")
+    if launched_as_main():
+        print(result.table())
+        print(f"written to {args.out or args.run_dir / 'eval.json'}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "init_distributed",
     "all_reduce_sum",
     "all_reduce_max",
+    "launched_as_main",
     "broadcast_object",
     "gather_objects",
     "rank_seed",
@@ -77,6 +78,11 @@ def init_distributed(device_name: str, timeout_seconds: float) -> tuple[DistCont
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
     return DistContext(rank, world_size, local_rank, backend), device
+
+
+def launched_as_main() -> bool:
+    """False in a process that torchrun launched as a rank other than 0 (it stays quiet)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:

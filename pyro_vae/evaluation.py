@@ -38,12 +38,13 @@ import pyro
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
+from .config import Config
 from .data import draw_bernoulli, prepare_data, seeded_generator
 from .datasets import load_dataset
-from .distributed import DistContext, all_reduce_sum
+from .distributed import DistContext, all_reduce_sum, init_distributed
 from .errors import ConfigError, DataError
 from .load import load_run
-from .runtime import isolated_rng, release_freed_memory, resolve_device
+from .runtime import isolated_rng, release_freed_memory
 from .vae import VAE
 
 __all__ = [
@@ -198,6 +199,16 @@ class _Sums:
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.values[name]
 
+    def zeroed(self) -> _Sums:
+        """Sums with the same names and shapes, all zero."""
+        zeros = _Sums()
+        zeros.values = {name: torch.zeros_like(value) for name, value in self.values.items()}
+        return zeros
+
+    def all_reduce(self, ctx: DistContext) -> None:
+        for name in sorted(self.values):  # the same order on every rank
+            all_reduce_sum(self.values[name], ctx)
+
 
 @torch.no_grad()
 def evaluate_vae(
@@ -208,31 +219,41 @@ def evaluate_vae(
     seed: int = 0,
     max_samples: int = MAX_SAMPLES,
     batch_size: int = 500,
+    ctx: DistContext | None = None,
 ) -> Evaluation:
     """Score ``vae`` on the datapoints ``x`` with ``k`` importance samples per datapoint.
 
     At most ``max_samples`` particles x datapoints are decoded at once (``batch_size``
-    caps the datapoints per chunk), whatever ``k`` and ``len(x)``.
+    caps the datapoints per chunk), whatever ``k`` and ``len(x)``. Each chunk draws
+    from its own seeded stream, so with a distributed ``ctx`` the ranks score every
+    world-size-th chunk and the reduced result is that of one process.
     """
     if k < 1 or len(x) < 1:
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
+    ctx = ctx or DistContext()
     was_training = vae.training
     vae.eval()
     points = max(1, min(batch_size, max_samples // k, len(x)))
     particles = max(1, max_samples // points)
-    sums = _Sums()
-    per_datapoint = []
-    method, note = "none", ""
-    with isolated_rng(seed, x.device):
-        for index, chunk in enumerate(x.split(points)):
-            # the data were checked against the support when prepared: validate the first chunk
-            with pyro.validation_enabled(index == 0 and pyro.distributions.is_validation_enabled()):
-                log_px, method, note = _score_chunk(vae, chunk, k, particles, sums)
-            per_datapoint.append(log_px)
-            if index % TRIM_EVERY == TRIM_EVERY - 1:
-                release_freed_memory()
+    with isolated_rng(seed, x.device):  # names, shapes and KL method, on every rank alike
+        template = _Sums()
+        method, note = _score_chunk(vae, x[:1], 1, 1, template)[1:]
+    sums = template.zeroed()
+    log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    for index, start in enumerate(range(0, len(x), points)):
+        if index % ctx.world_size != ctx.rank:
+            continue
+        # the data were checked against the support when prepared: validate the first chunk
+        validate = index == 0 and pyro.distributions.is_validation_enabled()
+        with chunk_rng(seed, index, x.device), pyro.validation_enabled(validate):
+            chunk = x[start : start + points]
+            log_px[start : start + points] = _score_chunk(vae, chunk, k, particles, sums)[0]
+        if index // ctx.world_size % TRIM_EVERY == TRIM_EVERY - 1:
+            release_freed_memory()
+    sums.all_reduce(ctx)
+    all_reduce_sum(log_px, ctx)  # each datapoint was scored by exactly one rank
     vae.train(was_training)
-    return _summarize(vae, x, k, seed, torch.cat(per_datapoint), sums, method, note)
+    return _summarize(vae, x, k, seed, log_px, sums, method, note)
 
 
 def _score_chunk(
@@ -337,11 +358,13 @@ def evaluate(
 
     ``data`` is a dataset name or ``.npz`` path (default: the run's own dataset, as
     training prepared it); ``split`` is ``test`` or ``train``; ``k`` defaults to the
-    run's ``eval_k``.
+    run's ``eval_k``. Launched by torchrun, the ranks share the datapoints and rank 0
+    writes the file; the numbers are those of one process.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
-    run = load_run(run_dir, device)
+    ctx, torch_device = init_distributed(device, Config().dist_timeout)
+    run = load_run(run_dir, torch_device)
     cfg = run.config
     dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
     if tuple(dataset.data_shape) != tuple(run.data_shape):
@@ -356,7 +379,7 @@ def evaluate(
         cfg.likelihood,
         cfg.binarize,
         cfg.seed,
-        resolve_device(device),
+        torch_device,
     )
     x = prepared.test
     if split == "train":
@@ -364,8 +387,10 @@ def evaluate(
         if prepared.dynamic:  # probabilities: one fixed binarization for evaluation
             generator = seeded_generator(0, purpose="eval", device=x.device)
             x = draw_bernoulli(x, generator)
-    result = evaluate_vae(run.vae, x, k or cfg.eval_k, seed=seed)
+    result = evaluate_vae(run.vae, x, k or cfg.eval_k, seed=seed, ctx=ctx)
     result.data = f"{dataset.name}, {split} split, {len(x)} datapoints"
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
-    run.folder.write_json(Path(out) if out else run.folder.eval_path, {**info, **result.to_dict()})
+    if ctx.is_main:
+        path = Path(out) if out else run.folder.eval_path
+        run.folder.write_json(path, {**info, **result.to_dict()})
     return result

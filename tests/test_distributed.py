@@ -1,5 +1,6 @@
 """Data-parallel training on CPU with gloo: 2 real processes on this machine."""
 
+import json
 import os
 import signal
 import socket
@@ -8,6 +9,7 @@ import sys
 import time
 
 import pyro.distributions as dist
+import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
@@ -18,7 +20,7 @@ from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.data import prepare_data
 from pyro_vae.datasets import load_dataset
 from pyro_vae.distributed import DistContext, init_distributed
-from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.evaluation import elbo_per_datapoint, evaluate_vae
 from pyro_vae.run_folder import RunFolder
 from pyro_vae.trainer import Trainer
 
@@ -89,6 +91,17 @@ def _join_two_ranks(rank: int, port: int) -> DistContext:
     return ctx
 
 
+EVAL_SIZES = (105, 5)  # 11 chunks of 10, shared unevenly; 1 chunk, so rank 1 scores none
+
+
+def _log_px(vae, x, ctx=None) -> dict:
+    """The importance-sampled evaluation's numbers (K = 7, chunks of 10 datapoints)."""
+    result = evaluate_vae(vae, x, k=7, seed=5, max_samples=70, ctx=ctx)
+    per_datapoint = result.log_px_per_datapoint
+    numbers = {k: v for k, v in result.to_dict().items() if isinstance(v, float | int | list)}
+    return {**numbers, "per_datapoint": per_datapoint}
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     ctx = _join_two_ranks(rank, port)
     trainer = make_trainer(ctx)
@@ -97,8 +110,14 @@ def _worker(rank: int, port: int, out: str) -> None:
     sharded_elbo = elbo_per_datapoint(
         trainer.vae, trainer.data.test, batch_size=60, seed=3, ctx=ctx
     )
+    evaluations = [_log_px(trainer.vae, trainer.data.test[:n], ctx) for n in EVAL_SIZES]
     torch.save(
-        {"params": per_step, "state": trainer.vae.state_dict(), "elbo": sharded_elbo},
+        {
+            "params": per_step,
+            "state": trainer.vae.state_dict(),
+            "elbo": sharded_elbo,
+            "evaluations": evaluations,
+        },
         f"{out}/rank{rank}.pt",
     )
     torch_dist.destroy_process_group()
@@ -127,6 +146,19 @@ def test_two_ranks_equal_one_process_at_twice_the_batch(tmp_path):
     expected = elbo_per_datapoint(single.vae, single.data.test, batch_size=60, seed=3)
     assert abs(ranks[0]["elbo"] - expected) < 1e-9 * abs(expected)
     assert ranks[0]["elbo"] == ranks[1]["elbo"]
+    for n, sharded, other_rank in zip(
+        EVAL_SIZES, ranks[0]["evaluations"], ranks[1]["evaluations"], strict=True
+    ):
+        alone = _log_px(single.vae, single.data.test[:n])
+        assert torch.equal(sharded.pop("per_datapoint"), alone.pop("per_datapoint"))
+        other_rank.pop("per_datapoint")
+        assert sharded.keys() == alone.keys() and sharded == other_rank
+        for key, value in alone.items():
+            assert torch.allclose(
+                torch.tensor(sharded[key], dtype=torch.float64),
+                torch.tensor(value, dtype=torch.float64),
+                rtol=1e-9,
+            ), (n, key)
 
 
 OBJECTIVE_SPECS = [
@@ -193,6 +225,25 @@ def test_torchrun_trains_and_only_rank_zero_reports(tmp_path):
     assert len(state["rng"]) == 2 and not torch.equal(
         state["rng"][0]["torch"], state["rng"][1]["torch"]
     )
+
+    # evaluation launched the same way shares the test digits and reports once
+    evaluate = ["-m", "pyro_vae", "evaluate", str(out), "--k", "20"]
+    sharded = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         *evaluate, "--out", str(tmp_path / "sharded.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    assert sharded.stdout.count("written to") == 1
+    alone = subprocess.run(
+        [sys.executable, *evaluate, "--out", str(tmp_path / "alone.json")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("sharded", "alone"))
+    assert a["num_datapoints"] == b["num_datapoints"] == 500
+    for key in ("log_px", "log_px_se", "elbo", "kl", "active_units"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
 
 
 def test_a_dead_rank_stops_the_other_with_a_clear_error_and_the_run_resumes(tmp_path):
