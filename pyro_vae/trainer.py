@@ -187,6 +187,8 @@ class Trainer:
             "test_elbo": self.test_elbo(),
             "seconds": round(time.perf_counter() - started, 3),
         }
+        if getattr(self.vae.likelihood, "scale", "") == "8-bit":
+            row["test_bits_per_dim"] = bits_per_dim(row["test_elbo"], self.data.data_shape)
         self.history.append(row)
         pos.epoch, pos.step, pos.seconds = pos.epoch + 1, 0, 0.0
         self.loss_sum.zero_()
@@ -324,9 +326,9 @@ class Trainer:
             if self.ctx.is_main:
                 run.write_metrics(self.history)
             self.save(run)
-            bits = ""
-            if getattr(self.vae.likelihood, "scale", "") == "8-bit":
-                bits = f" = {bits_per_dim(row['test_elbo'], self.data.data_shape):.3f} bits/dim"
+            bits = (
+                f" = {row['test_bits_per_dim']:.3f} bits/dim" if "test_bits_per_dim" in row else ""
+            )
             log(
                 f"epoch {row['epoch']:>3}/{self.cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
                 f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint{bits}  "
