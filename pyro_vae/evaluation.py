@@ -54,6 +54,8 @@ __all__ = [
     "evaluate_vae",
     "evaluate",
     "ACTIVE_UNIT_THRESHOLD",
+    "MAX_SAMPLES",
+    "MAX_DECODED_VALUES",
 ]
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active if Cov_x(E_q[z_d]) > 0.01
@@ -61,6 +63,10 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active if Cov_x(E_q
 # stay in cache for the elementwise likelihood passes (measured on 2 CPU cores:
 # 2,000 gives 1.6x the throughput of 10,000; see experiments/RESULTS.md).
 MAX_SAMPLES = 2_000
+# Decoder outputs of a chunk at the most: bounds memory where one sample decodes to many
+# numbers (categorical-256: 200,704 logits per image, 40 samples a chunk, where 2,000
+# samples peaked at 4 GiB and ran slower).
+MAX_DECODED_VALUES = 8_000_000
 TRIM_EVERY = 16  # chunks between handing freed memory back to the OS
 
 
@@ -223,8 +229,9 @@ def evaluate_vae(
 ) -> Evaluation:
     """Score ``vae`` on the datapoints ``x`` with ``k`` importance samples per datapoint.
 
-    At most ``max_samples`` particles x datapoints are decoded at once (``batch_size``
-    caps the datapoints per chunk), whatever ``k`` and ``len(x)``. Each chunk draws
+    At most ``max_samples`` particles x datapoints are decoded at once, fewer where
+    they would decode to over ``MAX_DECODED_VALUES`` numbers (``batch_size`` caps the
+    datapoints per chunk), whatever ``k`` and ``len(x)``. Each chunk draws
     from its own seeded stream, so with a distributed ``ctx`` the ranks score every
     world-size-th chunk and the reduced result is that of one process.
     """
@@ -233,11 +240,13 @@ def evaluate_vae(
     ctx = ctx or DistContext()
     was_training = vae.training
     vae.eval()
-    points = max(1, min(batch_size, max_samples // k, len(x)))
-    particles = max(1, max_samples // points)
     with isolated_rng(seed, x.device):  # names, shapes and KL method, on every rank alike
         template = _Sums()
         method, note = _score_chunk(vae, x[:1], 1, 1, template)[1:]
+        decoded_per_sample = vae.decoder(vae.encoder(x[:1]).sample()).numel()
+    max_samples = max(1, min(max_samples, MAX_DECODED_VALUES // decoded_per_sample))
+    points = max(1, min(batch_size, max_samples // k, len(x)))
+    particles = max(1, max_samples // points)
     sums = template.zeroed()
     log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     for index, start in enumerate(range(0, len(x), points)):

@@ -11,7 +11,12 @@ from linear_gaussian import LinearGaussian
 
 from pyro_vae import Config, build_vae
 from pyro_vae.errors import DataError
-from pyro_vae.evaluation import elbo_per_datapoint, evaluate, evaluate_vae
+from pyro_vae.evaluation import (
+    MAX_DECODED_VALUES,
+    elbo_per_datapoint,
+    evaluate,
+    evaluate_vae,
+)
 from pyro_vae.likelihoods import BernoulliLikelihood
 from pyro_vae.train import train
 
@@ -70,6 +75,26 @@ def test_memory_stays_bounded_whatever_k(model, monkeypatch):
     large = evaluate_vae(model.vae, x, k=5000, max_samples=100_000)
     se = math.hypot(small.log_px_mc_se, large.log_px_mc_se)
     assert abs(small.log_px - large.log_px) < 4 * se
+
+
+def test_chunks_are_bounded_by_decoded_values_where_a_sample_decodes_to_many(monkeypatch):
+    """categorical-256 decodes 784 x 256 logits per sample: chunks shrink to fit."""
+    cfg = Config(likelihood="categorical-256", hidden=[16], latent_dim=2, binarize="none")
+    torch.manual_seed(0)
+    vae = build_vae(cfg, (1, 28, 28))
+    x = torch.randint(0, 256, (3, 1, 28, 28)).float()
+    sizes = []
+    original = type(vae).log_weights
+
+    def spy(self, chunk, num_particles=1, path_derivative=False):
+        sizes.append(num_particles * len(chunk))
+        return original(self, chunk, num_particles, path_derivative)
+
+    monkeypatch.setattr(type(vae), "log_weights", spy)
+    result = evaluate_vae(vae, x, k=100)
+    decoded_per_sample = 784 * 256
+    assert max(sizes) * decoded_per_sample <= MAX_DECODED_VALUES
+    assert sum(sizes[1:]) == 100 * 3 and math.isfinite(result.log_px)
 
 
 def test_kl_per_dimension_and_active_units(model):
