@@ -77,6 +77,12 @@ def chunk_rng(seed: int | None, chunk: int, device: torch.device):
     return isolated_rng(seed * 1_000_003 + chunk, device)
 
 
+def _decoded_per_sample(vae: VAE, x: torch.Tensor) -> int:
+    """How many numbers the decoder outputs for one latent sample (no random draws)."""
+    z = torch.zeros((1, *vae.prior().event_shape), device=x.device)
+    return vae.decoder(z).numel()
+
+
 @torch.no_grad()
 def elbo_per_datapoint(
     vae: VAE,
@@ -86,8 +92,14 @@ def elbo_per_datapoint(
     seed: int | None = None,
     ctx: DistContext | None = None,
 ) -> float:
-    """The Monte Carlo ELBO averaged over the datapoints of ``x`` (nats per datapoint)."""
+    """The Monte Carlo ELBO averaged over the datapoints of ``x`` (nats per datapoint).
+
+    ``batch_size`` datapoints a chunk, fewer where they would decode to over
+    ``MAX_DECODED_VALUES`` numbers.
+    """
     ctx = ctx or DistContext()
+    decoded = _decoded_per_sample(vae, x) * num_particles
+    batch_size = max(1, min(batch_size, MAX_DECODED_VALUES // decoded))
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for chunk, batch in enumerate(x.split(batch_size)):
         if chunk % ctx.world_size != ctx.rank:
@@ -243,8 +255,7 @@ def evaluate_vae(
     with isolated_rng(seed, x.device):  # names, shapes and KL method, on every rank alike
         template = _Sums()
         method, note = _score_chunk(vae, x[:1], 1, 1, template)[1:]
-        decoded_per_sample = vae.decoder(vae.encoder(x[:1]).sample()).numel()
-    max_samples = max(1, min(max_samples, MAX_DECODED_VALUES // decoded_per_sample))
+    max_samples = max(1, min(max_samples, MAX_DECODED_VALUES // _decoded_per_sample(vae, x)))
     points = max(1, min(batch_size, max_samples // k, len(x)))
     particles = max(1, max_samples // points)
     sums = template.zeroed()

@@ -95,6 +95,10 @@ def test_chunks_are_bounded_by_decoded_values_where_a_sample_decodes_to_many(mon
     decoded_per_sample = 784 * 256
     assert max(sizes) * decoded_per_sample <= MAX_DECODED_VALUES
     assert sum(sizes[1:]) == 100 * 3 and math.isfinite(result.log_px)
+    sizes.clear()
+    x = torch.randint(0, 256, (100, 1, 28, 28)).float()
+    assert math.isfinite(elbo_per_datapoint(vae, x, batch_size=1000, seed=0))
+    assert max(sizes) * decoded_per_sample <= MAX_DECODED_VALUES and sum(sizes) == 100
 
 
 def test_kl_per_dimension_and_active_units(model):
