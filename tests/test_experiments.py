@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -99,3 +100,13 @@ def test_experiment_script_smoke(script, axis, tiny_npz, tmp_path):
     assert [row[axis] for row in rows] == expected
     assert all(row["epochs"] == "1" and row["k"] == "4" for row in rows)
     assert (out / "comparison.md").is_file() and (out / "comparison.png").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: run the check itself")
+def test_gpu_check_imports_and_refuses_clearly_without_a_gpu():
+    done = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "gpu_check.py")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "no CUDA device here: this check needs a GPU"
