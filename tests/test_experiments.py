@@ -61,6 +61,7 @@ def test_bench_training_smoke(tmp_path):
         "training step",
         "training step",
         "training epoch",
+        "hand-written PyTorch epoch",
         "log p(x) estimate",
         "evaluation peak memory",
         "evaluation peak memory",
