@@ -26,6 +26,14 @@ def test_gradcheck_in_double_precision_for_both_inputs():
     assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, value))
 
 
+@pytest.mark.parametrize("logits_shape, value_shape", [((4, 6), (6,)), ((6,), (4, 6))])
+def test_gradcheck_when_one_input_broadcasts_against_the_other(logits_shape, value_shape):
+    logits = (torch.randn(logits_shape, dtype=torch.float64) * 4).requires_grad_()
+    value = torch.rand(value_shape, dtype=torch.float64).requires_grad_()
+    assert bernoulli_log_prob(logits, value).shape == (4, 6)
+    assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, value))
+
+
 def test_saturated_logits_stay_finite_and_exact():
     logits = torch.tensor([-200.0, -30.0, 30.0, 200.0])
     value = torch.tensor([0.0, 1.0, 0.0, 1.0])
