@@ -238,7 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyro-vae: interrupted; the last checkpoint is intact", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group before exit (see close_process_group)."""
+    if "torch.distributed" in sys.modules:  # never import torch just to find out
+        from .distributed import close_process_group
+
+        close_process_group()
 
 
 if __name__ == "__main__":

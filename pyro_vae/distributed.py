@@ -35,6 +35,7 @@ __all__ = [
     "all_reduce_sum",
     "all_reduce_max",
     "launched_as_main",
+    "close_process_group",
     "broadcast_object",
     "gather_objects",
     "rank_seed",
@@ -78,6 +79,17 @@ def init_distributed(device_name: str, timeout_seconds: float) -> tuple[DistCont
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
     return DistContext(rank, world_size, local_rank, backend), device
+
+
+def close_process_group() -> None:
+    """Leave the process group if this process joined one.
+
+    Without it, a rank that returns from its last collective can abort at interpreter
+    exit ("terminate called without an active exception") as gloo's threads are torn
+    down, and torchrun reports the whole run as failed.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launched_as_main() -> bool:
