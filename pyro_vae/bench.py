@@ -133,6 +133,11 @@ def handwritten_step(vae: VAE, num_data: int) -> Callable[[torch.Tensor], torch.
     return step
 
 
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work (GPU), so a timer measures the work itself."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def _interleaved_medians(
     contenders: dict[str, Callable[[torch.Tensor], torch.Tensor]],
     batches: list[torch.Tensor],
@@ -145,7 +150,7 @@ def _interleaved_medians(
     Every contender steps on the same batch; who goes first flips each step, so none
     is favoured by finding the batch already in cache.
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _synchronizer(device)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     order = list(contenders.items())
     for i in range(warmup + steps):
@@ -237,13 +242,14 @@ def measure_epoch(settings: BenchSettings) -> list[BenchRow]:
 
     handwritten = handwritten_step(trainer.vae, data.num_train)
 
+    sync = _synchronizer(device)
+
     def epoch_of(step: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[int], None]:
         def run(epoch: int) -> None:
             x_epoch = data.epoch_train(epoch)
             for index in data.batch_indices(epoch, batch_size):
                 step(x_epoch[index])
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync()
 
         return run
 
@@ -253,7 +259,7 @@ def measure_epoch(settings: BenchSettings) -> list[BenchRow]:
         "handwritten": epoch_of(handwritten),
     }
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for epoch in range(settings.epoch_rounds):  # alternate, so all see the same machine noise
+    for epoch in range(settings.epoch_rounds):  # take turns, so all see the same machine noise
         for name, run_epoch in contenders.items():
             started = time.perf_counter()
             run_epoch(epoch)
@@ -281,25 +287,26 @@ def measure_epoch(settings: BenchSettings) -> list[BenchRow]:
     ]
 
 
-def _decoder_flops_per_sample(vae: VAE) -> int:
-    """Multiply-adds x 2 of the decoder's Linear layers for one latent sample."""
-    return sum(
-        2 * m.in_features * m.out_features
-        for m in vae.decoder.modules()
-        if isinstance(m, torch.nn.Linear)
-    )
-
-
-def _matmul_flop_rate(vae: VAE, rows: int, device: torch.device, repeats: int = 10) -> float:
-    """FLOP/s of plain torch matmuls with the decoder's shapes, the practical limit here."""
-    shapes = [
+def _decoder_linear_shapes(vae: VAE) -> list[tuple[int, int]]:
+    """(in, out) features of each of the decoder's Linear layers."""
+    return [
         (m.in_features, m.out_features)
         for m in vae.decoder.modules()
         if isinstance(m, torch.nn.Linear)
     ]
+
+
+def _decoder_flops_per_sample(vae: VAE) -> int:
+    """Multiply-adds x 2 of the decoder's Linear layers for one latent sample."""
+    return sum(2 * n_in * n_out for n_in, n_out in _decoder_linear_shapes(vae))
+
+
+def _matmul_flop_rate(vae: VAE, rows: int, device: torch.device, repeats: int = 10) -> float:
+    """FLOP/s of plain torch matmuls with the decoder's shapes, the practical limit here."""
+    shapes = _decoder_linear_shapes(vae)
     inputs = [torch.randn(rows, n_in, device=device) for n_in, _ in shapes]
     weights = [torch.randn(n_in, n_out, device=device) for n_in, n_out in shapes]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _synchronizer(device)
     for a, w in zip(inputs, weights, strict=True):
         a @ w
     sync()

@@ -1,12 +1,12 @@
 """Numerical faults: find a non-finite loss or gradient at the step where it appears.
 
-Every step scans the loss and the gradients on the device (:func:`non_finite_kind`)
-and notes the first bad step in a :class:`FaultRecord`, without a host sync. On CPU
-the trainer reads the record at once, before the optimizer moves (a read is free
-there); on a GPU it reads it every few steps and at every checkpoint, and in
-between the fused Adam kernel skips any flagged step on the device (the
-``found_inf`` mechanism of mixed precision), so a NaN never reaches the
-parameters, a checkpoint or a later step either way. What happens next is the
+Every step scans the loss and the gradients on the device (:func:`non_finite_kind`),
+without a host sync. On CPU the trainer reads the result at once, before the
+optimizer moves (a read is free there: :func:`raise_if_non_finite`); on a GPU it
+notes the first bad step in a :class:`FaultRecord`, reads that every few steps and
+at every checkpoint, and in between the fused Adam kernel skips any flagged step on
+the device (the ``found_inf`` mechanism of mixed precision), so a NaN never reaches
+the parameters, a checkpoint or a later step either way. What happens next is the
 ``on_nan`` policy: ``recover`` (restore the last good state, halve the learning
 rate, continue; at most ``MAX_RECOVERIES`` times), ``stop``, or ``off`` (no check,
 no protection).

@@ -169,8 +169,7 @@ class Trainer:
             self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale)
             pos.step, pos.global_step = i + 1, pos.global_step + 1
             pos.seconds = time.perf_counter() - started
-            every = self.fault_read_every
-            if every > 1 and (pos.step % every == 0 or pos.step == len(batches)):
+            if pos.step % self.fault_read_every == 0 or pos.step == len(batches):
                 self.read_faults()
             if bar is not None:
                 bar.update(1)
@@ -205,8 +204,11 @@ class Trainer:
     # -- faults ---------------------------------------------------------------------------------
 
     def read_faults(self) -> None:
-        """Raise NonFiniteStep for the first fault noted since the last read (one host sync)."""
-        if self.cfg.on_nan != "off":
+        """Raise NonFiniteStep for the first fault noted since the last read (one host sync).
+
+        Nothing to read when faults are raised at once (``fault_read_every`` 1).
+        """
+        if self.cfg.on_nan != "off" and self.fault_read_every > 1:
             self.faults.raise_if_any(self.position.epoch + 1)
 
     def recover(self, fault: NonFiniteStep) -> str:
