@@ -24,10 +24,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pyro_vae import Config, build_vae
+from pyro_vae.app.distributed import DistContext, init_distributed
+from pyro_vae.app.registry import load_dataset
+from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
-from pyro_vae.datasets import load_dataset
-from pyro_vae.distributed import DistContext, init_distributed
-from pyro_vae.trainer import Trainer
 
 
 def _trainer(args: argparse.Namespace, ctx: DistContext) -> Trainer:

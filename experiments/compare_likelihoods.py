@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyro_vae.cli import main as pyro_vae
-from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.app.cli import main as pyro_vae
+from pyro_vae.app.registry import LIKELIHOODS
 
 DEFAULTS = [
     "--dataset", "mnist5k", "--epochs", "50", "--latent-dim", "10", "--seeds", "0", "1", "2",

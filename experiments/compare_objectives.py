@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyro_vae.cli import main as pyro_vae
+from pyro_vae.app.cli import main as pyro_vae
 
 OBJECTIVES = ["elbo", "analytic-kl", "iwae:k=5", "stl", "dreg:k=5"]
 DEFAULTS = [

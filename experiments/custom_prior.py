@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae import Config, build_vae
+from pyro_vae.app.registry import load_dataset
+from pyro_vae.app.runtime import seed_everything
+from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
-from pyro_vae.datasets import load_dataset
-from pyro_vae.runtime import seed_everything
-from pyro_vae.trainer import Trainer
 
 
 class LowRankPrior(nn.Module):

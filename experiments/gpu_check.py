@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from pyro_vae import Config, build_vae
-from pyro_vae.bench import BenchSettings, format_table, run_benchmark, write_csv
+from pyro_vae.app.bench import BenchSettings, format_table, run_benchmark, write_csv
+from pyro_vae.app.registry import load_dataset
+from pyro_vae.app.trainer import GPU_FAULT_READ_EVERY, Trainer
 from pyro_vae.data import prepare_data
-from pyro_vae.datasets import load_dataset
-from pyro_vae.trainer import GPU_FAULT_READ_EVERY, Trainer
 
 
 def check_no_sync_in_the_step() -> None:

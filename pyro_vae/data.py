@@ -8,7 +8,8 @@ A likelihood declares the data it needs (its ``support``):
   are clamped into [0.001, 0.999];
 - ``real``: any finite values; 8-bit images are divided by 255;
 - ``levels``: 8-bit integer levels 0..255 kept as they are (the encoder sees them
-  divided by 255).
+  divided by 255);
+- ``counts``: non-negative integers, kept as they are.
 
 A mismatch fails here, before training, naming the likelihood, the range found and
 the flag that fixes it. The whole split lives on the device; an epoch is a
@@ -16,8 +17,8 @@ permutation of indices drawn from a generator keyed by (seed, epoch), so the dat
 order of any epoch can be recreated exactly (for resuming and for distributed ranks).
 
 Example:
-    >>> from pyro_vae.datasets import load_dataset
-    >>> data = prepare_data(load_dataset("mnist5k"), "binary", "bernoulli", "dynamic", seed=0)
+    >>> from pyro_vae.datasets import load_mnist5k
+    >>> data = prepare_data(load_mnist5k(), "binary", "bernoulli", "dynamic", seed=0)
     >>> batches = data.batch_indices(epoch=0, batch_size=128)
     >>> tuple(batches.shape), tuple(data.epoch_train(0)[batches[0]].shape)
     ((35, 128), (128, 1, 28, 28))
@@ -32,6 +33,7 @@ import torch
 
 from .datasets import Dataset
 from .errors import DataError
+from .parts import SUPPORTS
 
 __all__ = [
     "TrainingData",
@@ -42,7 +44,6 @@ __all__ = [
     "data_max",
 ]
 
-SUPPORTS = ("binary", "unit", "open-unit", "real", "levels")
 OPEN_UNIT_MARGIN = 1e-3
 
 
@@ -205,6 +206,8 @@ def _scaled(
                 f"{_found(x, dataset.name)}; binarizing them makes no sense: use --binarize none"
             )
         return x.float()
+    if support == "counts":
+        return x.float()
     values = x.float() / 255.0 if dataset.is_8bit else x.float()
     if support == "open-unit" and binarize == "none":
         if dataset.is_8bit:
@@ -241,6 +244,11 @@ def _check_support(
         raise DataError(
             f"likelihood {likelihood_name!r} needs values in [0, 1] but {found}; rescale the "
             "data or use --likelihood gaussian"
+        )
+    if support == "counts" and (low < 0 or not bool((x == x.round()).all())):
+        raise DataError(
+            f"likelihood {likelihood_name!r} needs counts (non-negative integers) but {found}"
+            "; give it count data, or use --likelihood gaussian for real values"
         )
     if support == "open-unit" and (low <= 0 or high >= 1):
         raise DataError(

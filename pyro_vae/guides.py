@@ -5,8 +5,8 @@
   the encoder's features (Kingma et al. 2016), a richer posterior family.
 
 Example:
-    >>> from pyro_vae.networks import build_encoder_body
-    >>> body, features = build_encoder_body("mlp", (1, 28, 28), hidden=[64])
+    >>> from pyro_vae.networks import mlp_encoder
+    >>> body, features = mlp_encoder((1, 28, 28), hidden=[64])
     >>> q = NormalGuide(body, features, latent_dim=2)(torch.zeros(5, 1, 28, 28))
     >>> q.batch_shape, q.event_shape, q.has_rsample
     (torch.Size([5]), torch.Size([2]), True)
@@ -15,8 +15,6 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -28,13 +26,10 @@ from torch import nn
 from .distributions import ReparameterizedNormal
 
 __all__ = [
-    "GUIDES",
-    "GuideSpec",
     "NormalGuide",
     "IAFGuide",
     "bounded_scale",
     "unbounded_scale",
-    "build_guide",
     "MIN_SCALE",
     "MAX_SCALE",
 ]
@@ -94,8 +89,8 @@ class IAFGuide(NormalGuide):
     scores such z) inverts each step with latent_dim sequential passes.
 
     Example:
-        >>> from pyro_vae.networks import build_encoder_body
-        >>> guide = IAFGuide(*build_encoder_body("mlp", (1, 28, 28), [32]), latent_dim=2, depth=3)
+        >>> from pyro_vae.networks import mlp_encoder
+        >>> guide = IAFGuide(*mlp_encoder((1, 28, 28), [32]), latent_dim=2, depth=3)
         >>> q = guide(torch.zeros(5, 1, 28, 28))
         >>> q.batch_shape, q.event_shape, q.has_rsample, len(q.transforms)
         (torch.Size([5]), torch.Size([2]), True, 3)
@@ -121,30 +116,3 @@ class IAFGuide(NormalGuide):
         h = self.body(x)
         c = self.context(h)
         return dist.TransformedDistribution(self.base(h), [s.condition(c) for s in self.steps])
-
-
-@dataclass(frozen=True)
-class GuideSpec:
-    """A built-in guide: ``build(cfg, body, features)``, what it is, the config fields it reads."""
-
-    build: Callable[..., nn.Module]
-    description: str
-    options: tuple[str, ...] = ()
-
-
-GUIDES: dict[str, GuideSpec] = {
-    "normal": GuideSpec(
-        lambda cfg, body, features: NormalGuide(body, features, cfg.latent_dim),
-        "diagonal Normal with amortized mean and scale",
-    ),
-    "iaf": GuideSpec(
-        lambda cfg, body, features: IAFGuide(body, features, cfg.latent_dim, cfg.guide_flow_depth),
-        "amortized Normal followed by inverse autoregressive flow steps conditioned on x",
-        ("guide_flow_depth",),
-    ),
-}
-
-
-def build_guide(cfg, body: nn.Module, features: int) -> nn.Module:
-    """The built-in guide named by ``cfg.guide`` on top of an encoder body."""
-    return GUIDES[cfg.guide].build(cfg, body, features)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar
 
 import pyro.distributions as dist
@@ -40,10 +39,9 @@ from torch import nn
 
 from .distributions import DiscretizedLogistic, LevelsCategorical
 from .fast_bernoulli import BernoulliLogits
+from .parts import Likelihood
 
 __all__ = [
-    "LIKELIHOODS",
-    "LikelihoodSpec",
     "SCALE_MODES",
     "Likelihood",
     "BernoulliLikelihood",
@@ -54,7 +52,6 @@ __all__ = [
     "DiscretizedLogisticLikelihood",
     "CategoricalLikelihood",
     "bits_per_dim",
-    "build_likelihood",
 ]
 
 SCALE_MODES = ("fixed", "learned", "per-pixel")
@@ -81,32 +78,6 @@ def _unpositive(value: float) -> float:
     return math.log(math.expm1(value - MIN_PIXEL_SCALE))
 
 
-class Likelihood(nn.Module):
-    """Base class: knows the data shape and splits flat decoder outputs into per-pixel maps."""
-
-    support: ClassVar[str] = "unit"
-    params_per_pixel: ClassVar[int] = 1
-    scale: ClassVar[str] = "continuous"
-    units: ClassVar[str] = "nats (density)"
-
-    def __init__(self, data_shape: tuple[int, ...]):
-        super().__init__()
-        self.data_shape = tuple(data_shape)
-
-    @property
-    def num_outputs(self) -> int:
-        """How many numbers the decoder must output per datapoint."""
-        return self.params_per_pixel * math.prod(self.data_shape)
-
-    def split(self, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The flat decoder outputs as ``params_per_pixel`` maps shaped ``[..., *data_shape]``."""
-        maps = params.unflatten(-1, (self.params_per_pixel, *self.data_shape))
-        return maps.unbind(-1 - len(self.data_shape))
-
-    def event(self, d: dist.TorchDistribution) -> dist.TorchDistribution:
-        return d.to_event(len(self.data_shape))
-
-
 class BernoulliLikelihood(Likelihood):
     """Bernoulli pixels on logits; the data must be binary (binarize grey images)."""
 
@@ -129,6 +100,8 @@ class ContinuousBernoulliLikelihood(Likelihood):
         >>> p.log_prob(torch.full((3, 1, 2, 2), 0.3))   # the uniform density: log 1
         tensor([0., 0., 0.])
     """
+
+    support = "unit"
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         (logits,) = self.split(params)
@@ -259,57 +232,3 @@ class CategoricalLikelihood(Likelihood):
             -1 - len(self.data_shape), -1
         )
         return self.event(LevelsCategorical(logits=logits))
-
-
-@dataclass(frozen=True)
-class LikelihoodSpec:
-    """A built-in likelihood: ``build(cfg, data_shape)``, what it is, the config fields it reads."""
-
-    build: Callable[..., Likelihood]
-    description: str
-    options: tuple[str, ...] = ()
-
-
-_SCALE_OPTIONS = ("likelihood_scale", "likelihood_scale_value")
-
-LIKELIHOODS: dict[str, LikelihoodSpec] = {
-    "bernoulli": LikelihoodSpec(
-        lambda cfg, data_shape: BernoulliLikelihood(data_shape),
-        "Bernoulli on logits; binary data (binarized dynamically by default); nats",
-    ),
-    "continuous-bernoulli": LikelihoodSpec(
-        lambda cfg, data_shape: ContinuousBernoulliLikelihood(data_shape),
-        "continuous Bernoulli on logits; grey data in [0, 1]; nats of a density",
-    ),
-    "gaussian": LikelihoodSpec(
-        lambda cfg, data_shape: GaussianLikelihood(
-            data_shape, cfg.likelihood_scale, cfg.likelihood_scale_value
-        ),
-        "Normal with decoded mean; data in [0, 1]; nats of a density",
-        _SCALE_OPTIONS,
-    ),
-    "laplace": LikelihoodSpec(
-        lambda cfg, data_shape: LaplaceLikelihood(
-            data_shape, cfg.likelihood_scale, cfg.likelihood_scale_value
-        ),
-        "Laplace with decoded location; data in [0, 1]; nats of a density",
-        _SCALE_OPTIONS,
-    ),
-    "beta": LikelihoodSpec(
-        lambda cfg, data_shape: BetaLikelihood(data_shape),
-        "Beta with decoded concentrations; data in (0, 1); nats of a density",
-    ),
-    "discretized-logistic": LikelihoodSpec(
-        lambda cfg, data_shape: DiscretizedLogisticLikelihood(data_shape),
-        "logistic integrated over the 256 levels; 8-bit data; nats and bits/dim",
-    ),
-    "categorical-256": LikelihoodSpec(
-        lambda cfg, data_shape: CategoricalLikelihood(data_shape),
-        "free 256-way categorical per pixel; 8-bit data; nats and bits/dim (best with conv)",
-    ),
-}
-
-
-def build_likelihood(cfg, data_shape: tuple[int, ...]) -> Likelihood:
-    """The built-in likelihood named by ``cfg.likelihood`` for data of ``data_shape``."""
-    return LIKELIHOODS[cfg.likelihood].build(cfg, data_shape)

@@ -6,10 +6,10 @@ guide turns features into q(z|x). A decoder maps ``z [..., latent_dim]`` to
 number of leading batch dimensions is allowed (particles, batch).
 
 Example:
-    >>> body, features = build_encoder_body("mlp", (1, 28, 28), hidden=[400])
+    >>> body, features = mlp_encoder((1, 28, 28), hidden=[400])
     >>> body(torch.zeros(8, 1, 28, 28)).shape, features
     (torch.Size([8, 400]), 400)
-    >>> decoder = build_decoder("mlp", 2, (1, 28, 28), hidden=[400], outputs=784)
+    >>> decoder = mlp_decoder(2, (1, 28, 28), hidden=[400], outputs=784)
     >>> decoder(torch.zeros(3, 8, 2)).shape
     torch.Size([3, 8, 784])
 """
@@ -17,8 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,13 +25,14 @@ from torch import nn
 from .errors import ConfigError
 
 __all__ = [
-    "NETWORKS",
-    "build_encoder_body",
-    "build_decoder",
+    "mlp_encoder",
+    "mlp_decoder",
+    "conv_encoder",
+    "conv_decoder",
+    "with_input_scale",
     "MLPBody",
     "ConvEncoderBody",
     "ConvDecoder",
-    "NetworkSpec",
     "Rescale",
 ]
 
@@ -134,63 +134,30 @@ class Rescale(nn.Module):
         return f"factor={self.factor:g}"
 
 
-@dataclass(frozen=True)
-class NetworkSpec:
-    """A built-in network pair, what it is, and the config fields it reads."""
-
-    encoder: Callable[[tuple[int, ...], list[int]], tuple[nn.Module, int]]
-    decoder: Callable[[int, tuple[int, ...], list[int], int], nn.Module]
-    description: str
-    options: tuple[str, ...] = ()
-
-
-def _mlp_encoder(data_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
+def mlp_encoder(data_shape: Sequence[int], hidden: Sequence[int]) -> tuple[nn.Module, int]:
+    """An MLP encoder body for data of ``data_shape`` and the number of features it outputs."""
     return MLPBody([math.prod(data_shape), *hidden], event_dims=len(data_shape)), hidden[-1]
 
 
-def _mlp_decoder(latent_dim: int, data_shape: tuple[int, ...], hidden: list[int], outputs: int):
+def mlp_decoder(
+    latent_dim: int, data_shape: Sequence[int], hidden: Sequence[int], outputs: int
+) -> nn.Module:
+    """An MLP decoder ``[..., latent_dim] -> [..., outputs]`` mirroring :func:`mlp_encoder`."""
     return MLPBody([latent_dim, *reversed(hidden), outputs], event_dims=1, final_activation=False)
 
 
-def _conv_encoder(data_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
-    return ConvEncoderBody(data_shape, hidden[-1]), hidden[-1]
+def conv_encoder(data_shape: Sequence[int], hidden: Sequence[int]) -> tuple[nn.Module, int]:
+    """A convolutional encoder body for 28x28 images; ``hidden[-1]`` features."""
+    return ConvEncoderBody(tuple(data_shape), hidden[-1]), hidden[-1]
 
 
-def _conv_decoder(latent_dim: int, data_shape: tuple[int, ...], hidden: list[int], outputs: int):
-    return ConvDecoder(latent_dim, data_shape, hidden[-1], outputs)
-
-
-NETWORKS: dict[str, NetworkSpec] = {
-    "mlp": NetworkSpec(
-        _mlp_encoder,
-        _mlp_decoder,
-        "fully connected ReLU layers (decoder mirrors encoder)",
-        ("hidden",),
-    ),
-    "conv": NetworkSpec(
-        _conv_encoder,
-        _conv_decoder,
-        "two stride-2 (transposed) convolutions for 28x28 images; hidden: last size is used",
-        ("hidden",),
-    ),
-}
-
-
-def build_encoder_body(
-    kind: str, data_shape: Sequence[int], hidden: list[int], input_scale: float = 1.0
-) -> tuple[nn.Module, int]:
-    """The encoder body for ``kind`` and the number of features it outputs.
-
-    ``input_scale`` multiplies the input first (``1/255`` for 8-bit levels).
-    """
-    body, features = NETWORKS[kind].encoder(tuple(data_shape), list(hidden))
-    if input_scale != 1.0:
-        body = nn.Sequential(Rescale(input_scale), body)
-    return body, features
-
-
-def build_decoder(
-    kind: str, latent_dim: int, data_shape: Sequence[int], hidden: list[int], outputs: int
+def conv_decoder(
+    latent_dim: int, data_shape: Sequence[int], hidden: Sequence[int], outputs: int
 ) -> nn.Module:
-    """The decoder for ``kind``, mapping ``[..., latent_dim]`` to ``[..., outputs]``."""
-    return NETWORKS[kind].decoder(latent_dim, tuple(data_shape), list(hidden), outputs)
+    """A transposed-convolution decoder for 28x28 images."""
+    return ConvDecoder(latent_dim, tuple(data_shape), hidden[-1], outputs)
+
+
+def with_input_scale(body: nn.Module, input_scale: float) -> nn.Module:
+    """``body`` that first multiplies its input by ``input_scale`` (``1/255`` for 8-bit levels)."""
+    return body if input_scale == 1.0 else nn.Sequential(Rescale(input_scale), body)

@@ -2,8 +2,9 @@
 
 Learnable parameters are ordinary ``nn.Parameter`` s: they train with the rest of
 the VAE, torch style and under classic ``SVI``. Write your own prior the same way
-and pass it to :func:`pyro_vae.build_vae`; the registry below only lets config
-files and the command line name the built-ins.
+(its contract is :class:`pyro_vae.parts.Prior`) and pass it to :func:`pyro_vae.mlp_vae`
+or :class:`pyro_vae.VAE`; :mod:`pyro_vae.app.registry` only lets config files and the
+command line name the built-ins.
 
 Example:
     >>> prior = MixtureOfGaussiansPrior(latent_dim=2, components=5)
@@ -15,8 +16,6 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -28,8 +27,6 @@ from .distributions import StandardNormal, UniformMixture
 from .guides import bounded_scale, unbounded_scale
 
 __all__ = [
-    "PRIORS",
-    "PriorSpec",
     "FLOW_TYPES",
     "StandardNormalPrior",
     "LearnedNormalPrior",
@@ -38,7 +35,6 @@ __all__ = [
     "FlowPrior",
     "LaplacePrior",
     "StudentTPrior",
-    "build_prior",
 ]
 
 FLOW_TYPES = ("affine-autoregressive", "spline-coupling")
@@ -121,8 +117,8 @@ class VampPrior(nn.Module):
 
     Example:
         >>> from pyro_vae.guides import NormalGuide
-        >>> from pyro_vae.networks import build_encoder_body
-        >>> encoder = NormalGuide(*build_encoder_body("mlp", (1, 28, 28), [16]), latent_dim=2)
+        >>> from pyro_vae.networks import mlp_encoder
+        >>> encoder = NormalGuide(*mlp_encoder((1, 28, 28), [16]), latent_dim=2)
         >>> prior = VampPrior(encoder, (1, 28, 28), components=4)
         >>> prior().components.batch_shape, list(prior.state_dict())
         (torch.Size([4]), ['pseudo_inputs'])
@@ -240,68 +236,3 @@ class StudentTPrior(nn.Module):
 
     def forward(self) -> dist.TorchDistribution:
         return dist.StudentT(self.df, self.loc, self.scale).to_event(1)
-
-
-@dataclass(frozen=True)
-class PriorSpec:
-    """A built-in prior: ``build(cfg, encoder, data_shape, data_max)``, what it is, its options.
-
-    ``options`` are the names of the config fields it reads (shown by ``pyro-vae list``).
-    """
-
-    build: Callable[..., nn.Module]
-    description: str
-    options: tuple[str, ...] = ()
-
-
-PRIORS: dict[str, PriorSpec] = {
-    "standard-normal": PriorSpec(
-        lambda cfg, encoder, data_shape, data_max: StandardNormalPrior(cfg.latent_dim),
-        "N(0, I), the classic VAE prior",
-    ),
-    "learned-normal": PriorSpec(
-        lambda cfg, encoder, data_shape, data_max: LearnedNormalPrior(cfg.latent_dim),
-        "diagonal Normal with learnable mean and scale",
-    ),
-    "mog": PriorSpec(
-        lambda cfg, encoder, data_shape, data_max: MixtureOfGaussiansPrior(
-            cfg.latent_dim, cfg.prior_components
-        ),
-        "mixture of K diagonal Gaussians with learnable weights, means and scales",
-        ("prior_components",),
-    ),
-    "vamp": PriorSpec(
-        lambda cfg, encoder, data_shape, data_max: VampPrior(
-            encoder, data_shape, cfg.prior_components, data_max
-        ),
-        "VampPrior: uniform mixture of the guide's q(z|u_k) at K learnable pseudo-inputs",
-        ("prior_components",),
-    ),
-    "flow": PriorSpec(
-        lambda cfg, encoder, data_shape, data_max: FlowPrior(
-            cfg.latent_dim, cfg.prior_flow, cfg.prior_flow_depth
-        ),
-        "normalizing flow over N(0, I) from pyro.distributions.transforms",
-        ("prior_flow", "prior_flow_depth"),
-    ),
-    "laplace": PriorSpec(
-        lambda cfg, encoder, data_shape, data_max: LaplacePrior(cfg.latent_dim),
-        "independent Laplace(0, 1) coordinates: sparser, heavier-tailed codes",
-    ),
-    "student-t": PriorSpec(
-        lambda cfg, encoder, data_shape, data_max: StudentTPrior(cfg.latent_dim, cfg.prior_df),
-        "independent Student-t(df, 0, 1) coordinates: heavy tails",
-        ("prior_df",),
-    ),
-}
-
-
-def build_prior(
-    cfg, encoder: nn.Module, data_shape: tuple[int, ...], data_max: float = 1.0
-) -> nn.Module:
-    """The built-in prior named by ``cfg.prior``.
-
-    ``encoder`` is q(z|x) and ``data_max`` the largest prepared data value (255 for
-    8-bit levels, else 1); the VampPrior uses both for its pseudo-inputs.
-    """
-    return PRIORS[cfg.prior].build(cfg, encoder, data_shape, data_max)

@@ -16,8 +16,8 @@ Each instance gets its own Pyro name (``vae0``, ``vae1``, ...), so two VAEs in
 one process never share entries in Pyro's global parameter store.
 
 Example:
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[64]), data_shape=(1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[64])
     >>> x = torch.zeros(5, 1, 28, 28)
     >>> loc, scale = vae.encode(x)
     >>> loc.shape, vae.reconstruct(x).shape, vae.sample(3).shape
@@ -26,7 +26,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import itertools
+import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import pyro
@@ -38,6 +41,8 @@ from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
 from .distributions import score_through_value
+from .errors import ModelError
+from .parts import check_parts, prior_has_globals
 
 __all__ = ["VAE", "GuideModule", "LogWeights", "path_log_prob"]
 
@@ -63,12 +68,17 @@ class LogWeights(NamedTuple):
         return self.log_lik + self.log_prior - self.log_q
 
 
-def data_plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
+def data_plate(
+    x: torch.Tensor | None, num_data: int | None, batch_size: int | None = None
+) -> pyro.plate:
     """The plate over datapoints: ``x`` is a minibatch of a dataset of ``num_data`` points.
 
     Pyro scales every site inside by ``num_data / batch``. ``x`` is already the
     minibatch, so the subsample indices are only its positions (no random draw).
+    Without data the plate holds ``batch_size`` (default 1) datapoints to generate.
     """
+    if x is None:
+        return pyro.plate("data", batch_size or 1)
     batch = x.shape[0]
     if num_data is None or num_data == batch:
         return pyro.plate("data", batch)
@@ -90,36 +100,112 @@ class VAE(PyroModule):
     ``pyro_method`` s, so inside them PyroModule announces every child's parameters
     to Pyro (``pyro.module``) under this instance's unique name, and classic ``SVI``
     trains them. Outside Pyro's handlers the parts run as plain PyTorch.
+
+    ``data_shape`` (default: the likelihood's own ``data_shape``) is the shape of one
+    datapoint; when it is known the parts are checked against their contracts
+    (:func:`pyro_vae.parts.check_parts`) here, and a batch of flat vectors
+    ``[batch, prod(data_shape)]`` is reshaped, as Pyro's VAE example passes them.
+    A subclass whose parts take more than ``x`` (a label, say) passes ``check=False``.
     """
 
     def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, likelihood: nn.Module
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        prior: nn.Module,
+        likelihood: nn.Module,
+        *,
+        data_shape: Sequence[int] | None = None,
+        check: bool = True,
     ):
         super().__init__(name=f"vae{next(_names)}")
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior
         self.likelihood = likelihood
+        if data_shape is None:
+            data_shape = getattr(likelihood, "data_shape", None)
+        self.data_shape: tuple[int, ...] | None = None if data_shape is None else tuple(data_shape)
+        if check and self.data_shape is not None:
+            check_parts(encoder, decoder, prior, likelihood, self.data_shape)
+
+    def __deepcopy__(self, memo: dict) -> VAE:
+        """An independent copy with its own Pyro name, so classic ``SVI`` trains it apart."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            copied.__dict__[key] = copy.deepcopy(value, memo)
+        copied._pyro_name = f"vae{next(_names)}"
+        return copied
+
+    @property
+    def has_global_latents(self) -> bool:
+        """Whether the prior samples global latent variables (see :class:`pyro_vae.parts.Prior`)."""
+        return prior_has_globals(self.prior)
+
+    def shaped(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused."""
+        if self.data_shape is None or tuple(x.shape[1:]) == self.data_shape:
+            return x
+        if x.dim() >= 1 and math.prod(x.shape[1:]) == math.prod(self.data_shape):
+            return x.reshape(x.shape[0], *self.data_shape)
+        raise ModelError(
+            f"a batch of shape {tuple(x.shape)} does not fit this VAE, built for datapoints of "
+            f"shape {self.data_shape}; pass [batch, {', '.join(map(str, self.data_shape))}] "
+            f"or flat rows [batch, {math.prod(self.data_shape)}]"
+        )
 
     @pyro_method
     def model(
-        self, x: torch.Tensor, num_data: int | None = None, kl_scale: float | torch.Tensor = 1.0
-    ) -> None:
-        """p(z) p(x|z) for a minibatch; ``kl_scale`` weighs the z site (beta-VAE, warm-up)."""
-        with data_plate(x, num_data):
+        self,
+        x: torch.Tensor | None,
+        num_data: int | None = None,
+        kl_scale: float | torch.Tensor = 1.0,
+        *,
+        batch_size: int | None = None,
+        observe: bool = True,
+    ) -> torch.Tensor:
+        """p(z) p(x|z) for a minibatch; ``kl_scale`` weighs the z site (beta-VAE, warm-up).
+
+        ``model(None, batch_size=n)`` generates ``n`` datapoints; ``observe=False`` draws
+        fresh ``x`` beside given data (posterior predictive with ``Predictive`` and the
+        guide). The prior is called outside the ``data`` plate, so its global latents
+        are drawn once. Returns the datapoints (observed or drawn).
+        """
+        if x is not None:
+            x = self.shaped(x)
+        p_z = self.prior()
+        with data_plate(x, num_data, batch_size):
             with latent_weight(kl_scale):
-                z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+                z = pyro.sample("z", p_z)
+            return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x if observe else None)
 
     @pyro_method
     def guide(
-        self, x: torch.Tensor, num_data: int | None = None, kl_scale: float | torch.Tensor = 1.0
+        self,
+        x: torch.Tensor | None,
+        num_data: int | None = None,
+        kl_scale: float | torch.Tensor = 1.0,
+        *,
+        batch_size: int | None = None,
+        observe: bool = True,
     ) -> None:
-        """q(z|x) for a minibatch; the same ``kl_scale`` as the model, or the objective is wrong."""
+        """q(z|x) for a minibatch; the same ``kl_scale`` as the model, or the objective is wrong.
+
+        Global latents of the prior get their guide (the prior's ``guide``), outside the plate.
+        """
+        if self.has_global_latents:
+            self.prior.guide()
+        if x is None:
+            raise ModelError(
+                "the guide q(z|x) needs data: call it with a batch x (to generate, run the "
+                "model alone: vae.model(None, batch_size=n))"
+            )
+        x = self.shaped(x)
         with data_plate(x, num_data), latent_weight(kl_scale):
             pyro.sample("z", self.encoder(x))
 
-    def forward(self, *args, **kwargs) -> None:
+    def forward(self, *args, **kwargs) -> torch.Tensor:
         """The model, so that ``Trace_ELBO()(vae, vae.guide_module())`` works."""
         return self.model(*args, **kwargs)
 
@@ -146,21 +232,33 @@ class VAE(PyroModule):
     def _log_weights(
         self, x: torch.Tensor, num_particles: int, path_derivative: bool = False
     ) -> LogWeights:
+        x = self.shaped(x)
         q = self.encoder(x)
         z = q.rsample((num_particles,))
         p_x = self.likelihood(self.decoder(z))
-        p_z = self.prior()
+        p_z = self.prior_given_globals()
         log_q = path_log_prob(q, z) if path_derivative else q.log_prob(z)
         return LogWeights(p_x.log_prob(x), p_z.log_prob(z), log_q, z, q, p_z)
 
     _announced_log_weights = pyro_method(_log_weights)
+
+    def prior_given_globals(self) -> dist.Distribution:
+        """p(z); with global latents, p(z | globals) at one draw of them from their guide.
+
+        Per-datapoint scores (``log_weights``, evaluation) and samples of a prior with
+        global latents are conditional on that draw: the prior trained, never another.
+        """
+        if not self.has_global_latents:
+            return self.prior()
+        globals_trace = poutine.trace(self.prior.guide).get_trace()
+        return poutine.replay(self.prior, trace=globals_trace)()
 
     # -- helpers for users and plots --------------------------------------------------------
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation of q(z|x), each ``[batch, latent_dim]``."""
-        return _moments(self.encoder(x))
+        return _moments(self.encoder(self.shaped(x)))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -175,7 +273,7 @@ class VAE(PyroModule):
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """``n`` images from the model: E[x|z] (draws of x when ``mean=False``), z ~ p(z)."""
-        z = self.prior().sample((n,))
+        z = self.prior_given_globals().sample((n,))
         p_x = self.likelihood(self.decoder(z))
         return p_x.mean if mean else p_x.sample()
 

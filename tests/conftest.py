@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae.datasets import load_dataset
+from pyro_vae.app.registry import load_dataset
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pyro_vae import Config, build_vae
-from pyro_vae.atomic import atomic_torch_save
-from pyro_vae.checkpoint import FORMAT, load_checkpoint, load_model_state, save_checkpoint
+from pyro_vae.app.atomic import atomic_torch_save
+from pyro_vae.app.checkpoint import FORMAT, load_checkpoint, load_model_state, save_checkpoint
+from pyro_vae.app.train import train
 from pyro_vae.errors import CheckpointError
-from pyro_vae.train import train
 
 
 class RunsCode:

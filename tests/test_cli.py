@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from pyro_vae.cli import main
-from pyro_vae.run_folder import RunFolder
+from pyro_vae.app.cli import main
+from pyro_vae.app.run_folder import RunFolder
 
 
 def run_cli(*args, cwd=None):

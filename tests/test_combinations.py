@@ -10,18 +10,15 @@ import torch
 from PIL import Image
 
 from pyro_vae import Config, build_vae
-from pyro_vae.cli import main
+from pyro_vae.app.cli import main
+from pyro_vae.app.plots import _as_images, save_run_plots
+from pyro_vae.app.registry import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
+from pyro_vae.app.run_folder import RunFolder
+from pyro_vae.app.train import train
+from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
 from pyro_vae.datasets import Dataset
 from pyro_vae.errors import DataError
-from pyro_vae.guides import GUIDES
-from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.networks import NETWORKS
-from pyro_vae.plots import _as_images, save_run_plots
-from pyro_vae.priors import PRIORS
-from pyro_vae.run_folder import RunFolder
-from pyro_vae.train import train
-from pyro_vae.trainer import Trainer
 
 GRID = list(
     itertools.product(sorted(PRIORS), sorted(LIKELIHOODS), sorted(GUIDES), sorted(NETWORKS))
@@ -168,7 +165,7 @@ def test_data_likelihood_mismatch_fails_before_training(
      "network": "conv"},
 ])  # fmt: skip
 def test_a_trained_run_loads_back_with_every_learned_part(changes, tiny_npz, tmp_path):
-    from pyro_vae.load import load_run
+    from pyro_vae.app.load import load_run
 
     cfg = Config(dataset=str(tiny_npz), epochs=1, batch_size=50, hidden=[16], latent_dim=2,
                  out=str(tmp_path / "run"), **changes)  # fmt: skip
@@ -193,7 +190,7 @@ def test_a_trained_run_loads_back_with_every_learned_part(changes, tiny_npz, tmp
 def test_fast_path_equals_pyros_traced_trace_elbo(prior, likelihood, guide, prepared):
     from pyro.infer import Trace_ELBO
 
-    from pyro_vae.objectives import build_objective
+    from pyro_vae.app.objective_specs import build_objective
 
     cfg = grid_config(prior, likelihood, guide, "mlp")
     torch.manual_seed(0)

@@ -4,13 +4,14 @@ import json
 import pyro.distributions as dist
 import pytest
 
-import pyro_vae.train
+import pyro_vae.app.train
 from pyro_vae import Config
-from pyro_vae.compare import cell_folder, compare
-from pyro_vae.comparison_report import ranking_refusal
+from pyro_vae.app.compare import cell_folder, compare
+from pyro_vae.app.comparison_report import ranking_refusal
+from pyro_vae.app.registry import LIKELIHOODS, LikelihoodSpec
+from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.errors import ConfigError
-from pyro_vae.likelihoods import LIKELIHOODS, Likelihood, LikelihoodSpec
-from pyro_vae.run_folder import RunFolder
+from pyro_vae.likelihoods import Likelihood
 
 
 def base_config(tiny_npz, **changes):
@@ -22,13 +23,13 @@ def base_config(tiny_npz, **changes):
 @pytest.fixture
 def count_training(monkeypatch):
     calls = []
-    real = pyro_vae.train.train
+    real = pyro_vae.app.train.train
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("resume") or args[0].seed)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pyro_vae.train, "train", counting)
+    monkeypatch.setattr(pyro_vae.app.train, "train", counting)
     return calls
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pyro_vae.config import Config
+from pyro_vae.app.config import Config
 from pyro_vae.errors import ConfigError
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae.datasets import DEBIAN_FASHION_MNIST, load_dataset, load_npz, read_idx
+from pyro_vae.app.registry import load_dataset
+from pyro_vae.datasets import DEBIAN_FASHION_MNIST, load_npz, read_idx
 from pyro_vae.errors import DataError
 
 

@@ -16,13 +16,13 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from pyro_vae import Config, build_vae
-from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.app.checkpoint import load_checkpoint
+from pyro_vae.app.distributed import DistContext, init_distributed
+from pyro_vae.app.registry import load_dataset
+from pyro_vae.app.run_folder import RunFolder
+from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
-from pyro_vae.datasets import load_dataset
-from pyro_vae.distributed import DistContext, init_distributed
-from pyro_vae.evaluation import elbo_per_datapoint, evaluate_vae
-from pyro_vae.run_folder import RunFolder
-from pyro_vae.trainer import Trainer
+from pyro_vae.estimators import elbo_per_datapoint, evaluate_vae
 
 GLOBAL_BATCH = 100
 
@@ -96,7 +96,7 @@ EVAL_SIZES = (105, 5)  # 11 chunks of 10, shared unevenly; 1 chunk, so rank 1 sc
 
 def _log_px(vae, x, ctx=None) -> dict:
     """The importance-sampled evaluation's numbers (K = 7, chunks of 10 datapoints)."""
-    result = evaluate_vae(vae, x, k=7, seed=5, max_samples=70, ctx=ctx)
+    result = evaluate_vae(vae, x, k=7, seed=5, max_samples=70, shard=ctx and ctx.shard())
     per_datapoint = result.log_px_per_datapoint
     numbers = {k: v for k, v in result.to_dict().items() if isinstance(v, float | int | list)}
     return {**numbers, "per_datapoint": per_datapoint}
@@ -108,7 +108,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     per_step = []
     trainer.run_epoch(on_step=lambda: per_step.append(_flat(trainer.vae).clone()))
     sharded_elbo = elbo_per_datapoint(
-        trainer.vae, trainer.data.test, batch_size=60, seed=3, ctx=ctx
+        trainer.vae, trainer.data.test, batch_size=60, seed=3, shard=ctx and ctx.shard()
     )
     evaluations = [_log_px(trainer.vae, trainer.data.test[:n], ctx) for n in EVAL_SIZES]
     torch.save(
@@ -285,7 +285,7 @@ def test_a_dead_rank_stops_the_other_with_a_clear_error_and_the_run_resumes(tmp_
 def test_the_command_leaves_the_process_group_it_ran_in(tmp_path):
     """A rank that exits still in its group can abort in gloo's teardown (torchrun then
     reports the run as failed), so every pyro-vae command leaves the group first."""
-    from pyro_vae.cli import main
+    from pyro_vae.app.cli import main
 
     store = torch_dist.FileStore(str(tmp_path / "store"), 1)
     torch_dist.init_process_group("gloo", store=store, rank=0, world_size=1)

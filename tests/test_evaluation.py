@@ -10,15 +10,11 @@ import torch
 from linear_gaussian import LinearGaussian
 
 from pyro_vae import Config, build_vae
+from pyro_vae.app.evaluate import evaluate
+from pyro_vae.app.train import train
 from pyro_vae.errors import DataError
-from pyro_vae.evaluation import (
-    MAX_DECODED_VALUES,
-    elbo_per_datapoint,
-    evaluate,
-    evaluate_vae,
-)
+from pyro_vae.estimators import MAX_DECODED_VALUES, elbo_per_datapoint, evaluate_vae
 from pyro_vae.likelihoods import BernoulliLikelihood
-from pyro_vae.train import train
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 from pyro_vae import Config, build_vae
-from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.app.checkpoint import load_checkpoint
+from pyro_vae.app.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_kind
+from pyro_vae.app.run_folder import RunFolder
+from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
-from pyro_vae.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_kind
 from pyro_vae.guides import MIN_SCALE
-from pyro_vae.run_folder import RunFolder
-from pyro_vae.trainer import Trainer
 
 
 class FaultyEncoder(nn.Module):
@@ -197,6 +197,6 @@ def test_deferred_reads_recover_exactly_like_immediate_ones(tiny, tmp_path):
 
 
 def test_deferred_reads_need_the_fused_adam(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr("pyro_vae.trainer.make_adam", lambda p, lr: torch.optim.Adam(p, lr=lr))
+    monkeypatch.setattr("pyro_vae.app.trainer.make_adam", lambda p, lr: torch.optim.Adam(p, lr=lr))
     with pytest.raises(ValueError, match="fused Adam"):
         make_trainer(tiny, tmp_path, bad_calls=lambda n: False, fault_read_every=4)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pyro_vae.config import Config
+from pyro_vae.app.config import Config
 from pyro_vae.data import SUPPORTS, prepare_data
 from pyro_vae.datasets import load_npz
 from pyro_vae.errors import ConfigError, DataError
@@ -83,7 +83,7 @@ arrays = hnp.arrays(
 @given(
     x=arrays,
     y=st.none() | hnp.arrays(np.int64, hnp.array_shapes(max_dims=2, max_side=6)),
-    support=st.sampled_from(SUPPORTS),
+    support=st.sampled_from(list(SUPPORTS)),
     binarize=st.sampled_from(["auto", "dynamic", "static", "none"]),
 )
 def test_random_npz_loads_or_fails_with_a_data_error(tmp_path_factory, x, y, support, binarize):

@@ -2,16 +2,17 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyro_vae.app.registry import GUIDES
 from pyro_vae.distributions import ReparameterizedNormal, score_through_value
-from pyro_vae.guides import GUIDES, MAX_SCALE, MIN_SCALE, IAFGuide, NormalGuide
-from pyro_vae.networks import build_encoder_body
+from pyro_vae.guides import MAX_SCALE, MIN_SCALE, IAFGuide, NormalGuide
+from pyro_vae.networks import mlp_encoder
 
 SHAPE = (1, 28, 28)
 
 
 def iaf_guide(latent_dim=3, depth=2, seed=0):
     torch.manual_seed(seed)
-    guide = IAFGuide(*build_encoder_body("mlp", SHAPE, [32]), latent_dim=latent_dim, depth=depth)
+    guide = IAFGuide(*mlp_encoder(SHAPE, [32]), latent_dim=latent_dim, depth=depth)
     with torch.no_grad():  # move the flow off its initialization: non-trivial steps
         for p in guide.steps.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -78,7 +79,7 @@ def test_iaf_depth_and_alternating_order():
 @pytest.mark.parametrize("kind", [NormalGuide, IAFGuide])
 def test_scales_stay_positive_and_bounded_on_extreme_inputs(kind):
     torch.manual_seed(0)
-    guide = kind(*build_encoder_body("mlp", SHAPE, [32]), latent_dim=3)
+    guide = kind(*mlp_encoder(SHAPE, [32]), latent_dim=3)
     x = torch.cat([torch.full((1, *SHAPE), 1e6), torch.full((1, *SHAPE), -1e6)])
     q = guide(x)
     normal = q.base_dist.base_dist if kind is IAFGuide else q.base_dist
@@ -132,7 +133,7 @@ def test_normal_shortcut_is_only_for_its_own_draw_outside_score_through_value():
 
 
 def test_normal_guide_samples_are_scored_by_the_shortcut(binary_batch):
-    guide = NormalGuide(*build_encoder_body("mlp", SHAPE, [16]), latent_dim=2)
+    guide = NormalGuide(*mlp_encoder(SHAPE, [16]), latent_dim=2)
     q = guide(binary_batch[:5])
     z = q.rsample((3,))
     general = dist.Normal(q.base_dist.loc, q.base_dist.scale).to_event(1).log_prob(z)

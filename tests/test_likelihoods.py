@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from pyro_vae import Config
+from pyro_vae.app.build import build_likelihood
+from pyro_vae.app.registry import LIKELIHOODS
 from pyro_vae.data import SUPPORTS, prepare_data
 from pyro_vae.datasets import Dataset
-from pyro_vae.likelihoods import LIKELIHOODS, bits_per_dim, build_likelihood
+from pyro_vae.likelihoods import bits_per_dim
 
 SHAPE = (1, 3, 4)  # not square, so a wrong reshape shows
 PIXELS = 12

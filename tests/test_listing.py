@@ -2,14 +2,9 @@ from dataclasses import fields
 
 import pytest
 
-from pyro_vae.config import Config
-from pyro_vae.datasets import DATASETS
-from pyro_vae.guides import GUIDES
-from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.listing import describe_builtins
-from pyro_vae.networks import NETWORKS
-from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.priors import PRIORS
+from pyro_vae.app.config import Config
+from pyro_vae.app.listing import describe_builtins
+from pyro_vae.app.registry import DATASETS, GUIDES, LIKELIHOODS, NETWORKS, OBJECTIVES, PRIORS
 
 REGISTRIES = [PRIORS, LIKELIHOODS, GUIDES, NETWORKS, DATASETS, OBJECTIVES]
 SECTIONS = ["priors", "likelihoods", "guides", "networks", "datasets", "objectives"]

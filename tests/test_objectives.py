@@ -11,8 +11,10 @@ from pyro.infer import SVI
 from torch.func import functional_call
 
 from pyro_vae import VAE, Config, build_vae
+from pyro_vae.app.objective_specs import build_objective
+from pyro_vae.app.registry import OBJECTIVES
 from pyro_vae.errors import ConfigError, ModelError
-from pyro_vae.objectives import IWAE_ELBO, OBJECTIVES, build_objective, kl_warmup_scale
+from pyro_vae.objectives import IWAE_ELBO, kl_warmup_scale
 from pyro_vae.objectives.structured import structured_vae
 from pyro_vae.vae import path_log_prob
 
@@ -300,8 +302,8 @@ def test_warmup_at_epoch_zero_removes_the_kl_term(binary_batch):
 
 
 def test_trainer_passes_the_warmup_weight_of_each_epoch(mnist5k):
+    from pyro_vae.app.trainer import Trainer
     from pyro_vae.data import prepare_data
-    from pyro_vae.trainer import Trainer
 
     cfg = Config(dataset="mnist5k", latent_dim=2, hidden=[16], kl_warmup=2, batch_size=1500)
     data = prepare_data(mnist5k, "binary", "bernoulli", "dynamic", seed=0)

@@ -7,13 +7,14 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae import Config, build_vae
+from pyro_vae.app.objective_specs import build_objective
+from pyro_vae.app.registry import PRIORS
+from pyro_vae.app.runtime import seed_everything
+from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
 from pyro_vae.distributions import UniformMixture
 from pyro_vae.errors import ConfigError
-from pyro_vae.objectives import build_objective
-from pyro_vae.priors import PRIORS, VampPrior
-from pyro_vae.runtime import seed_everything
-from pyro_vae.trainer import Trainer
+from pyro_vae.priors import VampPrior
 
 SMALL = (1, 4, 4)
 

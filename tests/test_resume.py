@@ -7,8 +7,8 @@ import time
 
 import torch
 
-from pyro_vae.checkpoint import load_checkpoint
-from pyro_vae.run_folder import RunFolder
+from pyro_vae.app.checkpoint import load_checkpoint
+from pyro_vae.app.run_folder import RunFolder
 
 ARGS = [
     "--dataset", "mnist5k", "--epochs", "3", "--batch-size", "50", "--hidden", "256",

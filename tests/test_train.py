@@ -2,9 +2,9 @@ import pytest
 from PIL import Image
 
 from pyro_vae import Config
+from pyro_vae.app.run_folder import RunFolder
+from pyro_vae.app.train import train
 from pyro_vae.errors import RunFolderError
-from pyro_vae.run_folder import RunFolder
-from pyro_vae.train import train
 
 
 def tiny_config(tiny_npz, out, **changes):

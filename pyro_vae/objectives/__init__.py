@@ -1,4 +1,7 @@
-"""Inference objectives, named in configs and on the command line as ``NAME[:key=value,...]``.
+"""Inference objectives: one estimator per module, each a :class:`pyro.infer.ELBO`.
+
+The command line and config files name them ``NAME[:key=value,...]``
+(:mod:`pyro_vae.app.objective_specs`); from Python, build the class.
 
 Each built-in is a :class:`pyro.infer.ELBO` with a ``differentiable_loss``, so it works
 both ways: ``SVI(vae.model, vae.guide, optim, loss=objective)`` and, torch style,
@@ -18,12 +21,8 @@ module, each documenting its paper and its limits:
 ========================  ===========================================================
 
 Example:
-    >>> parse_objective("elbo:num_particles=4")
-    ParsedObjective(name='elbo', options={'num_particles': 4})
-    >>> build_objective("iwae:k=10").k
+    >>> IWAE_ELBO(k=10).k
     10
-    >>> objective_scales_kl("stl"), objective_scales_kl("dreg:k=5")
-    (True, False)
 """
 
 from __future__ import annotations
@@ -35,27 +34,11 @@ from .dreg import DReG_ELBO
 from .elbo import FastTrace_ELBO
 from .graph import Graph_ELBO
 from .iwae import IWAE_ELBO
-from .registry import (
-    OBJECTIVES,
-    ObjectiveOption,
-    ObjectiveSpec,
-    ParsedObjective,
-    build_objective,
-    objective_scales_kl,
-    parse_objective,
-)
 from .renyi import Renyi_ELBO
 from .stl import STL_ELBO
 from .tail_adaptive import TailAdaptive_ELBO
 
 __all__ = [
-    "OBJECTIVES",
-    "ObjectiveOption",
-    "ObjectiveSpec",
-    "ParsedObjective",
-    "build_objective",
-    "parse_objective",
-    "objective_scales_kl",
     "kl_warmup_scale",
     "scale_latents",
     "ParticleObjective",

@@ -13,8 +13,8 @@ datapoint in a VAE). ``beta`` and KL warm-up apply as in ``elbo``.
 
 Example:
     >>> import torch
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> objective = AnalyticKL_ELBO()
     >>> objective(vae, vae.guide_module())(torch.ones(3, 1, 28, 28)).shape
     torch.Size([])

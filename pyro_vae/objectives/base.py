@@ -16,8 +16,8 @@ Example:
     ...     name = "mean-log-weight"
     ...     def bound_loss(self, log_w, latents):
     ...         return -log_w.mean((0, 1)).sum()
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> loss = MeanLogWeight(k=3)(vae, vae.guide_module())
     >>> bool(loss(torch.zeros(4, 1, 28, 28)) > 0)
     True

@@ -20,8 +20,8 @@ Limits: needs a reparameterizable guide; beta and KL warm-up are refused (as for
 
 Example:
     >>> import torch
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> x = torch.ones(3, 1, 28, 28)
     >>> _ = torch.manual_seed(0); a = DReG_ELBO(k=4)(vae, vae.guide_module())(x)
     >>> _ = torch.manual_seed(0); b = IWAE_ELBO(k=4)(vae, vae.guide_module())(x)

@@ -11,8 +11,8 @@ through Trace_ELBO itself.
 
 Example:
     >>> import torch
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> loss = FastTrace_ELBO()(vae, vae.guide_module())
     >>> loss(torch.zeros(4, 1, 28, 28)).shape
     torch.Size([])

@@ -14,8 +14,8 @@ same estimator as ``elbo``, more slowly. ``beta`` and KL warm-up apply as in ``e
 
 Example:
     >>> import torch
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> loss = Graph_ELBO()(vae, vae.guide_module())
     >>> loss(torch.ones(3, 1, 28, 28)).requires_grad
     True

@@ -14,8 +14,8 @@ alpha = 1 is refused (use ``elbo``); alpha must be >= 0 for a lower bound on log
 
 Example:
     >>> import torch
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> x = torch.ones(3, 1, 28, 28)
     >>> _ = torch.manual_seed(0); a = Renyi_ELBO(alpha=0.0, k=4)(vae, vae.guide_module())(x)
     >>> from pyro_vae.objectives.iwae import IWAE_ELBO

@@ -17,8 +17,8 @@ as in ``elbo``.
 
 Example:
     >>> import torch
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> x = torch.ones(3, 1, 28, 28)
     >>> _ = torch.manual_seed(0); a = STL_ELBO()(vae, vae.guide_module())(x)
     >>> _ = torch.manual_seed(0); b = FastTrace_ELBO()(vae, vae.guide_module())(x)

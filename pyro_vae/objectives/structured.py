@@ -1,8 +1,8 @@
 """Recognising a :class:`pyro_vae.VAE`'s own model/guide pair, for the objectives' fast path.
 
 Example:
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> structured_vae(vae.model, vae.guide) is vae
     True
     >>> structured_vae(vae.model, lambda x: None) is None
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ModelError
 from ..vae import VAE, GuideModule
 
 __all__ = ["structured_vae", "vae_arguments", "plate_scale"]
@@ -23,12 +24,13 @@ def structured_vae(model, guide) -> VAE | None:
 
     Accepts the classic pair (``vae.model``, ``vae.guide``) and the module pair
     (``vae``, ``vae.guide_module()``). A subclass that overrides ``model`` or
-    ``guide`` is not recognised, so it always goes through Pyro's tracing.
+    ``guide`` is not recognised, so it always goes through Pyro's tracing; so does a
+    VAE whose prior has global latents (their terms are not per datapoint).
     """
     model_owner = _owner(model, "model")
-    return (
-        model_owner if model_owner is not None and model_owner is _owner(guide, "guide") else None
-    )
+    if model_owner is None or model_owner is not _owner(guide, "guide"):
+        return None
+    return None if model_owner.has_global_latents else model_owner
 
 
 def _owner(fn, role: str) -> VAE | None:
@@ -47,9 +49,19 @@ def _owner(fn, role: str) -> VAE | None:
 
 
 def vae_arguments(
-    x: torch.Tensor, num_data: int | None = None, kl_scale: float | torch.Tensor = 1.0
+    x: torch.Tensor | None,
+    num_data: int | None = None,
+    kl_scale: float | torch.Tensor = 1.0,
+    *,
+    batch_size: int | None = None,
+    observe: bool = True,
 ) -> tuple[torch.Tensor, int | None, float | torch.Tensor]:
-    """The arguments of ``VAE.model``/``VAE.guide``, bound by name."""
+    """The arguments of ``VAE.model``/``VAE.guide``, bound by name; an objective needs data."""
+    if x is None or not observe:
+        raise ModelError(
+            "an objective scores observed data: call it with a batch x (and observe=True); "
+            "model(None, batch_size=n) only generates"
+        )
     return x, num_data, kl_scale
 
 

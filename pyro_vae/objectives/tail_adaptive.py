@@ -20,8 +20,8 @@ KL warm-up. With k = 1 it is the ELBO.
 
 Example:
     >>> import torch
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> loss = TailAdaptive_ELBO(k=5)(vae, vae.guide_module())
     >>> bool(torch.isfinite(loss(torch.ones(3, 1, 28, 28))))
     True

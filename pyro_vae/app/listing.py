@@ -15,12 +15,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from .config import Config
-from .datasets import DATASETS
-from .guides import GUIDES
-from .likelihoods import LIKELIHOODS
-from .networks import NETWORKS
-from .objectives import OBJECTIVES
-from .priors import PRIORS
+from .registry import DATASETS, GUIDES, LIKELIHOODS, NETWORKS, OBJECTIVES, PRIORS
 
 __all__ = ["describe_builtins", "describe_option"]
 

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from ..errors import ConfigError, PyroVAEError
 from .bench_args import add_bench_arguments
 from .config import Config
-from .errors import ConfigError, PyroVAEError
 
 __all__ = ["main", "build_parser"]
 
@@ -150,9 +150,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
+    from ..rng import isolated_rng
     from .load import load_run
     from .plots import save_image_grid
-    from .runtime import isolated_rng
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
@@ -168,7 +168,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .distributed import launched_as_main
-    from .evaluation import evaluate
+    from .evaluate import evaluate
 
     if args.k is not None and args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")

@@ -24,19 +24,20 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from .. import __version__
+from ..data import TrainingData, prepare_data
+from ..datasets import Dataset
+from ..errors import ConfigError, PyroVAEError, RunFolderError
+from ..vae import VAE
 from .build import build_vae
 from .checkpoint import load_checkpoint
 from .config import Config
-from .data import TrainingData, prepare_data
-from .datasets import Dataset, load_dataset
 from .distributed import DistContext, broadcast_object, init_distributed, rank_seed
-from .errors import ConfigError, PyroVAEError, RunFolderError
 from .plots import save_run_plots
+from .registry import load_dataset
 from .run_folder import RunFolder, default_run_dir
 from .runtime import seed_everything
 from .trainer import Trainer
-from .vae import VAE
 
 __all__ = ["TrainResult", "train"]
 

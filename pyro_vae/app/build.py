@@ -15,16 +15,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data import data_max
+from ..errors import ConfigError
+from ..networks import with_input_scale
+from ..priors import VampPrior
+from ..vae import VAE
 from .config import Config
-from .data import data_max
-from .errors import ConfigError
-from .guides import build_guide
-from .likelihoods import build_likelihood
-from .networks import build_decoder, build_encoder_body
-from .priors import VampPrior, build_prior
-from .vae import VAE
+from .registry import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 
-__all__ = ["build_vae"]
+__all__ = ["build_vae", "build_likelihood", "build_encoder", "build_decoder", "build_prior"]
 
 
 def build_vae(
@@ -49,11 +48,10 @@ def build_vae(
         likelihood = build_likelihood(cfg, data_shape)
     largest = data_max(getattr(likelihood, "support", "real"))
     if encoder is None:
-        body, features = build_encoder_body(cfg.network, data_shape, cfg.hidden, 1.0 / largest)
-        encoder = build_guide(cfg, body, features)
+        encoder = build_encoder(cfg, data_shape, 1.0 / largest)
     if decoder is None:
         outputs = getattr(likelihood, "num_outputs", None) or int(torch.Size(data_shape).numel())
-        decoder = build_decoder(cfg.network, cfg.latent_dim, data_shape, cfg.hidden, outputs)
+        decoder = build_decoder(cfg, data_shape, outputs)
     if prior is None:
         prior = build_prior(cfg, encoder, data_shape, largest)
     if isinstance(prior, VampPrior) and prior.encoder is not encoder:
@@ -62,30 +60,27 @@ def build_vae(
             "this model's posteriors and that encoder would not train; build it with "
             "VampPrior(encoder, ...) and pass the same encoder=encoder"
         )
-    vae = VAE(encoder=encoder, decoder=decoder, prior=prior, likelihood=likelihood)
-    check_shapes(vae, data_shape)
-    return vae
+    return VAE(encoder, decoder, prior, likelihood, data_shape=data_shape)
 
 
-def check_shapes(vae: VAE, data_shape: tuple[int, ...]) -> None:
-    """Run a batch of 2 through every part; raise ConfigError naming the part that does not fit."""
-    x = torch.zeros(2, *data_shape)
-    with torch.no_grad():
-        p_z = vae.prior()
-        q_z = vae.encoder(x)
-        if q_z.event_shape != p_z.event_shape or len(p_z.event_shape) != 1:
-            raise ConfigError(
-                f"the encoder's q(z|x) has event shape {tuple(q_z.event_shape)} but the prior's "
-                f"p(z) has {tuple(p_z.event_shape)}; both must be (latent_dim,)"
-            )
-        if q_z.batch_shape != (2,):
-            raise ConfigError(
-                f"the encoder's q(z|x) for a batch of 2 has batch shape {tuple(q_z.batch_shape)}; "
-                "it must be (2,): declare the latent dimension as an event dimension (.to_event(1))"
-            )
-        p_x = vae.likelihood(vae.decoder(q_z.sample()))
-        if tuple(p_x.event_shape) != data_shape or p_x.batch_shape != (2,):
-            raise ConfigError(
-                f"p(x|z) has batch shape {tuple(p_x.batch_shape)} and event shape "
-                f"{tuple(p_x.event_shape)}; expected (2,) and the data shape {data_shape}"
-            )
+def build_likelihood(cfg: Config, data_shape: tuple[int, ...]) -> nn.Module:
+    """The built-in likelihood named by ``cfg.likelihood`` for data of ``data_shape``."""
+    return LIKELIHOODS[cfg.likelihood].build(cfg, data_shape)
+
+
+def build_encoder(cfg: Config, data_shape: tuple[int, ...], input_scale: float = 1.0) -> nn.Module:
+    """The built-in guide ``cfg.guide`` on the built-in network body ``cfg.network``."""
+    body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
+    return GUIDES[cfg.guide].build(cfg, with_input_scale(body, input_scale), features)
+
+
+def build_decoder(cfg: Config, data_shape: tuple[int, ...], outputs: int) -> nn.Module:
+    """The built-in decoder network ``cfg.network`` with ``outputs`` numbers per datapoint."""
+    return NETWORKS[cfg.network].decoder(cfg.latent_dim, data_shape, list(cfg.hidden), outputs)
+
+
+def build_prior(
+    cfg: Config, encoder: nn.Module, data_shape: tuple[int, ...], data_max: float = 1.0
+) -> nn.Module:
+    """The built-in prior ``cfg.prior``; the VampPrior gets ``encoder`` and ``data_max``."""
+    return PRIORS[cfg.prior].build(cfg, encoder, data_shape, data_max)

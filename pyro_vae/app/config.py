@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,19 +36,19 @@ __all__ = ["Config", "SECTIONS"]
 SECTIONS = ("data", "model", "training", "evaluation", "output")
 
 
-def _choices(module: str, registry: str) -> Callable[[], list[str]]:
-    """Names of a registry, imported lazily so that config.py imports nothing heavy."""
+def _choices(table: str) -> Callable[[], list[str]]:
+    """Names of a registry table, imported lazily so that config.py imports nothing heavy."""
 
     def names() -> list[str]:
-        import importlib
+        from . import registry
 
-        return sorted(getattr(importlib.import_module(f"pyro_vae.{module}"), registry))
+        return sorted(getattr(registry, table))
 
     return names
 
 
 def _check_objective(spec: str) -> None:
-    from .objectives import parse_objective
+    from .objective_specs import parse_objective
 
     parse_objective(spec)
 
@@ -100,18 +100,14 @@ class Config:
         choices=("auto", "dynamic", "static", "none"),
     )
     # model
-    network: str = _option(
-        "mlp", "encoder/decoder networks", "model", choices=_choices("networks", "NETWORKS")
-    )
+    network: str = _option("mlp", "encoder/decoder networks", "model", choices=_choices("NETWORKS"))
     hidden: list[int] = _option([400], "hidden layer sizes of the MLP networks", "model", minimum=1)
     latent_dim: int = _option(10, "dimension of the latent code z", "model", minimum=1)
-    prior: str = _option(
-        "standard-normal", "prior p(z)", "model", choices=_choices("priors", "PRIORS")
-    )
+    prior: str = _option("standard-normal", "prior p(z)", "model", choices=_choices("PRIORS"))
     likelihood: str = _option(
-        "bernoulli", "likelihood p(x|z)", "model", choices=_choices("likelihoods", "LIKELIHOODS")
+        "bernoulli", "likelihood p(x|z)", "model", choices=_choices("LIKELIHOODS")
     )
-    guide: str = _option("normal", "guide q(z|x)", "model", choices=_choices("guides", "GUIDES"))
+    guide: str = _option("normal", "guide q(z|x)", "model", choices=_choices("GUIDES"))
     prior_components: int = _option(
         10, "K: components of the mog prior, pseudo-inputs of the vamp prior", "model", minimum=1
     )
@@ -374,7 +370,7 @@ def _default_of(f: dataclasses.Field) -> Any:
 
 
 def _check_kl_warmup(objective: str, kl_warmup: int) -> None:
-    from .objectives import objective_scales_kl
+    from .objective_specs import objective_scales_kl
 
     if kl_warmup > 0 and not objective_scales_kl(objective):
         raise ConfigError(
@@ -385,6 +381,6 @@ def _check_kl_warmup(objective: str, kl_warmup: int) -> None:
 
 
 def _check_dataset(value: str) -> None:
-    from .datasets import check_dataset_name
+    from .registry import check_dataset_name
 
     check_dataset_name(value)

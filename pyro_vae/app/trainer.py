@@ -24,6 +24,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ..data import TrainingData
+from ..estimators import elbo_per_datapoint
+from ..likelihoods import bits_per_dim
+from ..objectives import kl_warmup_scale
+from ..vae import VAE
 from .checkpoint import (
     capture_rng_state,
     load_model_state,
@@ -31,7 +36,6 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config
-from .data import TrainingData
 from .distributed import (
     DistContext,
     DistributedFault,
@@ -40,7 +44,6 @@ from .distributed import (
     gather_objects,
     rank_seed,
 )
-from .evaluation import elbo_per_datapoint
 from .faults import (
     MAX_RECOVERIES,
     FaultRecord,
@@ -49,11 +52,9 @@ from .faults import (
     non_finite_kind,
     raise_if_non_finite,
 )
-from .likelihoods import bits_per_dim
-from .objectives import build_objective, kl_warmup_scale
+from .objective_specs import build_objective
 from .run_folder import RunFolder
 from .runtime import make_adam
-from .vae import VAE
 
 __all__ = ["Trainer", "Position", "EVAL_SEED_OFFSET"]
 
@@ -197,7 +198,7 @@ class Trainer:
         """Single-sample ELBO per test datapoint, sharded over ranks, on its own random streams."""
         self.vae.eval()
         seed = self.cfg.seed + EVAL_SEED_OFFSET
-        value = elbo_per_datapoint(self.vae, self.data.test, seed=seed, ctx=self.ctx)
+        value = elbo_per_datapoint(self.vae, self.data.test, seed=seed, shard=self.ctx.shard())
         self.vae.train()
         return value
 

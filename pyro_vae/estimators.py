@@ -1,8 +1,7 @@
-"""Scoring a trained VAE on held-out data: ELBO, importance-sampled log p(x), KL, active units.
+"""Estimators on held-out data: ELBO, importance-sampled log p(x), KL, active units.
 
-:func:`evaluate_vae` scores any :class:`~pyro_vae.VAE` on a tensor; :func:`evaluate`
-loads a run folder, prepares the data the way training did (the run's own test split,
-or another dataset of the same shape) and writes ``RUN_DIR/eval.json``.
+:func:`evaluate_vae` scores any :class:`~pyro_vae.VAE` on a tensor (the application's
+:func:`pyro_vae.app.evaluate.evaluate` does the same for a run folder).
 
 log p(x) is estimated per datapoint by importance sampling with K draws from the
 guide, log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x) (the IWAE bound with K
@@ -13,11 +12,12 @@ bounded whatever K and the dataset size. Everything runs on its own seeded RNG.
 Chunks of datapoints draw their noise from streams keyed by (seed, chunk index),
 so a result does not depend on how the chunks are shared out: evaluated across
 several ranks (each takes every world_size-th chunk, then the sums are reduced)
-it equals the single-process number.
+it equals the single-process number: pass a :class:`Shard` saying which process this
+is and how to add tensors across processes.
 
 Example:
-    >>> from pyro_vae import Config, build_vae
-    >>> vae = build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28))
+    >>> from pyro_vae import mlp_vae
+    >>> vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=[16])
     >>> x = torch.bernoulli(torch.full((10, 1, 28, 28), 0.5))
     >>> bool(-600 < elbo_per_datapoint(vae, x, seed=0) < -500)   # untrained: about 784 log(1/2)
     True
@@ -30,21 +30,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from .config import Config
-from .data import draw_bernoulli, prepare_data, seeded_generator
-from .datasets import load_dataset
-from .distributed import DistContext, all_reduce_sum, init_distributed
-from .errors import ConfigError, DataError
-from .load import load_run
-from .runtime import isolated_rng, release_freed_memory
+from .errors import ConfigError
+from .rng import isolated_rng, release_freed_memory
 from .vae import VAE
 
 __all__ = [
@@ -52,7 +47,7 @@ __all__ = [
     "chunk_rng",
     "Evaluation",
     "evaluate_vae",
-    "evaluate",
+    "Shard",
     "ACTIVE_UNIT_THRESHOLD",
     "MAX_SAMPLES",
     "MAX_DECODED_VALUES",
@@ -68,6 +63,23 @@ MAX_SAMPLES = 2_000
 # samples peaked at 4 GiB and ran slower).
 MAX_DECODED_VALUES = 8_000_000
 TRIM_EVERY = 16  # chunks between handing freed memory back to the OS
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the chunks: every ``world_size``-th from ``rank``.
+
+    ``all_reduce`` adds a tensor over the processes in place (None: one process).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    all_reduce: Callable[[torch.Tensor], Any] | None = None
+
+    def reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.all_reduce is not None:
+            self.all_reduce(tensor)
+        return tensor
 
 
 def chunk_rng(seed: int | None, chunk: int, device: torch.device):
@@ -90,23 +102,23 @@ def elbo_per_datapoint(
     batch_size: int = 1000,
     num_particles: int = 1,
     seed: int | None = None,
-    ctx: DistContext | None = None,
+    shard: Shard | None = None,
 ) -> float:
     """The Monte Carlo ELBO averaged over the datapoints of ``x`` (nats per datapoint).
 
     ``batch_size`` datapoints a chunk, fewer where they would decode to over
     ``MAX_DECODED_VALUES`` numbers.
     """
-    ctx = ctx or DistContext()
+    shard = shard or Shard()
     decoded = _decoded_per_sample(vae, x) * num_particles
     batch_size = max(1, min(batch_size, MAX_DECODED_VALUES // decoded))
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for chunk, batch in enumerate(x.split(batch_size)):
-        if chunk % ctx.world_size != ctx.rank:
+        if chunk % shard.world_size != shard.rank:
             continue
         with chunk_rng(seed, chunk, x.device):
             total += vae.log_weights(batch, num_particles).log_w.mean(0).sum().double()
-    return float(all_reduce_sum(total, ctx)) / len(x)
+    return float(shard.reduce(total)) / len(x)
 
 
 @dataclass
@@ -223,9 +235,9 @@ class _Sums:
         zeros.values = {name: torch.zeros_like(value) for name, value in self.values.items()}
         return zeros
 
-    def all_reduce(self, ctx: DistContext) -> None:
+    def reduce(self, shard: Shard) -> None:
         for name in sorted(self.values):  # the same order on every rank
-            all_reduce_sum(self.values[name], ctx)
+            shard.reduce(self.values[name])
 
 
 @torch.no_grad()
@@ -237,19 +249,19 @@ def evaluate_vae(
     seed: int = 0,
     max_samples: int = MAX_SAMPLES,
     batch_size: int = 500,
-    ctx: DistContext | None = None,
+    shard: Shard | None = None,
 ) -> Evaluation:
     """Score ``vae`` on the datapoints ``x`` with ``k`` importance samples per datapoint.
 
     At most ``max_samples`` particles x datapoints are decoded at once, fewer where
     they would decode to over ``MAX_DECODED_VALUES`` numbers (``batch_size`` caps the
     datapoints per chunk), whatever ``k`` and ``len(x)``. Each chunk draws
-    from its own seeded stream, so with a distributed ``ctx`` the ranks score every
+    from its own seeded stream, so with a ``shard`` of several processes they score every
     world-size-th chunk and the reduced result is that of one process.
     """
     if k < 1 or len(x) < 1:
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
-    ctx = ctx or DistContext()
+    shard = shard or Shard()
     was_training = vae.training
     vae.eval()
     with isolated_rng(seed, x.device):  # names, shapes and KL method, on every rank alike
@@ -261,17 +273,17 @@ def evaluate_vae(
     sums = template.zeroed()
     log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     for index, start in enumerate(range(0, len(x), points)):
-        if index % ctx.world_size != ctx.rank:
+        if index % shard.world_size != shard.rank:
             continue
         # the data were checked against the support when prepared: validate the first chunk
         validate = index == 0 and pyro.distributions.is_validation_enabled()
         with chunk_rng(seed, index, x.device), pyro.validation_enabled(validate):
             chunk = x[start : start + points]
             log_px[start : start + points] = _score_chunk(vae, chunk, k, particles, sums)[0]
-        if index // ctx.world_size % TRIM_EVERY == TRIM_EVERY - 1:
+        if index // shard.world_size % TRIM_EVERY == TRIM_EVERY - 1:
             release_freed_memory()
-    sums.all_reduce(ctx)
-    all_reduce_sum(log_px, ctx)  # each datapoint was scored by exactly one rank
+    sums.reduce(shard)
+    shard.reduce(log_px)  # each datapoint was scored by exactly one rank
     vae.train(was_training)
     return _summarize(vae, x, k, seed, log_px, sums, method, note)
 
@@ -361,56 +373,3 @@ def _summarize(
         seed=seed,
         log_px_per_datapoint=per_datapoint.float().cpu(),
     )
-
-
-def evaluate(
-    run_dir: str | Path,
-    *,
-    data: str | None = None,
-    data_dir: str = "",
-    split: str = "test",
-    k: int | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    out: str | Path | None = None,
-) -> Evaluation:
-    """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
-
-    ``data`` is a dataset name or ``.npz`` path (default: the run's own dataset, as
-    training prepared it); ``split`` is ``test`` or ``train``; ``k`` defaults to the
-    run's ``eval_k``. Launched by torchrun, the ranks share the datapoints and rank 0
-    writes the file; the numbers are those of one process.
-    """
-    if split not in ("test", "train"):
-        raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
-    ctx, torch_device = init_distributed(device, Config().dist_timeout)
-    run = load_run(run_dir, torch_device)
-    cfg = run.config
-    dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
-    if tuple(dataset.data_shape) != tuple(run.data_shape):
-        raise DataError(
-            f"{dataset.name} holds datapoints of shape {tuple(dataset.data_shape)} but the run "
-            f"in {run.folder.path} models shape {tuple(run.data_shape)}; evaluate data of the "
-            "same shape (reshape or resize it first)"
-        )
-    prepared = prepare_data(
-        dataset,
-        getattr(run.vae.likelihood, "support", "real"),
-        cfg.likelihood,
-        cfg.binarize,
-        cfg.seed,
-        torch_device,
-    )
-    x = prepared.test
-    if split == "train":
-        x = prepared.train
-        if prepared.dynamic:  # probabilities: one fixed binarization for evaluation
-            generator = seeded_generator(0, purpose="eval", device=x.device)
-            x = draw_bernoulli(x, generator)
-    result = evaluate_vae(run.vae, x, k or cfg.eval_k, seed=seed, ctx=ctx)
-    result.data = f"{dataset.name}, {split} split, {len(x)} datapoints"
-    info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
-    if ctx.is_main:
-        path = Path(out) if out else run.folder.eval_path
-        run.folder.write_json(path, {**info, **result.to_dict()})
-    return result

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
 from .atomic import atomic_torch_save
-from .errors import CheckpointError
 
 __all__ = [
     "save_checkpoint",

@@ -25,8 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .runtime import isolated_rng  # noqa: E402
-from .vae import VAE  # noqa: E402
+from ..rng import isolated_rng  # noqa: E402
+from ..vae import VAE  # noqa: E402
 
 __all__ = [
     "save_image_grid",

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import PyroVAEError
+from ..errors import PyroVAEError
+from ..estimators import Shard
 from .runtime import resolve_device
 
 __all__ = [
@@ -62,6 +63,12 @@ class DistContext:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
+
+    def shard(self) -> Shard:
+        """This rank's share of an evaluation, for the core's estimators."""
+        if not self.is_distributed:
+            return Shard()
+        return Shard(self.rank, self.world_size, lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM))
 
 
 def init_distributed(device_name: str, timeout_seconds: float) -> tuple[DistContext, torch.device]:

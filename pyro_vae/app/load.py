@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
+from ..vae import VAE
 from .build import build_vae
 from .checkpoint import load_checkpoint, load_model_state
 from .config import Config
 from .run_folder import RunFolder
 from .runtime import resolve_device
-from .vae import VAE
 
 __all__ = ["LoadedRun", "load_run"]
 

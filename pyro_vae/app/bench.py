@@ -39,16 +39,16 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import ToTensor
 
+from ..data import TrainingData, prepare_data
+from ..estimators import evaluate_vae
+from ..guides import MAX_SCALE, MIN_SCALE
+from ..vae import VAE
 from .bench_args import add_bench_arguments
 from .build import build_vae
 from .config import Config
-from .data import TrainingData, prepare_data
-from .datasets import load_dataset
-from .evaluation import evaluate_vae
-from .guides import MAX_SCALE, MIN_SCALE
+from .registry import load_dataset
 from .runtime import make_adam
 from .trainer import Trainer
-from .vae import VAE
 
 __all__ = ["BenchSettings", "run_benchmark", "format_table", "write_csv", "main"]
 

@@ -19,7 +19,7 @@ Example:
     >>> record.raise_if_any(epoch=2)
     Traceback (most recent call last):
     ...
-    pyro_vae.faults.NonFiniteStep: non-finite gradient at epoch 2, step 7
+    pyro_vae.app.faults.NonFiniteStep: non-finite gradient at epoch 2, step 7
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .errors import PyroVAEError
+from ..errors import PyroVAEError
 
 __all__ = [
     "MAX_RECOVERIES",

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .comparison_report import Report, write_report
 from .config import Config
-from .errors import ConfigError
-from .evaluation import evaluate
+from .evaluate import evaluate
 from .run_folder import RunFolder
 from .runtime import resolve_device
 

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import RunFolderError
 from .atomic import atomic_write_text
 from .config import Config
-from .errors import RunFolderError
 
 __all__ = ["RunFolder", "default_run_dir"]
 
