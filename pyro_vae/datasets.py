@@ -13,10 +13,12 @@ Example:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import socket
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,7 +47,8 @@ DOWNLOAD_SOCKET_TIMEOUT = 20.0
 class Dataset:
     """Raw images and labels with a fixed train/test split.
 
-    ``x_*`` are uint8 levels 0..255 (8-bit sources) or float32 in [0, 1], shaped
+    ``x_*`` are uint8 levels 0..255 (8-bit sources) or finite float32 values (which
+    values a likelihood accepts is checked by :func:`pyro_vae.data.prepare_data`), shaped
     ``[N, *data_shape]`` with images as ``[N, C, H, W]``. ``note`` says what
     happened while loading (for example a fallback), ``source`` where it came from.
     """
@@ -238,28 +241,19 @@ def _stratified_test_indices(y: np.ndarray, per_class: int, seed: int) -> np.nda
 # -- users' own .npz files ----------------------------------------------------------------------
 
 
+NPZ_KEYS = ("x", "y", "x_test", "y_test")
+
+
 def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
     """Load ``x`` (and optional ``y``, ``x_test``, ``y_test``) from a NumPy ``.npz`` file.
 
-    ``x`` is ``[N, D]``, ``[N, H, W]`` or ``[N, C, H, W]``; uint8 (0..255) or floats in
-    [0, 1]. Without ``x_test`` a seeded ``test_fraction`` of ``x`` becomes the test set.
+    ``x`` is ``[N, D]``, ``[N, H, W]`` or ``[N, C, H, W]``; uint8 levels 0..255, other
+    integers, or finite floats of any range (the likelihood's own range is checked later,
+    by :func:`pyro_vae.data.prepare_data`). Without ``x_test`` a seeded ``test_fraction``
+    of ``x`` becomes the test set. No array is allocated before its header is checked.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check the path given to --dataset")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as err:
-        raise DataError(
-            f"{path}: not a readable .npz file ({err}); "
-            "save it with numpy.savez(path, x=..., y=...)"
-        ) from None
-    if "x" not in arrays:
-        raise DataError(
-            f"{path}: has no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'}); "
-            "save images as numpy.savez(path, x=images, y=labels)"
-        )
+    arrays = _read_npz(path)
     x = _check_images(arrays["x"], path, "x")
     y = _check_labels(arrays.get("y"), len(x), path, "y")
     if "x_test" in arrays:
@@ -267,6 +261,11 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
         y_test = _check_labels(arrays.get("y_test"), len(x_test), path, "y_test")
         if x_test.shape[1:] != x.shape[1:]:
             raise DataError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
+        if x_test.dtype != x.dtype:  # levels and values are scaled differently
+            raise DataError(
+                f"{path}: x holds {_kind(x)} but x_test holds {_kind(x_test)}; save both the "
+                "same way"
+            )
     else:
         if len(x) < 2:
             raise DataError(
@@ -287,12 +286,125 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
     )
 
 
+_SAVE_HINT = "save it with numpy.savez(path, x=images, y=labels)"
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of :data:`NPZ_KEYS` an ``.npz`` holds; ``x`` must be one of them.
+
+    Reads the zip archive itself rather than through ``numpy.load``, which answers a
+    non-archive with a pickle attempt and allocates whatever a header declares.
+    """
+    try:
+        with path.open("rb") as handle:
+            if handle.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
+                raise DataError(f"{path}: is a single .npy array, not a .npz archive; {_SAVE_HINT}")
+            if not zipfile.is_zipfile(handle):
+                raise DataError(f"{path}: not a .npz archive (not a zip file); {_SAVE_HINT}")
+            with zipfile.ZipFile(handle) as archive:
+                names = archive.namelist()
+                arrays: dict[str, np.ndarray] = {}
+                budget = _available_memory()
+                for key in NPZ_KEYS:
+                    if f"{key}.npy" in names:
+                        arrays[key] = _read_member(archive, f"{key}.npy", path, budget)
+                        budget = None if budget is None else budget - arrays[key].nbytes
+                    elif key in names:
+                        raise DataError(
+                            f"{path}: member '{key}' is not a NumPy array (.npy); {_SAVE_HINT}"
+                        )
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; check the path given to --dataset") from None
+    except OSError as err:
+        raise DataError(
+            f"{path}: cannot be read ({err.strerror or err}); check the path given to --dataset"
+        ) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as err:
+        raise DataError(
+            f"{path}: not a readable .npz archive ({_first_line(err)}); {_SAVE_HINT}"
+        ) from None
+    if "x" not in arrays:
+        found = sorted(name.removesuffix(".npy") for name in names)
+        raise DataError(
+            f"{path}: has no array named 'x' (found: {', '.join(found) or 'none'}); "
+            "save images as numpy.savez(path, x=images, y=labels)"
+        )
+    return arrays
+
+
+def _read_member(
+    archive: zipfile.ZipFile, member: str, path: Path, budget: int | None
+) -> np.ndarray:
+    """One ``.npy`` member, after checking its declared dtype and size against the file."""
+    key = member.removesuffix(".npy")
+    with archive.open(member) as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                raise ValueError(f".npy format version {version} is not supported")
+            shape, _, dtype = read_header(handle)
+        except (ValueError, TypeError) as err:
+            raise DataError(
+                f"{path}: member '{member}' is not a readable NumPy array ({_first_line(err)}); "
+                f"{_SAVE_HINT}"
+            ) from None
+        header_size = handle.tell()
+    if dtype.hasobject:
+        raise DataError(
+            f"{path}: array '{key}' holds Python objects (dtype {dtype}), which are refused "
+            "for safety; save plain numbers (uint8 or float32)"
+        )
+    declared = math.prod(shape) * dtype.itemsize
+    if budget is not None and declared > budget:
+        raise DataError(
+            f"{path}: array '{key}' declares shape {shape} of {dtype} ({_size(declared)}), more "
+            f"than the {_size(max(budget, 0))} of memory available; check the file, or free "
+            "memory and retry"
+        )
+    stored = archive.getinfo(member).file_size - header_size
+    if declared != stored:
+        raise DataError(
+            f"{path}: array '{key}' declares shape {shape} of {dtype} ({declared} bytes) but "
+            f"holds {stored} bytes; the file is truncated or corrupted, save it again"
+        )
+    with archive.open(member) as handle:
+        return np.lib.format.read_array(handle, allow_pickle=False)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), if known."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:,.1f} GB"
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """Shape and dtype only: uint8 or integer levels 0..255 (as uint8), else finite float32."""
     numeric = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if not (numeric or x.dtype == bool):
         raise DataError(
             f"{path}: array '{key}' has dtype {x.dtype}; images must be real numbers "
-            "(uint8 levels or floats in [0, 1])"
+            "(uint8 levels, integers or floats)"
         )
     if x.ndim not in (2, 3, 4):
         raise DataError(
@@ -304,26 +416,20 @@ def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         x = x[:, None]
     if x.dtype == np.uint8:
         return x
-    if x.dtype == bool:
-        return x.astype(np.float32)
-    values = x.astype(np.float64)
+    if np.issubdtype(x.dtype, np.integer) and x.min() >= 0 and x.max() <= 255:
+        return x.astype(np.uint8)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf below
+        values = x.astype(np.float32)
     if not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
-        raise DataError(f"{path}: array '{key}' holds {bad} NaN or infinite values; remove them")
-    low, high = float(values.min()), float(values.max())
-    if np.issubdtype(x.dtype, np.integer):
-        if low < 0 or high > 255:
-            raise DataError(
-                f"{path}: integer array '{key}' ranges over [{low:g}, {high:g}]; "
-                "expected 8-bit levels 0..255"
-            )
-        return x.astype(np.uint8)
-    if low < 0 or high > 1:
         raise DataError(
-            f"{path}: array '{key}' ranges over [{low:g}, {high:g}], outside [0, 1]; "
-            "scale floats into [0, 1] or save 8-bit images as uint8"
+            f"{path}: array '{key}' holds {bad} NaN or infinite values (as float32); remove them"
         )
-    return x.astype(np.float32)
+    return values
+
+
+def _kind(x: np.ndarray) -> str:
+    return "8-bit levels (uint8)" if x.dtype == np.uint8 else "real values (float32)"
 
 
 def _check_labels(y: np.ndarray | None, n: int, path: Path, key: str) -> np.ndarray | None:

@@ -1,11 +1,14 @@
 import gzip
+import io
 import time
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
 from pyro_vae.app.registry import load_dataset
+from pyro_vae.data import prepare_data
 from pyro_vae.datasets import DEBIAN_FASHION_MNIST, load_npz, read_idx
 from pyro_vae.errors import DataError
 
@@ -94,8 +97,8 @@ def test_npz_images_gain_a_channel_axis(tiny_npz):
     [
         ({"images": np.zeros((5, 4))}, r"no array named 'x' \(found: images\)"),
         ({"x": np.full((5, 4), np.nan)}, r"20 NaN or infinite values"),
-        ({"x": np.full((5, 4), 3.5)}, r"ranges over \[3.5, 3.5\], outside \[0, 1\]"),
-        ({"x": np.full((5, 4), 300)}, r"expected 8-bit levels 0..255"),
+        ({"x": np.full((5, 4), 1e39)}, r"20 NaN or infinite values \(as float32\)"),
+        ({"x": np.zeros((5, 4), np.uint8), "x_test": np.zeros((2, 4))}, r"x holds 8-bit levels"),
         ({"x": np.zeros((0, 4))}, r"is empty"),
         ({"x": np.zeros(5)}, r"shape \(5,\); expected \[N, D\]"),
         ({"x": np.zeros((5, 4)), "y": np.zeros(4, dtype=int)}, r"4 labels for 5 images"),
@@ -114,11 +117,93 @@ def test_missing_and_corrupt_npz_files(tmp_path):
     with pytest.raises(DataError, match="nope.npz: file not found"):
         load_npz(tmp_path / "nope.npz")
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip archive")
-    with pytest.raises(DataError, match="junk.npz: not a readable .npz"):
+    with pytest.raises(DataError, match="junk.npz: not a .npz archive"):
         load_npz(tmp_path / "junk.npz")
 
 
 def test_pickled_object_arrays_are_not_loaded(tmp_path):
     np.savez(tmp_path / "obj.npz", x=np.array([object()] * 3, dtype=object))
-    with pytest.raises(DataError, match="obj.npz"):
+    with pytest.raises(DataError, match="obj.npz: array 'x' holds Python objects.*for safety"):
         load_npz(tmp_path / "obj.npz")
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _npy_header(shape, descr="|u1"):
+    buffer = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+CONTAINERS = {
+    "npy-renamed": (lambda p: p.write_bytes(_npy(np.zeros((5, 4)))), r"a single \.npy array"),
+    "text": (lambda p: p.write_text("1,2,3\n4,5,6\n"), r"not a \.npz archive \(not a zip"),
+    "member-not-npy": (lambda p: _zip(p, {"x": b"pixels"}), r"member 'x' is not a NumPy array"),
+    "member-garbage": (lambda p: _zip(p, {"x.npy": b"pixels"}), r"'x.npy' is not a readable"),
+    "header-2^40": (
+        lambda p: _zip(p, {"x.npy": _npy_header((2**40, 784))}),
+        r"declares shape \(1099511627776, 784\) of uint8 \(862,[0-9.]* GB\), more than the "
+        r"[0-9.,]+ GB of memory available",
+    ),
+    "truncated-member": (
+        lambda p: _zip(p, {"x.npy": _npy(np.zeros((50, 4)))[:-40]}),
+        r"\(1600 bytes\) but holds 1560 bytes; the file is truncated",
+    ),
+    "directory": (lambda p: p.mkdir(), r"cannot be read \(Is a directory\)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CONTAINERS))
+def test_npz_container_faults_are_one_data_error_without_pickle_advice(tmp_path, kind):
+    write, message = CONTAINERS[kind]
+    path = tmp_path / "data.npz"
+    write(path)
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=message) as info:
+        load_npz(path)
+    assert time.perf_counter() - started < 2, "refused before allocating anything"
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and "\n" not in text
+    assert "pickle" not in text, "numpy's advice to allow pickles is never passed on"
+
+
+def test_an_overlong_dataset_path_is_a_data_error(tmp_path):
+    path = tmp_path / ("d" * 300 + ".npz")
+    with pytest.raises(DataError, match=r"cannot be read \(File name too long\); check the path"):
+        load_npz(path)
+
+
+def test_unbounded_floats_and_integers_load_as_values(tmp_path):
+    """The loader checks the container; which values fit is the likelihood's question."""
+    standardized = np.random.default_rng(0).normal(size=(20, 6)) * 3
+    counts = np.arange(20 * 6).reshape(20, 6) * 100
+    np.savez(tmp_path / "table.npz", x=standardized, x_test=counts[:4].astype(np.float32))
+    np.savez(tmp_path / "counts.npz", x=counts)
+    table, count_data = load_npz(tmp_path / "table.npz"), load_npz(tmp_path / "counts.npz")
+    assert table.x_train.dtype == torch.float32 and not table.is_8bit
+    assert torch.allclose(table.x_train, torch.from_numpy(standardized).float())
+    assert count_data.x_train.dtype == torch.float32 and float(count_data.x_train.max()) > 255
+    small = np.full((20, 6), 7, dtype=np.int64)
+    np.savez(tmp_path / "levels.npz", x=small)
+    assert load_npz(tmp_path / "levels.npz").is_8bit, "integers 0..255 are 8-bit levels"
+
+
+def test_prepare_data_judges_the_range_by_the_likelihood(tmp_path):
+    np.savez(tmp_path / "table.npz", x=np.linspace(-4, 4, 20 * 6).reshape(20, 6))
+    dataset = load_npz(tmp_path / "table.npz")
+    data = prepare_data(dataset, "real", "gaussian", "auto", seed=0)
+    assert float(data.train.min()) < -3 and float(data.train.max()) > 3
+    with pytest.raises(DataError, match=r"'continuous-bernoulli' needs values in \[0, 1\] but"):
+        prepare_data(dataset, "unit", "continuous-bernoulli", "auto", seed=0)
