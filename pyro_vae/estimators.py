@@ -36,9 +36,14 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer import Trace_ELBO
+from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
+from .convention import GuideCall, ModelCall, standard_vae
 from .errors import ConfigError
+from .objectives.traces import traced_log_weights
+from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
 from .vae import VAE
 
@@ -97,28 +102,45 @@ def _decoded_per_sample(vae: VAE, x: torch.Tensor) -> int:
 
 @torch.no_grad()
 def elbo_per_datapoint(
-    vae: VAE,
+    vae: nn.Module,
     x: torch.Tensor,
     batch_size: int = 1000,
     num_particles: int = 1,
     seed: int | None = None,
     shard: Shard | None = None,
+    y: torch.Tensor | None = None,
 ) -> float:
     """The Monte Carlo ELBO averaged over the datapoints of ``x`` (nats per datapoint).
 
     ``batch_size`` datapoints a chunk, fewer where they would decode to over
-    ``MAX_DECODED_VALUES`` numbers.
+    ``MAX_DECODED_VALUES`` numbers. A model other than a standard VAE (any model that
+    follows :mod:`pyro_vae.convention`, labels ``y`` included) is scored through
+    Pyro's traces (Trace_ELBO); its global sites count once per chunk.
     """
     shard = shard or Shard()
-    decoded = _decoded_per_sample(vae, x) * num_particles
-    batch_size = max(1, min(batch_size, MAX_DECODED_VALUES // decoded))
+    fast = _fast_vae(vae)
+    if fast is not None:
+        decoded = _decoded_per_sample(fast, x) * num_particles
+        batch_size = max(1, min(batch_size, MAX_DECODED_VALUES // decoded))
+    else:
+        model, guide, elbo = ModelCall(vae), GuideCall(vae), Trace_ELBO(num_particles)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for chunk, batch in enumerate(x.split(batch_size)):
+    for chunk, start in enumerate(range(0, len(x), batch_size)):
         if chunk % shard.world_size != shard.rank:
             continue
+        batch = x[start : start + batch_size]
         with chunk_rng(seed, chunk, x.device):
-            total += vae.log_weights(batch, num_particles).log_w.mean(0).sum().double()
+            if fast is not None:
+                total += fast.log_weights(batch, num_particles).log_w.mean(0).sum().double()
+            else:
+                labels = None if y is None else y[start : start + batch_size]
+                total -= elbo.loss(model, guide, batch, None, 1.0, labels)
     return float(shard.reduce(total)) / len(x)
+
+
+def _fast_vae(model: nn.Module) -> VAE | None:
+    """A VAE whose per-datapoint terms come from its parts (``log_weights``), else None."""
+    return standard_vae(model)
 
 
 @dataclass
@@ -130,6 +152,8 @@ class Evaluation:
     error of the importance-sampling estimate for these datapoints (delta method on the
     weights). ``kl_per_dim`` is None where q or p does not factorize over dimensions
     (``kl_per_dim_note`` says why). ``bits_per_dim`` is set for 8-bit likelihoods only.
+    A model scored through Pyro's traces (not a standard VAE) has no reconstruction/KL
+    split and no active units: those fields are None.
     """
 
     num_datapoints: int
@@ -139,14 +163,14 @@ class Evaluation:
     log_px_mc_se: float
     elbo: float
     elbo_se: float
-    reconstruction: float
-    kl: float
+    reconstruction: float | None
+    kl: float | None
     kl_per_dim: list[float] | None
     kl_per_dim_method: str
     kl_per_dim_note: str
-    active_units: int
-    latent_dim: int
-    posterior_mean_variance: list[float]
+    active_units: int | None
+    latent_dim: int | None
+    posterior_mean_variance: list[float] | None
     ess_fraction: float
     scale: str
     units: str
@@ -174,16 +198,22 @@ class Evaluation:
                 f"+/- {self.log_px_mc_se:.3f} Monte Carlo)",
             ),  # fmt: skip
             ("ELBO", f"{self.elbo:.2f} {u}  (+/- {self.elbo_se:.2f})"),
-            ("  reconstruction", f"{self.reconstruction:.2f} {u}"),
-            ("  KL", f"{self.kl:.2f} {u}"),
-            ("gap log p(x) - ELBO", f"{self.log_px - self.elbo:.2f} {u}"),
-            (
-                "active units",
-                f"{self.active_units} / {self.latent_dim} "
-                f"(Cov_x E_q[z_d] > {ACTIVE_UNIT_THRESHOLD})",
-            ),  # fmt: skip
-            ("effective sample size", f"{100 * self.ess_fraction:.1f}% of K"),
         ]
+        if self.reconstruction is not None and self.kl is not None:
+            rows += [
+                ("  reconstruction", f"{self.reconstruction:.2f} {u}"),
+                ("  KL", f"{self.kl:.2f} {u}"),
+            ]
+        rows.append(("gap log p(x) - ELBO", f"{self.log_px - self.elbo:.2f} {u}"))
+        if self.active_units is not None:
+            rows.append(
+                (
+                    "active units",
+                    f"{self.active_units} / {self.latent_dim} "
+                    f"(Cov_x E_q[z_d] > {ACTIVE_UNIT_THRESHOLD})",
+                )
+            )
+        rows.append(("effective sample size", f"{100 * self.ess_fraction:.1f}% of K"))
         if self.bits_per_dim is not None:
             rows.append(
                 ("bits per dim", f"{self.bits_per_dim:.4f} (ELBO: {self.elbo_bits_per_dim:.4f})")
@@ -242,7 +272,7 @@ class _Sums:
 
 @torch.no_grad()
 def evaluate_vae(
-    vae: VAE,
+    vae: nn.Module,
     x: torch.Tensor,
     k: int = 5000,
     *,
@@ -250,8 +280,13 @@ def evaluate_vae(
     max_samples: int = MAX_SAMPLES,
     batch_size: int = 500,
     shard: Shard | None = None,
+    y: torch.Tensor | None = None,
 ) -> Evaluation:
     """Score ``vae`` on the datapoints ``x`` with ``k`` importance samples per datapoint.
+
+    Any model that follows :mod:`pyro_vae.convention` (labels ``y`` included) is scored
+    too: a standard VAE from its parts, any other through Pyro's traces, which needs every
+    sample site inside ``pyro.plate("data")`` (else ModelError says which is not).
 
     At most ``max_samples`` particles x datapoints are decoded at once, fewer where
     they would decode to over ``MAX_DECODED_VALUES`` numbers (``batch_size`` caps the
@@ -262,6 +297,8 @@ def evaluate_vae(
     if k < 1 or len(x) < 1:
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
     shard = shard or Shard()
+    if _fast_vae(vae) is None:
+        return _evaluate_traced(vae, x, y, k, seed, max_samples, batch_size, shard)
     was_training = vae.training
     vae.eval()
     with isolated_rng(seed, x.device):  # names, shapes and KL method, on every rank alike
@@ -343,8 +380,7 @@ def _summarize(
 
     means = sums["mean"] / n
     spread = ((sums["mean_sq"] - n * means**2) / max(n - 1, 1)).clamp(min=0)
-    likelihood = vae.likelihood
-    scale = getattr(likelihood, "scale", "continuous")
+    scale, units = units_of(vae)
     num_dims = math.prod(x.shape[1:])
     log_px, elbo = mean("log_px"), mean("elbo")
     bits = (lambda v: -v / (num_dims * math.log(2))) if scale == "8-bit" else (lambda v: None)
@@ -366,10 +402,110 @@ def _summarize(
         posterior_mean_variance=spread.tolist(),
         ess_fraction=mean("ess"),
         scale=scale,
-        units=getattr(likelihood, "units", "nats"),
+        units=units,
         num_dims=num_dims,
         bits_per_dim=bits(log_px),
         elbo_bits_per_dim=bits(elbo),
         seed=seed,
         log_px_per_datapoint=per_datapoint.float().cpu(),
+    )
+
+
+def units_of(model: nn.Module) -> tuple[str, str]:
+    """The (scale, units) of a model's log-likelihoods: its likelihood's, else its own.
+
+    A model without a ``likelihood`` part may declare ``scale`` and ``units`` itself
+    (see :data:`pyro_vae.parts.SCALES`); otherwise they are reported as unknown nats.
+    """
+    likelihood = getattr(model, "likelihood", None)
+    if isinstance(likelihood, nn.Module):
+        contract = likelihood_contract(likelihood, ())
+        return contract.scale, contract.units
+    return str(getattr(model, "scale", "unknown")), str(getattr(model, "units", "nats"))
+
+
+def _evaluate_traced(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    k: int,
+    seed: int,
+    max_samples: int,
+    batch_size: int,
+    shard: Shard,
+) -> Evaluation:
+    """IS log p(x) and the ELBO of any convention-following model, from Pyro traces."""
+    was_training = model.training
+    model.eval()
+    model_call, guide_call = ModelCall(model), GuideCall(model)
+    points = max(1, min(batch_size, max_samples // k, len(x)))
+    particles = max(1, max_samples // points)
+    names = ("log_px", "log_px_sq", "mc_var", "ess", "elbo", "elbo_sq")
+    sums = _Sums()
+    sums.values = {n: torch.zeros((), dtype=torch.float64, device=x.device) for n in names}
+    log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    objective = Trace_ELBO()
+    for index, start in enumerate(range(0, len(x), points)):
+        if index % shard.world_size != shard.rank:
+            continue
+        chunk = x[start : start + points]
+        labels = None if y is None else y[start : start + points]
+        lse = lse2 = torch.full((len(chunk),), -math.inf, dtype=torch.float64, device=x.device)
+        log_w_sum = torch.zeros(len(chunk), dtype=torch.float64, device=x.device)
+        with chunk_rng(seed, index, x.device):
+            for first in range(0, k, particles):
+                n = min(particles, k - first)
+                args = (chunk, None, 1.0, labels)
+                traced = traced_log_weights(
+                    objective, model_call, guide_call, args, {}, n, "log p(x)"
+                )
+                log_w = traced.log_w.double()
+                lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
+                lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+                log_w_sum = log_w_sum + log_w.sum(0)
+        chunk_log_px, elbo = lse - math.log(k), log_w_sum / k
+        log_px[start : start + points] = chunk_log_px
+        sums.add("log_px", chunk_log_px)
+        sums.add("log_px_sq", chunk_log_px**2)
+        sums.add("mc_var", ((lse2 - 2 * lse).exp() - 1.0 / k).clamp(min=0))
+        sums.add("ess", (2 * lse - lse2).exp() / k)
+        sums.add("elbo", elbo)
+        sums.add("elbo_sq", elbo**2)
+    sums.reduce(shard)
+    shard.reduce(log_px)
+    model.train(was_training)
+    n = len(x)
+
+    def std_error(name: str) -> float:
+        variance = (float(sums[f"{name}_sq"]) - float(sums[name]) ** 2 / n) / max(n - 1, 1)
+        return math.sqrt(max(variance, 0.0) / n)
+
+    scale, units = units_of(model)
+    mean_log_px, mean_elbo = float(sums["log_px"]) / n, float(sums["elbo"]) / n
+    bits = (lambda v: -v / (num_dims * math.log(2))) if scale == "8-bit" else (lambda v: None)
+    num_dims = math.prod(x.shape[1:])
+    return Evaluation(
+        num_datapoints=n,
+        k=k,
+        log_px=mean_log_px,
+        log_px_se=std_error("log_px"),
+        log_px_mc_se=math.sqrt(max(float(sums["mc_var"]), 0.0)) / n,
+        elbo=mean_elbo,
+        elbo_se=std_error("elbo"),
+        reconstruction=None,
+        kl=None,
+        kl_per_dim=None,
+        kl_per_dim_method="none",
+        kl_per_dim_note="not split: the model is scored through Pyro's traces",
+        active_units=None,
+        latent_dim=None,
+        posterior_mean_variance=None,
+        ess_fraction=float(sums["ess"]) / n,
+        scale=scale,
+        units=units,
+        num_dims=num_dims,
+        bits_per_dim=bits(mean_log_px),
+        elbo_bits_per_dim=bits(mean_elbo),
+        seed=seed,
+        log_px_per_datapoint=log_px.float().cpu(),
     )

@@ -169,8 +169,8 @@ def test_a_trained_run_loads_back_with_every_learned_part(changes, tiny_npz, tmp
 
     cfg = Config(dataset=str(tiny_npz), epochs=1, batch_size=50, hidden=[16], latent_dim=2,
                  out=str(tmp_path / "run"), **changes)  # fmt: skip
-    trained = train(cfg, progress=False, log=lambda _: None).vae.eval()
-    loaded = load_run(tmp_path / "run").vae
+    trained = train(cfg, progress=False, log=lambda _: None).model.eval()
+    loaded = load_run(tmp_path / "run").model
     for key, value in trained.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     z = torch.randn(5, 2)

@@ -106,15 +106,15 @@ def _worker(rank: int, port: int, out: str) -> None:
     ctx = _join_two_ranks(rank, port)
     trainer = make_trainer(ctx)
     per_step = []
-    trainer.run_epoch(on_step=lambda: per_step.append(_flat(trainer.vae).clone()))
+    trainer.run_epoch(on_step=lambda: per_step.append(_flat(trainer.model).clone()))
     sharded_elbo = elbo_per_datapoint(
-        trainer.vae, trainer.data.test, batch_size=60, seed=3, shard=ctx and ctx.shard()
+        trainer.model, trainer.data.test, batch_size=60, seed=3, shard=ctx and ctx.shard()
     )
-    evaluations = [_log_px(trainer.vae, trainer.data.test[:n], ctx) for n in EVAL_SIZES]
+    evaluations = [_log_px(trainer.model, trainer.data.test[:n], ctx) for n in EVAL_SIZES]
     torch.save(
         {
             "params": per_step,
-            "state": trainer.vae.state_dict(),
+            "state": trainer.model.state_dict(),
             "elbo": sharded_elbo,
             "evaluations": evaluations,
         },
@@ -136,20 +136,20 @@ def test_two_ranks_equal_one_process_at_twice_the_batch(tmp_path):
     torch.set_num_threads(1)
     single = make_trainer(DistContext())
     single.run_epoch()
-    for name, value in single.vae.state_dict().items():
+    for name, value in single.model.state_dict().items():
         assert torch.allclose(ranks[0]["state"][name], value, rtol=1e-4, atol=1e-6), name
-    moved = (ranks[0]["params"][-1] - _flat(make_trainer(DistContext()).vae)).abs().max()
+    moved = (ranks[0]["params"][-1] - _flat(make_trainer(DistContext()).model)).abs().max()
     assert moved > 1e-3, "training moved the parameters, so the comparison means something"
 
     # sharded evaluation equals single-process evaluation of the same model
-    single.vae.load_state_dict(ranks[0]["state"])
-    expected = elbo_per_datapoint(single.vae, single.data.test, batch_size=60, seed=3)
+    single.model.load_state_dict(ranks[0]["state"])
+    expected = elbo_per_datapoint(single.model, single.data.test, batch_size=60, seed=3)
     assert abs(ranks[0]["elbo"] - expected) < 1e-9 * abs(expected)
     assert ranks[0]["elbo"] == ranks[1]["elbo"]
     for n, sharded, other_rank in zip(
         EVAL_SIZES, ranks[0]["evaluations"], ranks[1]["evaluations"], strict=True
     ):
-        alone = _log_px(single.vae, single.data.test[:n])
+        alone = _log_px(single.model, single.data.test[:n])
         assert torch.equal(sharded.pop("per_datapoint"), alone.pop("per_datapoint"))
         other_rank.pop("per_datapoint")
         assert sharded.keys() == alone.keys() and sharded == other_rank
@@ -176,11 +176,11 @@ def _objectives_worker(rank: int, port: int, out: str) -> None:
         cfg = Config(hidden=[16], latent_dim=2, batch_size=64, objective=spec, kl_warmup=0)
         torch.manual_seed(0)
         trainer = Trainer(cfg, build_vae(cfg, data.data_shape), data, ctx)
-        before = _flat(trainer.vae).clone()
+        before = _flat(trainer.model).clone()
         x = data.epoch_train(0)
         for batch in data.batch_indices(0, 64, ctx.rank, ctx.world_size)[:2]:
             trainer.train_step(x[batch])
-        results[spec] = {"before": before, "after": _flat(trainer.vae).clone()}
+        results[spec] = {"before": before, "after": _flat(trainer.model).clone()}
     torch.save(results, f"{out}/objectives{rank}.pt")
     torch_dist.destroy_process_group()
 

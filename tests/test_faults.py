@@ -70,13 +70,13 @@ def test_transient_nan_is_recovered_and_never_saved(tiny, tmp_path):
 
 def test_nan_gradient_with_finite_loss_is_caught_before_the_step(tiny, tmp_path):
     trainer, _ = make_trainer(tiny, tmp_path, bad_calls=lambda n: n == 2)
-    trainer.vae.encoder.gradient_only = True
+    trainer.model.encoder.gradient_only = True
     batch = trainer.data.epoch_train(0)[:50]
     trainer.train_step(batch)
-    before = {k: v.clone() for k, v in trainer.vae.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(NonFiniteStep, match="non-finite gradient at epoch 1, step 1"):
         trainer.train_step(batch)
-    assert all(torch.equal(v, before[k]) for k, v in trainer.vae.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 
 def test_persistent_nan_stops_after_three_recoveries_saying_what_was_tried(tiny, tmp_path):
@@ -100,7 +100,7 @@ def test_gradient_clipping_bounds_the_update(tiny, tmp_path):
     batch = trainer.data.epoch_train(0)[:50]
     seen = []
     trainer.optimizer.step = lambda: seen.append(
-        torch.nn.utils.get_total_norm([p.grad for p in trainer.vae.parameters()])
+        torch.nn.utils.get_total_norm([p.grad for p in trainer.model.parameters()])
     )
     trainer.train_step(batch)
     assert float(seen[0]) <= 0.5 + 1e-5
@@ -151,14 +151,14 @@ def test_gradient_scan_finds_nan_and_inf_and_leaves_gradients_untouched(monkeypa
 def test_deferred_read_skips_the_bad_step_on_the_device(tiny, tmp_path):
     """As on a GPU: no host read per step; the fused Adam leaves a flagged step out."""
     trainer, _ = make_trainer(tiny, tmp_path, bad_calls=lambda n: n == 2, fault_read_every=10)
-    trainer.vae.encoder.gradient_only = True
+    trainer.model.encoder.gradient_only = True
     batch = trainer.data.epoch_train(0)[:50]
     trainer.train_step(batch)
-    params = {k: v.clone() for k, v in trainer.vae.state_dict().items()}
+    params = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     adam_steps = [s["step"].clone() for s in trainer.optimizer.state.values()]
     trainer.position.step = 1
     trainer.train_step(batch)  # the fault: noted, not raised, not applied
-    assert all(torch.equal(v, params[k]) for k, v in trainer.vae.state_dict().items())
+    assert all(torch.equal(v, params[k]) for k, v in trainer.model.state_dict().items())
     assert all(
         torch.equal(s["step"], n)
         for s, n in zip(trainer.optimizer.state.values(), adam_steps, strict=True)
@@ -166,7 +166,7 @@ def test_deferred_read_skips_the_bad_step_on_the_device(tiny, tmp_path):
     trainer.position.step = 2
     trainer.train_step(batch)  # a good step still moves the parameters
     assert not torch.equal(
-        trainer.vae.state_dict()["decoder.layers.0.weight"], params["decoder.layers.0.weight"]
+        trainer.model.state_dict()["decoder.layers.0.weight"], params["decoder.layers.0.weight"]
     )
     with pytest.raises(NonFiniteStep, match="non-finite gradient at epoch 1, step 2"):
         trainer.read_faults()
@@ -186,7 +186,7 @@ def test_deferred_reads_recover_exactly_like_immediate_ones(tiny, tmp_path):
     (immediate, said), (deferred, said_later) = runs[1], runs[4]
     assert said == said_later and "non-finite loss at epoch 2, step 3" in said[0]
     for (name, a), b in zip(
-        immediate.vae.state_dict().items(), deferred.vae.state_dict().values(), strict=True
+        immediate.model.state_dict().items(), deferred.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
 

@@ -1,4 +1,8 @@
-"""Build a VAE from a Config, with any part replaced by your own module.
+"""Build the model a Config names: the built-in VAE from its parts, or your own by import path.
+
+Any part given as a keyword replaces the built-in; a part or a whole model named
+``package.module:Name`` in the config is imported and called with its ``*_args``
+(see :mod:`.imports`).
 
 Example:
     >>> import torch, pyro.distributions as dist
@@ -12,18 +16,58 @@ Example:
 
 from __future__ import annotations
 
-import torch
+import math
+
 from torch import nn
 
+from ..convention import convention_of
 from ..data import data_max
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..networks import with_input_scale
+from ..parts import likelihood_contract
 from ..priors import VampPrior
 from ..vae import VAE
 from .config import Config
+from .imports import call_with_accepted, import_object, is_import_path
 from .registry import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 
-__all__ = ["build_vae", "build_likelihood", "build_encoder", "build_decoder", "build_prior"]
+__all__ = [
+    "build_model",
+    "build_vae",
+    "build_likelihood",
+    "build_encoder",
+    "build_decoder",
+    "build_prior",
+]
+
+
+def build_model(
+    cfg: Config, data_shape: tuple[int, ...], num_classes: int | None = None
+) -> nn.Module:
+    """The model ``cfg.model`` names: the built-in VAE, or a user factory's module.
+
+    A factory named by import path gets ``model_args`` plus whichever of ``data_shape``,
+    ``latent_dim``, ``hidden`` and ``num_classes`` (the labels' count, when the data have
+    labels) its signature names; the module it returns must follow
+    :mod:`pyro_vae.convention` (``model``/``guide`` methods).
+    """
+    if not is_import_path(cfg.model):
+        return build_vae(cfg, data_shape)
+    factory = import_object(cfg.model, "model")
+    standard = {
+        "data_shape": tuple(data_shape),
+        "latent_dim": cfg.latent_dim,
+        "hidden": list(cfg.hidden),
+        "num_classes": num_classes,
+    }
+    model = call_with_accepted(factory, "model", standard, cfg.model_args)
+    if not isinstance(model, nn.Module):
+        raise ModelError(
+            f"model: {cfg.model} returned a {type(model).__name__}, not an nn.Module with "
+            "model() and guide() methods"
+        )
+    convention_of(model)
+    return model
 
 
 def build_vae(
@@ -35,23 +79,21 @@ def build_vae(
     prior: nn.Module | None = None,
     likelihood: nn.Module | None = None,
 ) -> VAE:
-    """A :class:`VAE` for data of ``data_shape`` from the built-ins named in ``cfg``.
+    """A :class:`VAE` for data of ``data_shape`` from the parts named in ``cfg``.
 
-    Any part given as a keyword replaces the built-in; no registry is involved.
-    The built-in encoder sees 8-bit levels divided by 255 when the likelihood
-    models levels (``support == "levels"``); the VampPrior gets the encoder.
-    A user likelihood may declare ``num_outputs`` (decoder outputs per datapoint);
-    otherwise the decoder outputs one number per pixel.
+    The built-in encoder sees 8-bit levels divided by 255 when the likelihood models
+    levels; the VampPrior gets the encoder. A likelihood's ``num_outputs`` sets the
+    decoder's width (see :class:`pyro_vae.parts.Likelihood`).
     """
     data_shape = tuple(data_shape)
     if likelihood is None:
         likelihood = build_likelihood(cfg, data_shape)
-    largest = data_max(getattr(likelihood, "support", "real"))
+    contract = likelihood_contract(likelihood, data_shape)
+    largest = data_max(contract.support)
     if encoder is None:
         encoder = build_encoder(cfg, data_shape, 1.0 / largest)
     if decoder is None:
-        outputs = getattr(likelihood, "num_outputs", None) or int(torch.Size(data_shape).numel())
-        decoder = build_decoder(cfg, data_shape, outputs)
+        decoder = build_decoder(cfg, data_shape, contract.num_outputs or math.prod(data_shape))
     if prior is None:
         prior = build_prior(cfg, encoder, data_shape, largest)
     if isinstance(prior, VampPrior) and prior.encoder is not encoder:
@@ -64,23 +106,56 @@ def build_vae(
 
 
 def build_likelihood(cfg: Config, data_shape: tuple[int, ...]) -> nn.Module:
-    """The built-in likelihood named by ``cfg.likelihood`` for data of ``data_shape``."""
+    """The likelihood ``cfg.likelihood`` for data of ``data_shape``."""
+    if is_import_path(cfg.likelihood):
+        cls = import_object(cfg.likelihood, "likelihood")
+        standard = {"data_shape": tuple(data_shape)}
+        return call_with_accepted(cls, "likelihood", standard, cfg.likelihood_args)
     return LIKELIHOODS[cfg.likelihood].build(cfg, data_shape)
 
 
 def build_encoder(cfg: Config, data_shape: tuple[int, ...], input_scale: float = 1.0) -> nn.Module:
-    """The built-in guide ``cfg.guide`` on the built-in network body ``cfg.network``."""
+    """The guide ``cfg.guide`` on the network body ``cfg.network``.
+
+    A guide by import path gets ``guide_args`` and whichever of ``body``, ``features``,
+    ``latent_dim`` and ``data_shape`` its signature names.
+    """
     body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
-    return GUIDES[cfg.guide].build(cfg, with_input_scale(body, input_scale), features)
+    body = with_input_scale(body, input_scale)
+    if is_import_path(cfg.guide):
+        standard = {
+            "body": body,
+            "features": features,
+            "latent_dim": cfg.latent_dim,
+            "data_shape": tuple(data_shape),
+        }
+        return call_with_accepted(
+            import_object(cfg.guide, "guide"), "guide", standard, cfg.guide_args
+        )
+    return GUIDES[cfg.guide].build(cfg, body, features)
 
 
 def build_decoder(cfg: Config, data_shape: tuple[int, ...], outputs: int) -> nn.Module:
-    """The built-in decoder network ``cfg.network`` with ``outputs`` numbers per datapoint."""
+    """The decoder network ``cfg.network`` with ``outputs`` numbers per datapoint."""
     return NETWORKS[cfg.network].decoder(cfg.latent_dim, data_shape, list(cfg.hidden), outputs)
 
 
 def build_prior(
     cfg: Config, encoder: nn.Module, data_shape: tuple[int, ...], data_max: float = 1.0
 ) -> nn.Module:
-    """The built-in prior ``cfg.prior``; the VampPrior gets ``encoder`` and ``data_max``."""
+    """The prior ``cfg.prior``; the VampPrior gets ``encoder`` and ``data_max``.
+
+    A prior by import path gets ``prior_args`` and whichever of ``latent_dim``,
+    ``encoder``, ``data_shape`` and ``data_max`` its signature names.
+    """
+    if is_import_path(cfg.prior):
+        standard = {
+            "latent_dim": cfg.latent_dim,
+            "encoder": encoder,
+            "data_shape": tuple(data_shape),
+            "data_max": data_max,
+        }
+        return call_with_accepted(
+            import_object(cfg.prior, "prior"), "prior", standard, cfg.prior_args
+        )
     return PRIORS[cfg.prior].build(cfg, encoder, data_shape, data_max)

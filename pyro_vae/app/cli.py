@@ -15,13 +15,14 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import ConfigError, PyroVAEError
+from ..errors import ConfigError, ModelError, PyroVAEError
 from .bench_args import add_bench_arguments
 from .config import Config
 
@@ -50,12 +51,25 @@ def _add_config_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = 
             kwargs.update(nargs="+", type=int, metavar="N")
         elif f.type == "bool":
             kwargs.update(action=argparse.BooleanOptionalAction)
+        elif f.type == "dict":
+            kwargs.update(type=_json_table, metavar="JSON")
         else:
             kwargs.update(type={"int": int, "float": float, "str": str}[f.type])
             choices = f.metadata["choices"]
             if choices is not None and not callable(choices):
                 kwargs["metavar"] = "{" + ",".join(choices) + "}"
         group.add_argument(flag, **kwargs)
+
+
+def _json_table(text: str) -> dict:
+    """A ``--prior-args '{"scale": 2.0}'`` value: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not a JSON object ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 1}}': {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +164,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
+    from ..convention import data_support
     from ..rng import isolated_rng
     from .load import load_run
     from .plots import save_image_grid
@@ -158,9 +173,15 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     run = load_run(args.run_dir, args.device)
     out = args.out or run.folder.plots / f"samples-{args.seed}.png"
+    sample = getattr(run.model, "sample", None)
+    if not callable(sample):
+        raise ModelError(
+            f"the run's model ({type(run.model).__name__}) has no sample(n) method; "
+            "draw from it in Python with vae.model(None, batch_size=n) or pyro.infer.Predictive"
+        )
     with isolated_rng(args.seed, args.device):
-        images = run.vae.sample(args.n)
-    levels = getattr(run.vae.likelihood, "support", "") == "levels"
+        images = sample(args.n)
+    levels = data_support(run.model) == "levels"
     if not save_image_grid(images, out, levels=levels):
         raise ConfigError(f"data shape {run.data_shape} is not an image; nothing to draw")
     print(out)

@@ -59,6 +59,7 @@ def _option(
     section: str,
     *,
     choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
+    import_path: bool = False,
     minimum: float | None = None,
     exclusive_minimum: bool = False,
     maximum: float | None = None,
@@ -68,13 +69,14 @@ def _option(
         "help": help,
         "section": section,
         "choices": choices,
+        "import_path": import_path,
         "minimum": minimum,
         "exclusive_minimum": exclusive_minimum,
         "maximum": maximum,
         "check": check,
     }
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -103,11 +105,41 @@ class Config:
     network: str = _option("mlp", "encoder/decoder networks", "model", choices=_choices("NETWORKS"))
     hidden: list[int] = _option([400], "hidden layer sizes of the MLP networks", "model", minimum=1)
     latent_dim: int = _option(10, "dimension of the latent code z", "model", minimum=1)
-    prior: str = _option("standard-normal", "prior p(z)", "model", choices=_choices("PRIORS"))
-    likelihood: str = _option(
-        "bernoulli", "likelihood p(x|z)", "model", choices=_choices("LIKELIHOODS")
+    model: str = _option(
+        "vae",
+        "the model: vae (built from the parts below) or your own, package.module:Name, a "
+        "class or function returning an nn.Module with model()/guide() (see README)",
+        "model",
+        choices=_choices("MODELS"),
+        import_path=True,
     )
-    guide: str = _option("normal", "guide q(z|x)", "model", choices=_choices("GUIDES"))
+    model_args: dict = _option({}, "keyword arguments of a model given by import path", "model")
+    prior: str = _option(
+        "standard-normal",
+        "prior p(z): a built-in name or package.module:Name",
+        "model",
+        choices=_choices("PRIORS"),
+        import_path=True,
+    )
+    prior_args: dict = _option({}, "keyword arguments of a prior given by import path", "model")
+    likelihood: str = _option(
+        "bernoulli",
+        "likelihood p(x|z): a built-in name or package.module:Name",
+        "model",
+        choices=_choices("LIKELIHOODS"),
+        import_path=True,
+    )
+    likelihood_args: dict = _option(
+        {}, "keyword arguments of a likelihood given by import path", "model"
+    )
+    guide: str = _option(
+        "normal",
+        "guide q(z|x): a built-in name or package.module:Name",
+        "model",
+        choices=_choices("GUIDES"),
+        import_path=True,
+    )
+    guide_args: dict = _option({}, "keyword arguments of a guide given by import path", "model")
     prior_components: int = _option(
         10, "K: components of the mog prior, pseudo-inputs of the vamp prior", "model", minimum=1
     )
@@ -169,6 +201,13 @@ class Config:
     )
     device: str = _option(
         "auto", "auto picks cuda when available", "training", choices=("auto", "cpu", "cuda")
+    )
+    threads: int = _option(
+        1,
+        "CPU threads of torch's operators (0: torch's default, one per core); 1 is right on a "
+        "small or shared machine, where threads that wait for busy cores slow an epoch 3-25x",
+        "training",
+        minimum=0,
     )
     validation: str = _option(
         "first-step",
@@ -282,6 +321,8 @@ class Config:
 
 
 def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
     return list(value) if isinstance(value, list) else value
 
 
@@ -299,7 +340,14 @@ def _toml_value(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
 
 
 def _type_name(tp: Any) -> str:
@@ -331,6 +379,15 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
     elif expected == "bool":
         if not isinstance(value, bool):
             raise bad_type()
+    elif expected == "dict":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad_type()
+        try:
+            _toml_value(value)
+        except TypeError:
+            raise ConfigError(
+                f"{name}: values must be numbers, strings, booleans, lists or tables; got {value!r}"
+            ) from None
     elif expected == "list[int]":
         if not isinstance(value, list) or not value:
             raise bad_type()
@@ -355,10 +412,17 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
         raise ConfigError(f"{name}: must be <= {maximum}, got {value!r}")
 
     choices = f.metadata["choices"]
-    if choices is not None:
+    if f.metadata["import_path"] and isinstance(value, str) and ":" in value:
+        from .imports import check_import_path
+
+        check_import_path(value, name)
+    elif choices is not None:
         valid = list(choices() if callable(choices) else choices)
         if value not in valid:
-            raise ConfigError(f"{name}: unknown name {value!r}; valid choices: {', '.join(valid)}")
+            also = ", or package.module:Name" if f.metadata["import_path"] else ""
+            raise ConfigError(
+                f"{name}: unknown name {value!r}; valid choices: {', '.join(valid)}{also}"
+            )
 
     check = f.metadata["check"]
     if check is not None:

@@ -13,9 +13,15 @@ Example::
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from ..convention import convention_of, data_support
 from ..data import draw_bernoulli, prepare_data, seeded_generator
+from ..datasets import Dataset
 from ..errors import ConfigError, DataError
 from ..estimators import Evaluation, evaluate_vae
 from .config import Config
@@ -29,27 +35,34 @@ __all__ = ["evaluate"]
 def evaluate(
     run_dir: str | Path,
     *,
-    data: str | None = None,
+    data: str | Dataset | None = None,
     data_dir: str = "",
     split: str = "test",
     k: int | None = None,
     seed: int = 0,
     device: str = "cpu",
     out: str | Path | None = None,
+    model: nn.Module | None = None,
 ) -> Evaluation:
     """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
 
-    ``data`` is a dataset name or ``.npz`` path (default: the run's own dataset, as
-    training prepared it); ``split`` is ``test`` or ``train``; ``k`` defaults to the
-    run's ``eval_k``. Launched by torchrun, the ranks share the datapoints and rank 0
-    writes the file; the numbers are those of one process.
+    ``data`` is a dataset name, an ``.npz`` path or a :class:`~pyro_vae.datasets.Dataset`
+    (default: the run's own dataset, as training prepared it). A file given here is
+    scored whole unless it has its own ``x_test``; otherwise ``split`` is ``test`` or
+    ``train``. ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run
+    whose model was passed from Python (see :func:`~pyro_vae.app.load.load_run`).
+    Launched by torchrun, the ranks share the datapoints and rank 0 writes the file; the
+    numbers are those of one process. Labels reach a model that takes ``y``.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
     ctx, torch_device = init_distributed(device, Config().dist_timeout)
-    run = load_run(run_dir, torch_device)
+    run = load_run(run_dir, torch_device, model=model)
     cfg = run.config
-    dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
     if tuple(dataset.data_shape) != tuple(run.data_shape):
         raise DataError(
             f"{dataset.name} holds datapoints of shape {tuple(dataset.data_shape)} but the run "
@@ -57,23 +70,39 @@ def evaluate(
             "same shape (reshape or resize it first)"
         )
     prepared = prepare_data(
-        dataset,
-        getattr(run.vae.likelihood, "support", "real"),
-        cfg.likelihood,
-        cfg.binarize,
-        cfg.seed,
-        torch_device,
+        dataset, data_support(run.model), cfg.likelihood, cfg.binarize, cfg.seed, torch_device
     )
-    x = prepared.test
-    if split == "train":
-        x = prepared.train
-        if prepared.dynamic:  # probabilities: one fixed binarization for evaluation
-            generator = seeded_generator(0, purpose="eval", device=x.device)
-            x = draw_bernoulli(x, generator)
-    result = evaluate_vae(run.vae, x, k or cfg.eval_k, seed=seed, shard=ctx.shard())
-    result.data = f"{dataset.name}, {split} split, {len(x)} datapoints"
+    whole = isinstance(data, str) and data.endswith(".npz") and not _has_own_test_split(data)
+    if whole:
+        split = "whole file"
+        x = torch.cat([prepared.train, prepared.test])
+        y = _cat(prepared.y_train, prepared.y_test)
+    elif split == "train":
+        x, y = prepared.train, prepared.y_train
+    else:
+        x, y = prepared.test, prepared.y_test
+    if prepared.dynamic and split != "test":  # probabilities: one fixed binarization
+        generator = seeded_generator(0, purpose="eval", device=x.device)
+        x = draw_bernoulli(x, generator)
+    takes_labels = convention_of(run.model).takes_labels
+    y = y.to(torch_device) if takes_labels and y is not None else None
+    result = evaluate_vae(run.model, x, k or cfg.eval_k, seed=seed, shard=ctx.shard(), y=y)
+    result.data = f"{dataset.name}, {split}, {len(x)} datapoints"
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
     if ctx.is_main:
         path = Path(out) if out else run.folder.eval_path
         run.folder.write_json(path, {**info, **result.to_dict()})
     return result
+
+
+def _has_own_test_split(path: str) -> bool:
+    """Whether an ``.npz`` file holds ``x_test`` (else its every datapoint is to be scored)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "x_test.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return None if a is None or b is None else torch.cat([a, b])

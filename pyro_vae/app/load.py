@@ -1,9 +1,13 @@
-"""Load a trained VAE back from its run folder.
+"""Load a trained model back from its run folder.
+
+A run trained from a config (a built-in VAE, or a model named by import path) is
+rebuilt from its config; a run whose model was passed from Python gets that model
+again: ``load_run(dir, model=MyCVAE(...))`` loads the weights into it.
 
 Example::
 
     run = load_run("runs/2026-11-26_08-00-00")
-    images = run.vae.sample(16)
+    images = run.model.sample(16)
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..vae import VAE
-from .build import build_vae
+from ..errors import CheckpointError
+from .build import build_model
 from .checkpoint import load_checkpoint, load_model_state
 from .config import Config
 from .run_folder import RunFolder
@@ -26,21 +31,47 @@ __all__ = ["LoadedRun", "load_run"]
 
 @dataclass
 class LoadedRun:
+    """A run's folder, config, model (with the checkpoint's weights, in eval mode) and state."""
+
     folder: RunFolder
     config: Config
-    vae: VAE
+    model: nn.Module
     data_shape: tuple[int, ...]
     checkpoint: dict[str, Any]
+    info: dict[str, Any]
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """The run's config and its VAE with the checkpoint's parameters, in eval mode."""
+def load_run(
+    path: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None
+) -> LoadedRun:
+    """The run's config and its model with the checkpoint's parameters, in eval mode.
+
+    ``model``: the module to load the weights into (needed when the run's model was
+    passed from Python rather than named in its config).
+    """
     folder = RunFolder.open(path)
     device = resolve_device(str(device))
     state = load_checkpoint(folder.checkpoint_path, device)
     config = Config.from_dict(state["config"])
     data_shape = tuple(state["data_shape"])
-    vae = build_vae(config, data_shape).to(device)
-    load_model_state(vae, state["model"], str(folder.checkpoint_path))
-    vae.eval()
-    return LoadedRun(folder, config, vae, data_shape, state)
+    info = _read_info(folder)
+    if model is None:
+        if info.get("model_source") == "python":
+            raise CheckpointError(
+                f"{folder.path} was trained with a model passed from Python "
+                f"({info.get('model_class', 'unknown class')}); build it again and pass it: "
+                "load_run(run_dir, model=...)"
+            )
+        model = build_model(config, data_shape, info.get("num_classes"))
+    model = model.to(device)
+    load_model_state(model, state["model"], str(folder.checkpoint_path))
+    model.eval()
+    return LoadedRun(folder, config, model, data_shape, state, info)
+
+
+def _read_info(folder: RunFolder) -> dict[str, Any]:
+    """run.json, or nothing when it is missing or unreadable (the checkpoint is what counts)."""
+    try:
+        return folder.read_info()
+    except Exception:  # an old or damaged run.json must not stop a load
+        return {}

@@ -62,12 +62,14 @@ from ..priors import (
 )
 
 __all__ = [
+    "MODELS",
     "PRIORS",
     "LIKELIHOODS",
     "GUIDES",
     "NETWORKS",
     "DATASETS",
     "OBJECTIVES",
+    "ModelSpec",
     "PriorSpec",
     "LikelihoodSpec",
     "GuideSpec",
@@ -78,6 +80,24 @@ __all__ = [
     "check_dataset_name",
     "load_dataset",
 ]
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in model family: what it is and the config fields it reads."""
+
+    description: str
+    options: tuple[str, ...] = ()
+
+
+MODELS: dict[str, ModelSpec] = {
+    "vae": ModelSpec(
+        "the VAE built from --prior, --likelihood, --guide and --network",
+        ("latent_dim", "hidden"),
+    ),
+}
 
 # -- parts ----------------------------------------------------------------------------------------
 

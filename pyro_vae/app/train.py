@@ -1,19 +1,23 @@
-"""``train``: one call from a Config to a finished run folder (or a resumed one).
+"""``train``: the one entry point from a model and data to a finished run folder.
 
-It loads and prepares the data, builds the VAE, joins the process group when
-launched by ``torchrun``, hands the loop to :class:`~pyro_vae.trainer.Trainer`, and
-leaves config.toml, run.json, metrics.csv, checkpoint.pt and plots/ behind (rank 0
-alone writes). Every epoch ends with a test ELBO, a metrics row and an atomic
-checkpoint.
+Any model that follows :mod:`pyro_vae.convention` trains here: the built-in VAE a
+``Config`` names, a model named by import path in it, or a module you pass. It loads
+and prepares the data, builds the model, checks that the objective can score it, and
+only then creates the run folder; it joins the process group when launched by
+``torchrun``, hands the loop to :class:`~pyro_vae.app.trainer.Trainer`, and leaves
+config.toml, run.json, metrics.csv, checkpoint.pt and plots/ behind (rank 0 alone
+writes). Every epoch ends with a test ELBO, a metrics row and an atomic checkpoint.
 
 Example::
 
     result = train(Config(dataset="mnist5k", epochs=5, latent_dim=2))
     print(result.run_dir, result.history[-1]["test_elbo"])
+    result = train(Config(dataset="mnist5k", epochs=5), model=MyCVAE(), resume=None)
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,18 +26,20 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer import ELBO
+from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..convention import data_support, standard_vae
 from ..data import TrainingData, prepare_data
 from ..datasets import Dataset
 from ..errors import ConfigError, PyroVAEError, RunFolderError
-from ..vae import VAE
-from .build import build_vae
+from .build import build_model
 from .checkpoint import load_checkpoint
 from .config import Config
 from .distributed import DistContext, broadcast_object, init_distributed, rank_seed
-from .plots import save_run_plots
+from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
 from .run_folder import RunFolder, default_run_dir
 from .runtime import seed_everything
@@ -47,14 +53,17 @@ class TrainResult:
     run_dir: Path
     config: Config
     history: list[dict[str, Any]] = field(default_factory=list)
-    vae: VAE | None = None
+    model: nn.Module | None = None
 
 
 def _load_data(cfg: Config, log: Callable[[str], None]) -> tuple[Config, Dataset]:
+    """The dataset ``cfg`` names; the config then names what was really used, a file by its
+    absolute path (so that ``evaluate`` works from any working directory)."""
     dataset = load_dataset(cfg.dataset, cfg.data_dir)
     if dataset.note:
         log(dataset.note)
-    return cfg.replace(dataset=dataset.name), dataset
+    name = str(Path(cfg.dataset).resolve()) if cfg.dataset.endswith(".npz") else dataset.name
+    return cfg.replace(dataset=name), dataset
 
 
 def _run_info(cfg: Config, requested: str, dataset: Dataset, data: TrainingData, device) -> dict:
@@ -70,72 +79,123 @@ def _run_info(cfg: Config, requested: str, dataset: Dataset, data: TrainingData,
         "num_train": data.num_train,
         "num_test": int(data.test.shape[0]),
         "data_shape": list(data.data_shape),
+        "num_classes": _num_classes(dataset),
         "binarization": "dynamic" if data.dynamic else cfg.binarize,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "finished": False,
     }
 
 
+def _model_info(model: nn.Module, given: bool, objective: ELBO | None) -> dict[str, Any]:
+    """Where the model (and objective) came from, so that loading can say what to pass."""
+    cls = type(model)
+    return {
+        "model_class": f"{cls.__module__}:{cls.__qualname__}",
+        "model_source": "python" if given else "config",
+        "objective_class": None if objective is None else type(objective).__qualname__,
+    }
+
+
 def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFolder, Config]:
     """A new run folder: rank 0 creates it and every rank learns its path (or the error)."""
-    path, error = None, None
+    path, error, folder = None, None, None
     if ctx.is_main:
         try:
-            path = str(RunFolder.create(cfg.out or default_run_dir(), overwrite=overwrite).path)
+            folder = RunFolder.create(cfg.out or default_run_dir(), overwrite=overwrite)
+            path = str(folder.path)
         except PyroVAEError as err:
             error = str(err)
     path, error = broadcast_object((path, error), ctx)
     if error is not None:
         raise RunFolderError(error)
-    return RunFolder(path), cfg.replace(out=path)
+    return folder or RunFolder(path), cfg.replace(out=path)
+
+
+def _preflight_out(cfg: Config, overwrite: bool) -> None:
+    """Refuse an output folder that cannot be used, before any data are loaded."""
+    if not cfg.out:
+        return
+    path = Path(cfg.out)
+    if RunFolder(path).holds_run() and not overwrite:
+        RunFolder.create(path, overwrite=False)  # raises, naming the choices
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(
+            f"cannot write to run folder {path} ({existing} is not a writable folder); "
+            "choose a writable --out"
+        )
+
+
+def _num_classes(dataset: Dataset) -> int | None:
+    if dataset.y_train is None or len(dataset.y_train) == 0:
+        return None
+    return int(dataset.y_train.max()) + 1
 
 
 def train(
     cfg: Config | None = None,
     *,
+    model: nn.Module | None = None,
+    data: Dataset | None = None,
+    objective: ELBO | None = None,
     resume: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     epochs: int | None = None,
 ) -> TrainResult:
-    """Train a VAE as ``cfg`` says and leave a run folder; or continue the run at ``resume``.
+    """Train a model as ``cfg`` says and leave a run folder; or continue the run at ``resume``.
 
-    On resume the run's own config.toml is used; only ``epochs`` may be raised.
-    Launched by torchrun, this process joins the process group and trains its share.
+    ``model`` is any ``nn.Module`` that follows :mod:`pyro_vae.convention` (default: the
+    model ``cfg.model`` names); ``data`` a :class:`~pyro_vae.datasets.Dataset` (default:
+    ``cfg.dataset``; ``Dataset.from_tensors`` wraps tensors); ``objective`` an ELBO
+    instance (default: the one ``cfg.objective`` names). On resume the run's own
+    config.toml is used (only ``epochs`` may be raised); pass the same model, data and
+    objective you trained with when they were given from Python. Launched by torchrun,
+    this process joins the process group and trains its share.
     """
     log = log or tqdm.write
-    if cfg is None and resume is None:
-        raise ConfigError("train() needs a Config or resume=RUN_DIR")
+    run = None
     if resume is not None:
         run = RunFolder.open(resume)
         cfg = run.read_config()
+    cfg = cfg or Config()
+    if run is None:
+        _preflight_out(cfg, overwrite)
     ctx, device = init_distributed(cfg.device, cfg.dist_timeout)  # fails before any writing
     say = log if ctx.is_main else (lambda _: None)
-    if resume is None:
-        run, cfg = _create_run(cfg, overwrite, ctx)
     if epochs is not None:
         cfg = cfg.replace(epochs=epochs)
     requested = cfg.dataset
-    cfg, dataset = _load_data(cfg, say)
+    if data is None:
+        cfg, dataset = _load_data(cfg, say)
+    else:
+        dataset = data
 
     seed_everything(cfg.seed)
-    vae = build_vae(cfg, dataset.data_shape).to(device)
+    given = model is not None
+    if model is None:
+        model = build_model(cfg, dataset.data_shape, _num_classes(dataset))
+    model = model.to(device)
     if ctx.is_distributed:  # same initial weights everywhere, then a random stream per rank
         torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
-    likelihood = vae.likelihood
-    data = prepare_data(
-        dataset,
-        getattr(likelihood, "support", "real"),
-        cfg.likelihood,
-        cfg.binarize,
-        cfg.seed,
-        device,
+    likelihood_name = cfg.likelihood if not given else type(model).__name__
+    prepared = prepare_data(
+        dataset, data_support(model), likelihood_name, cfg.binarize, cfg.seed, device
     )
-    trainer = Trainer(cfg, vae, data, ctx)
-    info = _run_info(cfg, requested, dataset, data, device)
-    info["world_size"] = ctx.world_size
-    if resume is not None:
+    if cfg.batch_size > prepared.num_train:
+        raise ConfigError(
+            f"batch_size: {cfg.batch_size} is larger than the {prepared.num_train} training "
+            f"datapoints of {dataset.name}; use --batch-size {min(128, prepared.num_train)} "
+            "or fewer"
+        )
+    trainer = Trainer(cfg, model, prepared, ctx, objective=objective)  # checks the loss
+    info = {
+        **_run_info(cfg, requested, dataset, prepared, device),
+        **_model_info(model, given, objective),
+        "world_size": ctx.world_size,
+    }
+    if run is not None and run.checkpoint_path.exists():
         note = trainer.load_state_dict(
             load_checkpoint(run.checkpoint_path, device), str(run.checkpoint_path)
         )
@@ -147,16 +207,32 @@ def train(
         if note:
             say(note)
         info = {**info, **run.read_info(), "world_size": ctx.world_size}
+    elif run is not None:
+        say(f"{run.path} has no checkpoint yet (stopped in its first epoch): starting it afresh")
+    else:
+        run, cfg = _create_run(cfg, overwrite, ctx)
     if ctx.is_main:
         run.write_config(cfg)
         run.write_info(info)
 
     trainer.fit(run, say, progress)
     if ctx.is_main:
-        levels = getattr(likelihood, "support", "") == "levels"
-        save_run_plots(
-            vae, trainer.history, data.test, data.y_test, run.plots, trainer.units, levels, cfg.seed
-        )
+        _save_plots(model, trainer, prepared, run, cfg.seed)
         run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
     say(f"run folder: {run.path}")
-    return TrainResult(run.path, cfg, trainer.history, vae)
+    return TrainResult(run.path, cfg, trainer.history, model)
+
+
+def _save_plots(
+    model: nn.Module, trainer: Trainer, data: TrainingData, run: RunFolder, seed: int
+) -> None:
+    """Every plot for a standard VAE; the losses alone for any other model."""
+    vae = standard_vae(model)
+    if vae is None:
+        run.plots.mkdir(exist_ok=True)
+        plot_losses(trainer.history, run.plots / "losses.png", trainer.units)
+        return
+    levels = data_support(vae) == "levels"
+    save_run_plots(
+        vae, trainer.history, data.test, data.y_test, run.plots, trainer.units, levels, seed
+    )

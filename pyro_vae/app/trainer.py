@@ -1,8 +1,10 @@
-"""The training loop: steps, epochs, faults and checkpoints of one VAE on one dataset.
+"""The training loop: steps, epochs, faults and checkpoints of one model on one dataset.
 
-The loss is ``objective(vae, vae.guide_module())``, an ``nn.Module`` (Pyro's
-``ELBOModule``) trained with ``torch.optim.Adam`` (fused); each step gathers a
-minibatch by index from data that sit on the device. Under ``torchrun`` the loss
+The model is any ``nn.Module`` that follows :mod:`pyro_vae.convention` (the built-in
+VAE, a subclass with its own ``model``/``guide``, or your own module). The loss is
+``objective(*loss_modules(model))``, an ``nn.Module`` (Pyro's ``ELBOModule``) trained
+with ``torch.optim.Adam`` (fused); each step gathers a minibatch (and its labels, when
+the model takes ``y``) by index from data that sit on the device. Under ``torchrun`` the loss
 module is wrapped in ``DistributedDataParallel``: each rank takes its share of every
 global batch, gradients are averaged, and rank 0 alone writes files.
 
@@ -21,14 +23,17 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer import ELBO
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ..convention import convention_of, loss_modules
 from ..data import TrainingData
-from ..estimators import elbo_per_datapoint
+from ..errors import DataError
+from ..estimators import elbo_per_datapoint, units_of
 from ..likelihoods import bits_per_dim
 from ..objectives import kl_warmup_scale
-from ..vae import VAE
+from ..rng import isolated_rng
 from .checkpoint import (
     capture_rng_state,
     load_model_state,
@@ -73,7 +78,9 @@ class Position:
 
 
 class Trainer:
-    """Owns the VAE, its loss module, the optimizer and the data; runs epochs.
+    """Owns the model, its loss module, the optimizer and the data; runs epochs.
+
+    ``objective`` is an ELBO instance to use instead of the one ``cfg.objective`` names.
 
     With a distributed ``ctx`` every rank builds its own Trainer; they step in lockstep.
     ``fault_read_every`` is how many steps pass between host reads of the fault record
@@ -85,21 +92,26 @@ class Trainer:
     def __init__(
         self,
         cfg: Config,
-        vae: VAE,
+        model: torch.nn.Module,
         data: TrainingData,
         ctx: DistContext | None = None,
         fault_read_every: int | None = None,
+        objective: ELBO | None = None,
     ):
         self.cfg = cfg
-        self.vae = vae
+        self.model = model
         self.data = data
         self.ctx = ctx or DistContext()
-        self.loss_module = build_objective(cfg.objective)(vae, vae.guide_module())
+        self.takes_labels = convention_of(model).takes_labels
+        self.y_train, self.y_test = self._labels()
+        objective = objective if objective is not None else build_objective(cfg.objective)
+        self.loss_module = objective(*loss_modules(model))
+        self.check_loss()
         self.train_module: torch.nn.Module = self.loss_module
         if self.ctx.is_distributed:
             device_ids = [data.device.index] if data.device.type == "cuda" else None
             self.train_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
-        self.parameters = list(vae.parameters())
+        self.parameters = list(model.parameters())
         self.optimizer = make_adam(self.parameters, cfg.lr)
         self.faults = FaultRecord(data.device)
         skips_on_device = bool(self.optimizer.defaults.get("fused"))
@@ -120,10 +132,50 @@ class Trainer:
 
     @property
     def units(self) -> str:
-        return getattr(self.vae.likelihood, "units", "nats")
+        return units_of(self.model)[1]
 
-    def train_step(self, x: torch.Tensor, kl_scale: float = 1.0) -> torch.Tensor:
-        """One optimizer step on minibatch ``x``; returns the detached loss.
+    def _labels(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The labels on the device, for a model that takes ``y`` (DataError if there are none)."""
+        if not self.takes_labels:
+            return None, None
+        if self.data.y_train is None or self.data.y_test is None:
+            raise DataError(
+                f"{type(self.model).__name__} takes labels y but {self.data.name} has none; "
+                "use a dataset with labels (mnist5k, mnist, fashion-mnist, or an .npz with y)"
+            )
+        return self.data.y_train.to(self.data.device), self.data.y_test.to(self.data.device)
+
+    def check_loss(self) -> None:
+        """Score two test datapoints once, without gradients and on a separate random stream.
+
+        A model the objective cannot score fails here, before any file is written, and
+        parameters that appear on a first call (Pyro's autoguides) exist afterwards.
+        """
+        x = self.data.test[:2]
+        y = None if self.y_test is None else self.y_test[:2]
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), isolated_rng(self.cfg.seed, self.data.device):
+            self._loss(x, None, 1.0, y)
+        self.model.train(was_training)
+
+    def _loss(
+        self,
+        x: torch.Tensor,
+        num_data: int | None,
+        kl_scale: float | torch.Tensor,
+        y: torch.Tensor | None,
+        module: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        module = module if module is not None else self.loss_module
+        if y is None:
+            return module(x, num_data, kl_scale)
+        return module(x, num_data, kl_scale, y)
+
+    def train_step(
+        self, x: torch.Tensor, kl_scale: float = 1.0, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One optimizer step on minibatch ``x`` (labels ``y``); returns the detached loss.
 
         ``kl_scale`` weighs the KL term (KL warm-up); it reaches the z site of model and
         guide. Unless ``on_nan`` is ``off``, a non-finite loss or gradient (on any
@@ -133,7 +185,7 @@ class Trainer:
         """
         validate = self.cfg.validation == "every-step" or not self._validated
         with pyro.validation_enabled(validate):
-            loss = self.train_module(x, self.data.num_train, kl_scale)
+            loss = self._loss(x, self.data.num_train, kl_scale, y, self.train_module)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.on_nan != "off":
@@ -167,7 +219,8 @@ class Trainer:
             bar.reset(total=len(batches))
             bar.update(pos.step)
         for i in range(pos.step, len(batches)):
-            self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale)
+            labels = None if self.y_train is None else self.y_train[batches[i]]
+            self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale, labels)
             pos.step, pos.global_step = i + 1, pos.global_step + 1
             pos.seconds = time.perf_counter() - started
             if pos.step % self.fault_read_every == 0 or pos.step == len(batches):
@@ -187,7 +240,7 @@ class Trainer:
             "test_elbo": self.test_elbo(),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        if getattr(self.vae.likelihood, "scale", "") == "8-bit":
+        if units_of(self.model)[0] == "8-bit":
             row["test_bits_per_dim"] = bits_per_dim(row["test_elbo"], self.data.data_shape)
         self.history.append(row)
         pos.epoch, pos.step, pos.seconds = pos.epoch + 1, 0, 0.0
@@ -196,10 +249,13 @@ class Trainer:
 
     def test_elbo(self) -> float:
         """Single-sample ELBO per test datapoint, sharded over ranks, on its own random streams."""
-        self.vae.eval()
+        self.model.eval()
         seed = self.cfg.seed + EVAL_SEED_OFFSET
-        value = elbo_per_datapoint(self.vae, self.data.test, seed=seed, shard=self.ctx.shard())
-        self.vae.train()
+        shard = self.ctx.shard()
+        value = elbo_per_datapoint(
+            self.model, self.data.test, seed=seed, shard=shard, y=self.y_test
+        )
+        self.model.train()
         return value
 
     # -- faults ---------------------------------------------------------------------------------
@@ -250,7 +306,7 @@ class Trainer:
         return {
             "config": self.cfg.to_dict(),
             "data_shape": list(self.data.data_shape),
-            "model": self.vae.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "position": asdict(self.position),
             "loss_sum": (mean_loss_sum / self.ctx.world_size).cpu(),
@@ -270,7 +326,7 @@ class Trainer:
         random state (exact continuation); from another world size each rank
         derives a fresh stream from (seed, rank, step) and the run continues.
         """
-        load_model_state(self.vae, state["model"], source)
+        load_model_state(self.model, state["model"], source)
         self.optimizer.load_state_dict(_clone_tensors(state["optimizer"]))
         self.position = Position(**state["position"])
         self.loss_sum = state["loss_sum"].clone().to(self.data.device)
