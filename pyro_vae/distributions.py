@@ -34,7 +34,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
-from torch.distributions.utils import _standard_normal, broadcast_all
+from torch.distributions.utils import broadcast_all
+
+from ._private import standard_normal as _standard_normal
 
 __all__ = [
     "UniformMixture",

@@ -37,9 +37,9 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
-from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
+from ._private import am_i_wrapped, set_pyro_name
 from .distributions import score_through_value
 from .errors import ModelError
 from .parts import check_parts, prior_has_globals
@@ -135,7 +135,7 @@ class VAE(PyroModule):
         memo[id(self)] = copied
         for key, value in self.__dict__.items():
             copied.__dict__[key] = copy.deepcopy(value, memo)
-        copied._pyro_name = f"vae{next(_names)}"
+        set_pyro_name(copied, f"vae{next(_names)}")
         return copied
 
     @property

@@ -310,7 +310,7 @@ def test_trainer_passes_the_warmup_weight_of_each_epoch(mnist5k):
     trainer = Trainer(cfg, build_vae(cfg, SHAPE), data)
     seen = []
     step = trainer.train_step
-    trainer.train_step = lambda x, kl_scale: seen.append(kl_scale) or step(x, kl_scale)
+    trainer.train_step = lambda x, kl_scale, y=None: seen.append(kl_scale) or step(x, kl_scale, y)
     for _ in range(3):
         trainer.run_epoch()
     assert seen == [0.0] * 3 + [0.5] * 3 + [1.0] * 3

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import torch
 
+from .._private import amp_non_finite_check
 from ..errors import PyroVAEError
 
 __all__ = [
@@ -105,7 +106,7 @@ class FaultRecord:
 def _scan_non_finite(grads: list[torch.Tensor], found: torch.Tensor) -> None:
     """Set the 1-element ``found`` to 1 if any gradient holds a NaN or an infinity."""
     try:
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones_like(found))
+        amp_non_finite_check(grads, found, torch.ones_like(found))
     except (RuntimeError, NotImplementedError):  # no kernel for these tensors: one sum each
         bad = ~torch.isfinite(torch.stack([g.sum() for g in grads]).sum())
         found.copy_(torch.where(bad, 1.0, found))

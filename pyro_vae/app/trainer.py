@@ -27,6 +27,7 @@ from pyro.infer import ELBO
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from .._private import FUSED_ADAM_FOUND_INF
 from ..convention import convention_of, loss_modules
 from ..data import TrainingData
 from ..errors import DataError
@@ -195,7 +196,8 @@ class Trainer:
                 raise_if_non_finite(code, self.position.epoch + 1, self.position.step + 1)
             else:
                 self.faults.note(kind, self.position.step + 1)
-                self.optimizer.found_inf = (kind > 0).float().view(())  # read by the fused kernel
+                flag = (kind > 0).float().view(())  # read by the fused kernel
+                setattr(self.optimizer, FUSED_ADAM_FOUND_INF, flag)
         if self.cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.clip_grad)
         self.optimizer.step()

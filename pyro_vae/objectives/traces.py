@@ -37,12 +37,14 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
-from pyro.infer.util import is_validation_enabled
-from pyro.poutine.util import prune_subsample_sites
-from pyro.util import check_model_guide_match
 
+from .._private import (
+    check_model_guide_match,
+    is_validation_enabled,
+    prune_subsample_sites,
+    scale_and_mask,
+)
 from ..errors import ModelError
 from ..vae import path_log_prob
 
