@@ -1,7 +1,9 @@
 """Atomic file writes: a crash leaves either the old file or the new one, never half of either.
 
-Write to a temporary file in the same folder, flush and fsync it, rename it over
-the target, then fsync the folder so the rename itself is durable.
+Write to a temporary file in the same folder (``.NAME.RANDOM.tmp``, created with the
+usual permissions: 0666 less the umask), flush and fsync it, rename it over the
+target, then fsync the folder so the rename itself is durable. A process killed
+mid-write leaves its temporary file behind; :func:`stale_temp_files` finds them.
 
 Example:
     >>> import tempfile, pathlib
@@ -14,22 +16,29 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "atomic_writer"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "atomic_writer",
+    "stale_temp_files",
+]
 
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     """Yield a binary file that replaces ``path`` only if the block finishes without error."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -43,6 +52,31 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     _fsync_dir(path.parent)
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new temporary file next to ``path``; unlike mkstemp's 0600, the umask sets its mode."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def stale_temp_files(path: str | Path) -> list[Path]:
+    """Temporary files that writes of ``path`` left behind (call only when none is running).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> (folder / ".checkpoint.pt.1a2b3c4d.tmp").write_bytes(b"half")
+        4
+        >>> [p.name for p in stale_temp_files(folder / "checkpoint.pt")]
+        ['.checkpoint.pt.1a2b3c4d.tmp']
+    """
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened
         fd = os.open(folder, os.O_RDONLY)
@@ -52,7 +86,7 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     with atomic_writer(path) as handle:
         handle.write(data)
 
@@ -62,6 +96,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path, save: Callable[..., None] = torch.save) -> None:
-    """``torch.save`` through :func:`atomic_writer`."""
-    with atomic_writer(path) as handle:
-        save(obj, handle)
+    """``torch.save`` into memory, then :func:`atomic_write_bytes`.
+
+    Serializing first means a full disk fails as Python's own ``OSError`` (ENOSPC,
+    EFBIG) from the write, not as an error from inside torch's zip writer.
+    """
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())

@@ -3,43 +3,82 @@
 A checkpoint holds state dicts (model, optimizer), the resolved config, the
 training position (epoch, step) and every random-number state, so a run can be
 continued exactly. It never holds a pickled object: it is read with
-``torch.load(..., weights_only=True)``, which refuses any payload that would run code.
+``torch.load(..., weights_only=True)``, which refuses any payload that would run code,
+and only when it is a PyTorch zip archive at all. What was read is then checked
+entry by entry (:func:`check_checkpoint`), so a damaged or edited checkpoint is one
+:class:`~pyro_vae.errors.CheckpointError` naming the file, never a KeyError later.
 
 Example:
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "checkpoint.pt"
-    >>> save_checkpoint(path, {"epoch": 3, "model": {"w": torch.ones(2)}})
-    >>> load_checkpoint(path)["epoch"]
-    3
+    >>> save_checkpoint(path, {"model": {"w": torch.ones(2)}})
+    >>> load_checkpoint(path)
+    Traceback (most recent call last):
+    ...
+    pyro_vae.errors.CheckpointError: .../checkpoint.pt: checkpoint lacks config, data_shape, ...
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import pickle
 import random
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from .atomic import atomic_torch_save
+from .config import Config
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
+    "check_checkpoint",
     "capture_rng_state",
     "restore_rng_state",
     "load_model_state",
+    "load_optimizer_state",
     "FORMAT",
+    "REQUIRED_KEYS",
+    "MAX_DATAPOINT_SIZE",
 ]
 
 FORMAT = "pyro-vae-checkpoint-1"
+REQUIRED_KEYS = (
+    "config",
+    "data_shape",
+    "model",
+    "optimizer",
+    "position",
+    "loss_sum",
+    "history",
+    "rng",
+)
+MAX_DATAPOINT_SIZE = 2**24  # values in one datapoint (16.7 M): far above any image an MLP models
+_FIX = "resume from an intact copy of the run or retrain"
+_WRITE_FIXES = {
+    errno.ENOSPC: "free disk space",
+    errno.EDQUOT: "free disk space (the quota is reached)",
+    errno.EFBIG: "raise the file-size limit (ulimit -f)",
+    errno.EACCES: "make the folder writable",
+    errno.EPERM: "make the folder writable",
+    errno.EROFS: "move the run to a writable disk",
+}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (plus a format tag) atomically; refuse non-finite model tensors."""
+    """Write ``state`` (plus a format tag) atomically; refuse non-finite model tensors.
+
+    A failed write (full disk, file-size limit, permissions) is a CheckpointError that
+    says so; the previous checkpoint, if any, is left as it was.
+    """
+    path = Path(path)
     for name, tensor in state.get("model", {}).items():
         if (
             torch.is_tensor(tensor)
@@ -49,38 +88,226 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
             raise CheckpointError(
                 f"refusing to save a checkpoint: parameter {name!r} is not finite"
             )
-    atomic_torch_save({"format": FORMAT, **state}, path)
+    try:
+        atomic_torch_save({"format": FORMAT, **state}, path)
+    except OSError as err:
+        fix = _WRITE_FIXES.get(err.errno, "check the disk")
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({err.strerror or err}); any earlier checkpoint "
+            f"there is intact: {fix}, then continue with --resume {path.parent}"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``), with one clear error per failure."""
+    """Read and check a checkpoint safely (``weights_only=True``): one clear error per failure."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with path.open("rb") as handle:
+            is_archive = zipfile.is_zipfile(handle)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except OSError as err:
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint ({err.strerror or err}); check the path"
+        ) from None
+    if not is_archive:  # never unpickle what pyro-vae cannot have written
+        raise CheckpointError(
+            f"{path}: not a pyro-vae checkpoint (not a PyTorch archive: truncated, corrupted "
+            f"or another kind of file); it was not loaded: {_FIX}"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "GLOBAL" not in str(err):  # the weights-only unpickler met bytes, not a class
+        if "weights only" not in str(err).lower():
             raise _corrupted(path, err) from None
-        found = next(line for line in str(err).splitlines() if "GLOBAL" in line)
+        found = [
+            line.strip()
+            for line in str(err).splitlines()
+            if "GLOBAL" in line or "Unsupported operand" in line
+        ]
+        detail = f" ({found[0]})" if found else ""
         raise CheckpointError(
-            f"{path}: refused to load: the file holds pickled objects beyond tensors and plain "
-            f"data, which could run code ({found.strip()}); only load checkpoints written by "
-            "pyro-vae"
+            f"{path}: refused for safety: the file holds code or objects that are not plain "
+            f"tensors and numbers{detail}; pyro-vae loads only the plain checkpoints it writes: "
+            f"{_FIX}"
         ) from None
     except Exception as err:  # any other parse failure of damaged bytes
         raise _corrupted(path, err) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a pyro-vae checkpoint (format tag missing or unknown)")
-    return state
+    return check_checkpoint(state, path)
 
 
 def _corrupted(path: Path, err: Exception) -> CheckpointError:
-    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return CheckpointError(
-        f"{path}: truncated or corrupted checkpoint ({first_line}); "
-        "resume from an intact copy or retrain"
-    )
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+    detail = f" ({first})" if first and "weights_only" not in first else ""
+    return CheckpointError(f"{path}: truncated or corrupted checkpoint{detail}; {_FIX}")
+
+
+def check_checkpoint(state: Any, path: str | Path) -> dict[str, Any]:
+    """``state`` if it has every entry a run needs, of the right type; else CheckpointError.
+
+    Extra entries are allowed (later versions may add optional ones).
+
+    Example:
+        >>> check_checkpoint({"format": FORMAT, "model": {}}, "ckpt.pt")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.CheckpointError: ckpt.pt: checkpoint lacks config, data_shape, ...
+    """
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a pyro-vae checkpoint (format tag missing or unknown); {_FIX}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: checkpoint lacks {', '.join(missing)}; it was damaged, edited or written "
+            f"by another program: {_FIX}"
+        )
+    for key, check in _CHECKS.items():
+        if key not in state:
+            continue
+        problem = check(state[key])
+        if problem:
+            raise CheckpointError(f"{path}: checkpoint entry '{key}' {problem}; {_FIX}")
+    return state
+
+
+# -- one check per entry: None when fine, else what is wrong -------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_config(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"is {type(value).__name__}, expected a table of settings"
+    try:
+        Config.from_dict(value)
+    except (ConfigError, TypeError, ValueError) as err:  # TypeError: keys that are not text
+        return f"is not a valid config ({err})"
+    return None
+
+
+def _check_data_shape(value: Any) -> str | None:
+    if (
+        not isinstance(value, (list, tuple))
+        or not 1 <= len(value) <= 4
+        or not all(_is_int(d) and d >= 1 for d in value)
+    ):
+        return f"is {value!r:.80}, expected 1 to 4 positive sizes"
+    if math.prod(value) > MAX_DATAPOINT_SIZE:
+        return f"declares {math.prod(value)} values per datapoint, more than {MAX_DATAPOINT_SIZE}"
+    return None
+
+
+def _check_model(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"is {type(value).__name__}, expected a table of tensors"
+    for name, tensor in value.items():
+        if not isinstance(name, str) or not torch.is_tensor(tensor):
+            return f"holds {name!r:.40}: {type(tensor).__name__}, expected named tensors"
+        if tensor.layout != torch.strided or tensor.is_complex():
+            return f"holds {name!r} as a {tensor.layout} {tensor.dtype} tensor, not a real one"
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"holds {name!r} with NaN or infinite values"
+    return None
+
+
+def _check_optimizer(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"is {type(value).__name__}, expected an optimizer state dict"
+    per_param, groups = value.get("state"), value.get("param_groups")
+    if not isinstance(per_param, dict) or not isinstance(groups, list):
+        return "lacks its 'state' table or its 'param_groups' list"
+    for group in groups:
+        params = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(params, list) or not all(_is_int(p) for p in params):
+            return "has a parameter group without its list of parameter numbers"
+    for key, entry in per_param.items():
+        if not _is_int(key) or not isinstance(entry, dict):
+            return f"holds state {key!r:.40} that is not a table of one parameter's tensors"
+        if not all(isinstance(v, (torch.Tensor, int, float)) for v in entry.values()):
+            return f"holds state of parameter {key} with values that are not tensors or numbers"
+    return None
+
+
+def _check_position(value: Any) -> str | None:
+    from .trainer import Position  # the trainer imports this module
+
+    fields = Position.__dataclass_fields__
+    if not isinstance(value, dict) or not set(value) <= set(fields):
+        return f"is {value!r:.80}, expected a table with some of {', '.join(fields)}"
+    for key, number in value.items():
+        if fields[key].type == "int":
+            ok = _is_int(number) and number >= 0
+        else:
+            ok = isinstance(number, float) and math.isfinite(number) and number >= 0
+        if not ok:
+            return f"has {key} = {number!r:.40}, expected a non-negative {fields[key].type}"
+    return None
+
+
+def _check_loss_sum(value: Any) -> str | None:
+    if not torch.is_tensor(value) or value.dim() != 0 or not value.is_floating_point():
+        return f"is {type(value).__name__} {value!r:.40}, expected a floating-point scalar tensor"
+    return None
+
+
+def _check_history(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(
+        isinstance(row, dict) and all(isinstance(k, str) for k in row) for row in value
+    ):
+        return "is not a list of rows (tables of named values)"
+    return None
+
+
+def _check_rng(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return f"is {type(value).__name__}, expected a list of random-number states per process"
+    for rank, entry in enumerate(value):
+        try:
+            _try_rng_state(entry)
+        except (ValueError, TypeError, RuntimeError, OverflowError, KeyError, IndexError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            return f"holds an invalid random-number state for process {rank} ({first:.120})"
+    return None
+
+
+def _try_rng_state(entry: Any) -> None:
+    """Restore ``entry`` into throwaway generators: raises where restore_rng_state would."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"expected a table, got {type(entry).__name__}")
+    if not torch.is_tensor(entry["torch"]):
+        raise TypeError("the torch state is not a tensor")
+    torch.Generator().set_state(entry["torch"].cpu())
+    name, keys, *rest = entry["numpy"]
+    np.random.RandomState().set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = entry["python"]
+    random.Random().setstate((version, tuple(internal), gauss))
+    cuda = entry.get("cuda", [])
+    if not isinstance(cuda, list) or not all(torch.is_tensor(t) for t in cuda):
+        raise TypeError("the cuda states are not a list of tensors")
+
+
+def _check_recoveries(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 0 else f"is {value!r:.40}, expected a count"
+
+
+_CHECKS = {
+    "config": _check_config,
+    "data_shape": _check_data_shape,
+    "model": _check_model,
+    "optimizer": _check_optimizer,
+    "position": _check_position,
+    "loss_sum": _check_loss_sum,
+    "history": _check_history,
+    "rng": _check_rng,
+    "recoveries": _check_recoveries,
+}
+
+
+# -- loading states into live objects ------------------------------------------------------------
 
 
 def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -101,6 +328,54 @@ def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor], so
                 "use the run's own config.toml"
             )
     module.load_state_dict(state)
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, state: Mapping[str, Any], source: str
+) -> None:
+    """``optimizer.load_state_dict`` after checking that the saved state fits its parameters.
+
+    Example:
+        >>> a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+        >>> saved = torch.optim.Adam([a]).state_dict()
+        >>> load_optimizer_state(torch.optim.Adam([a, b]), saved, "ckpt.pt")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.CheckpointError: ckpt.pt: the optimizer state holds 1 parameter(s) ...
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved_groups = state["param_groups"]
+    counts = [len(group["params"]) for group in saved_groups]
+    if counts != [len(group["params"]) for group in optimizer.param_groups]:
+        raise CheckpointError(
+            f"{source}: the optimizer state holds {sum(counts)} parameter(s) in "
+            f"{len(counts)} group(s), the model {len(params)} in {len(optimizer.param_groups)}; "
+            "it was written for another configuration"
+        )
+    by_id = dict(zip([i for group in saved_groups for i in group["params"]], params, strict=True))
+    for key, entry in state["state"].items():
+        param = by_id.get(key)
+        if param is None:
+            raise CheckpointError(f"{source}: the optimizer state names unknown parameter {key}")
+        for name, value in entry.items():
+            fits = (
+                torch.is_tensor(value) and value.numel() == 1
+                if name == "step"
+                else torch.is_tensor(value)
+                and value.is_floating_point()
+                and value.shape == param.shape
+            )
+            if not fits:
+                found = f"shape {tuple(value.shape)}" if torch.is_tensor(value) else repr(value)
+                raise CheckpointError(
+                    f"{source}: optimizer state {name!r} of parameter {key} is {found:.60}, "
+                    f"the parameter has shape {tuple(param.shape)}; it was written for another "
+                    "configuration"
+                )
+    optimizer.load_state_dict(state)
+
+
+# -- random-number states ------------------------------------------------------------------------
 
 
 def capture_rng_state() -> dict[str, Any]:
