@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 
+import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from .distributions import StandardNormal, UniformMixture
 from .guides import bounded_scale, unbounded_scale
+from .parts import Prior
 
 __all__ = [
     "FLOW_TYPES",
@@ -35,6 +37,7 @@ __all__ = [
     "FlowPrior",
     "LaplacePrior",
     "StudentTPrior",
+    "HierarchicalNormalPrior",
 ]
 
 FLOW_TYPES = ("affine-autoregressive", "spline-coupling")
@@ -236,3 +239,39 @@ class StudentTPrior(nn.Module):
 
     def forward(self) -> dist.TorchDistribution:
         return dist.StudentT(self.df, self.loc, self.scale).to_event(1)
+
+
+class HierarchicalNormalPrior(Prior):
+    """p(z | tau) = N(0, tau^2 I) with one global scale tau ~ LogNormal(0, 1) for all datapoints.
+
+    ``tau`` is a global latent variable: sampled once per model run, outside the
+    ``data`` plate, with its own guide q(tau) = LogNormal(loc, scale) (learned). Its
+    KL term counts once per dataset, not once per datapoint. Per-datapoint scores and
+    samples are conditional on a draw of tau from q(tau).
+
+    Example:
+        >>> import pyro
+        >>> prior = HierarchicalNormalPrior(3)
+        >>> trace = pyro.poutine.trace(prior.guide).get_trace()
+        >>> trace.nodes["tau"]["value"].shape, prior().event_shape
+        (torch.Size([]), torch.Size([3]))
+    """
+
+    has_globals = True
+
+    def __init__(self, latent_dim: int, tau_scale: float = 1.0):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.tau_scale = tau_scale
+        self.q_loc = nn.Parameter(torch.zeros(()))
+        self.q_raw_scale = nn.Parameter(unbounded_scale(torch.full((), 0.1)))
+
+    def forward(self) -> dist.TorchDistribution:
+        zero = torch.zeros((), device=self.q_loc.device)
+        tau = pyro.sample("tau", dist.LogNormal(zero, self.tau_scale))
+        # tau's own batch dimensions (vectorized particles) stay left of the event dimension
+        scale = tau.unsqueeze(-1).expand(*tau.shape, self.latent_dim)
+        return dist.Normal(torch.zeros_like(scale), scale).to_event(1)
+
+    def guide(self) -> None:
+        pyro.sample("tau", dist.LogNormal(self.q_loc, bounded_scale(self.q_raw_scale)))

@@ -29,6 +29,7 @@ CASES = {
     "flow-spline": {"prior": "flow", "prior_flow": "spline-coupling", "prior_flow_depth": 2},
     "laplace": {},
     "student-t": {"prior_df": 3.0},
+    "hierarchical": {},
 }
 
 
@@ -90,6 +91,9 @@ def test_density_integrates_to_one(case, latent_dim):
     assert abs(float(mass.sum()) - 1) < 0.01
 
 
+GLOBAL_TAU = 1.5  # the value of the hierarchical prior's global scale the moments test fixes
+
+
 def implied_moments(prior, case):
     """Mean and variance from the prior's parameters (closed form), else from its density."""
     if case == "standard-normal":
@@ -100,6 +104,8 @@ def implied_moments(prior, case):
         return prior.loc, 2 * prior.scale**2
     if case == "student-t":
         return prior.loc, prior.scale**2 * prior.df / (prior.df - 2)
+    if case == "hierarchical":  # p(z | tau) at the global scale the test conditions on
+        return torch.zeros(2), torch.full((2,), GLOBAL_TAU**2)
     if case == "mog":
         locs, scales, weights = prior.locs, prior.scales, prior.logits.softmax(0)[:, None]
     elif case == "vamp":
@@ -119,7 +125,7 @@ def test_samples_have_the_moments_the_parameters_imply(case):
     prior = make_prior(case, 2, **({"prior_df": 6.0} if case == "student-t" else {}))
     torch.manual_seed(0)
     n = 200_000
-    with torch.no_grad():
+    with torch.no_grad(), pyro.poutine.condition(data={"tau": torch.tensor(GLOBAL_TAU)}):
         z = prior().sample((n,))
         mean, var = implied_moments(prior, case)
     assert z.shape == (n, 2) and torch.isfinite(z).all()

@@ -53,6 +53,7 @@ from ..objectives.stl import STL_ELBO
 from ..objectives.tail_adaptive import TailAdaptive_ELBO
 from ..priors import (
     FlowPrior,
+    HierarchicalNormalPrior,
     LaplacePrior,
     LearnedNormalPrior,
     MixtureOfGaussiansPrior,
@@ -152,6 +153,11 @@ PRIORS: dict[str, PriorSpec] = {
         lambda cfg, encoder, data_shape, data_max: StudentTPrior(cfg.latent_dim, cfg.prior_df),
         "independent Student-t(df, 0, 1) coordinates: heavy tails",
         ("prior_df",),
+    ),
+    "hierarchical": PriorSpec(
+        lambda cfg, encoder, data_shape, data_max: HierarchicalNormalPrior(cfg.latent_dim),
+        "N(0, tau^2 I) with one global scale tau ~ LogNormal(0, 1), learned by its own guide "
+        "(a global latent: ELBO-type objectives only)",
     ),
 }
 
