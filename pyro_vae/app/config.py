@@ -204,8 +204,9 @@ class Config:
     )
     threads: int = _option(
         1,
-        "CPU threads of torch's operators (0: torch's default, one per core); 1 is right on a "
-        "small or shared machine, where threads that wait for busy cores slow an epoch 3-25x",
+        "CPU threads of torch's operators (0: torch's own default, one per core, or "
+        "OMP_NUM_THREADS); 1 suits a small or shared machine, where threads that wait for busy "
+        "cores slow an epoch 3-25x",
         "training",
         minimum=0,
     )
