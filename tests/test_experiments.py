@@ -47,36 +47,35 @@ def test_bench_distributed_smoke(tmp_path):
 
 SMOKE_BENCH = ["--steps", "2", "--warmup", "1", "--train-images", "1100", "--log-px-images", "4",
                "--memory-k", "20", "--memory-images", "40", "--epoch-rounds", "1"]  # fmt: skip
+MEASURES = ["training step"] * 4 + ["training epoch", "hand-written PyTorch epoch",
+            "log p(x) estimate", "evaluation peak memory", "evaluation peak memory"]  # fmt: skip
 
 
-def test_bench_training_smoke(tmp_path):
+def test_bench_training_smoke_measures_each_thread_count_with_progress(tmp_path):
     out = tmp_path / "bench.csv"
-    done = run_script("bench_training", *SMOKE_BENCH, "--out", str(out))
+    done = run_script("bench_training", *SMOKE_BENCH, "--threads", "1", "2", "--out", str(out))
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
-    measures = [r["measure"].split(",")[0] for r in rows]
-    assert measures == [
-        "training step",
-        "training step",
-        "training step",
-        "training step",
-        "training epoch",
-        "hand-written PyTorch epoch",
-        "log p(x) estimate",
-        "evaluation peak memory",
-        "evaluation peak memory",
+    assert [(r["threads"], r["measure"].split(",")[0]) for r in rows] == [
+        (threads, measure) for threads in "12" for measure in MEASURES
     ]
     assert all(float(r["ratio"]) > 0 for r in rows) and "ratio" in done.stdout
+    progress = [line for line in done.stderr.splitlines() if line.startswith("bench: threads")]
+    phases = [line.split(":")[1].strip() for line in progress]
+    assert phases == ["threads 1"] * 5 + ["threads 2"] * 5
+    assert all(line.endswith(" s") for line in progress)  # each phase says how long it took
 
 
 def test_pyro_vae_bench_is_the_same_benchmark(tmp_path):
     out = tmp_path / "bench.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "pyro_vae", "bench", *SMOKE_BENCH, "--out", str(out)],
+        [sys.executable, "-m", "pyro_vae", "bench", *SMOKE_BENCH, "--threads", "1",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "hand-written PyTorch step" in done.stdout and out.is_file()
+    assert done.stdout.splitlines()[0].split()[0] == "threads"
 
 
 @pytest.mark.parametrize(

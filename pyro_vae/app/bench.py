@@ -4,13 +4,14 @@ Everything runs in one process, on the same data, the same architecture (MLP
 784-400-20, Bernoulli likelihood, standard Normal prior, Adam 1e-3) and the same
 device. Step times are medians over many steps after a warm-up, with the two
 contenders interleaved step by step so that both see the same machine noise;
-every figure is reported as a ratio to its baseline.
+every figure is reported as a ratio to its baseline. Each thread count asked for runs
+every measurement in turn, and every row names its thread count.
 
 Run it as ``pyro-vae bench`` or ``python experiments/bench_training.py``.
 
 Example::
 
-    rows = run_benchmark(BenchSettings(dataset="mnist5k", steps=50))
+    rows = run_benchmark(BenchSettings(dataset="mnist5k", steps=50, threads=1))
     print(format_table(rows))
 """
 
@@ -23,11 +24,13 @@ import math
 import multiprocessing
 import resource
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pyro
@@ -43,11 +46,11 @@ from ..data import TrainingData, prepare_data
 from ..estimators import evaluate_vae
 from ..guides import MAX_SCALE, MIN_SCALE
 from ..vae import VAE
-from .bench_args import add_bench_arguments
+from .bench_args import add_bench_arguments, bench_sizes
 from .build import build_vae
 from .config import Config
 from .registry import load_dataset
-from .runtime import make_adam
+from .runtime import apply_threads, make_adam
 from .trainer import Trainer
 
 __all__ = ["BenchSettings", "run_benchmark", "format_table", "write_csv", "main"]
@@ -70,6 +73,7 @@ class BenchSettings:
     epoch_rounds: int = 3
     memory_k: int = 5000
     memory_images: int = 10_000
+    threads: int = 1  # CPU threads of torch's operators (0: leave torch's setting)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class BenchRow:
     unit: str
     baseline_name: str
     target: str
+    threads: int  # torch's CPU threads while measured
 
     @property
     def ratio(self) -> float:
@@ -87,6 +92,7 @@ class BenchRow:
 
     def as_dict(self) -> dict:
         return {
+            "threads": self.threads,
             "measure": self.measure,
             "pyro_vae": self.pyro_vae,
             "baseline": self.baseline,
@@ -181,7 +187,7 @@ def measure_steps(settings: BenchSettings, batch_size: int) -> list[BenchRow]:
         trainers[on_nan] = Trainer(
             cfg.replace(on_nan=on_nan), build_vae(cfg, data.data_shape).to(device), data
         )
-    baseline = handwritten_step(trainers["off"].vae, data.num_train)
+    baseline = handwritten_step(trainers["off"].model, data.num_train)
     x_epoch = data.epoch_train(0)
     batches = [x_epoch[index] for index in data.batch_indices(0, batch_size)]
     contenders = {name: t.train_step for name, t in trainers.items()}
@@ -198,6 +204,7 @@ def measure_steps(settings: BenchSettings, batch_size: int) -> list[BenchRow]:
             "ms/step",
             "hand-written PyTorch step",
             target,
+            torch.get_num_threads(),
         )
         for on_nan in trainers
     ]
@@ -240,7 +247,7 @@ def measure_epoch(settings: BenchSettings) -> list[BenchRow]:
     torch.manual_seed(settings.seed)
     trainer = Trainer(cfg, build_vae(cfg, data.data_shape).to(device), data)
 
-    handwritten = handwritten_step(trainer.vae, data.num_train)
+    handwritten = handwritten_step(trainer.model, data.num_train)
 
     sync = _synchronizer(device)
 
@@ -275,6 +282,7 @@ def measure_epoch(settings: BenchSettings) -> list[BenchRow]:
             "s/epoch",
             classic_name,
             "<= 0.33 (3x faster)",
+            torch.get_num_threads(),
         ),
         BenchRow(
             f"hand-written PyTorch epoch, {what}",
@@ -283,6 +291,7 @@ def measure_epoch(settings: BenchSettings) -> list[BenchRow]:
             "s/epoch",
             classic_name,
             "reference: no target",
+            torch.get_num_threads(),
         ),
     ]
 
@@ -344,6 +353,7 @@ def measure_log_px_throughput(settings: BenchSettings, k: int = 1000) -> BenchRo
         "GFLOP/s",
         "plain torch matmul of the decoder's shapes",
         ">= 0.50",
+        torch.get_num_threads(),
     )
 
 
@@ -356,6 +366,7 @@ def _resident_bytes() -> int:
 def _peak_memory_child(settings: BenchSettings, k: int, images: int, queue) -> None:
     """Memory before an evaluation and its peak during it: resident memory sampled every
     2 ms, or on a GPU the CUDA allocator's own peak."""
+    apply_threads(settings.threads)
     device = torch.device(settings.device)
     data = _data(settings, device, "dynamic")
     x = data.test.repeat((images + len(data.test) - 1) // len(data.test), 1, 1, 1)[:images]
@@ -405,6 +416,7 @@ def measure_peak_memory(settings: BenchSettings) -> list[BenchRow]:
             "GiB",
             "the 2 GiB budget",
             "< 1 (under 2 GiB)",
+            torch.get_num_threads(),  # the children's too: both apply settings.threads
         ),
         BenchRow(
             f"evaluation peak {memory}, K={settings.memory_k} vs K={settings.memory_k // 10}",
@@ -413,28 +425,49 @@ def measure_peak_memory(settings: BenchSettings) -> list[BenchRow]:
             "GiB",
             f"the same evaluation at K={settings.memory_k // 10}",
             "about 1 (independent of K)",
+            torch.get_num_threads(),
         ),
     ]
 
 
-def run_benchmark(settings: BenchSettings) -> list[BenchRow]:
-    return [
-        *measure_steps(settings, 128),
-        *measure_steps(settings, 1024),
-        *measure_epoch(settings),
-        measure_log_px_throughput(settings),
-        *measure_peak_memory(settings),
-    ]
+def run_benchmark(settings: BenchSettings, progress: TextIO | None = None) -> list[BenchRow]:
+    """Every measurement on ``settings.threads`` threads; one line per phase to ``progress``."""
+    apply_threads(settings.threads)
+    steps = f"3 contenders x {settings.warmup} + {settings.steps} steps"
+    k_small = settings.memory_k // 10
+    phases: list[tuple[str, Callable[[], list[BenchRow]]]] = [
+        (f"training step, batch 128 ({steps})", lambda: measure_steps(settings, 128)),
+        (f"training step, batch 1024 ({steps})", lambda: measure_steps(settings, 1024)),
+        (f"training epochs (3 pipelines x {settings.epoch_rounds})",
+         lambda: measure_epoch(settings)),
+        (f"log p(x), K=1000, {settings.log_px_images} images x {settings.rounds}",
+         lambda: [measure_log_px_throughput(settings)]),
+        (f"evaluation peak memory, K={k_small} and {settings.memory_k}, "
+         f"{settings.memory_images} images", lambda: measure_peak_memory(settings)),
+    ]  # fmt: skip
+    rows = []
+    for name, phase in phases:
+        started = time.perf_counter()
+        if progress is not None:
+            print(
+                f"bench: threads {settings.threads}: {name} ...", end="", file=progress, flush=True
+            )
+        rows += phase()
+        if progress is not None:
+            print(f" {time.perf_counter() - started:.1f} s", file=progress, flush=True)
+    return rows
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    lines = [f"{'measure':<52} {'pyro-vae':>10} {'baseline':>10} {'unit':>10} {'ratio':>7}  target"]
+    width = max(len(row.measure) for row in rows)
+    lines = [f"{'threads':>7} {'measure':<{width}} {'pyro-vae':>10} {'baseline':>10} "
+             f"{'unit':>10} {'ratio':>7}  target"]  # fmt: skip
     for row in rows:
         lines.append(
-            f"{row.measure:<52} {row.pyro_vae:>10.4g} {row.baseline:>10.4g} {row.unit:>10} "
-            f"{row.ratio:>7.3f}  {row.target}"
+            f"{row.threads:>7} {row.measure:<{width}} {row.pyro_vae:>10.4g} "
+            f"{row.baseline:>10.4g} {row.unit:>10} {row.ratio:>7.3f}  {row.target}"
         )
-        lines.append(f"{'':<52} baseline: {row.baseline_name}")
+        lines.append(f"{'':>7} {'':<{width}} baseline: {row.baseline_name}")
     return "\n".join(lines)
 
 
@@ -448,19 +481,22 @@ def write_csv(rows: list[BenchRow], path: str | Path) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> list[BenchRow]:
-    """Run the benchmark as parsed by :func:`add_bench_arguments`; print and save the table."""
-    settings = BenchSettings(
-        args.dataset,
-        args.device,
-        args.steps,
-        args.warmup,
-        train_images=args.train_images,
-        log_px_images=args.log_px_images,
-        epoch_rounds=args.epoch_rounds,
-        memory_k=args.memory_k,
-        memory_images=args.memory_images,
+    """Run the benchmark as parsed by :func:`add_bench_arguments`, once per thread count;
+    print progress to stderr, then print and save the table."""
+    sizes = bench_sizes(args)
+    print(
+        f"bench: {'full' if args.full else 'quick (--full for the full measurement)'}: "
+        + ", ".join(f"{name} {value}" for name, value in sizes.items())
+        + f"; threads {' '.join(map(str, args.threads))}",
+        file=sys.stderr,
+        flush=True,
     )
-    rows = run_benchmark(settings)
+    rows = []
+    for threads in args.threads:
+        settings = BenchSettings(
+            args.dataset, args.device, train_images=args.train_images, threads=threads, **sizes
+        )
+        rows += run_benchmark(settings, progress=sys.stderr)
     print(format_table(rows))
     write_csv(rows, args.out)
     print(f"written: {args.out}")
