@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,40 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Ends each option's help with its default; a config flag's default is Config's.
+
+    A config flag's own default is SUPPRESS (only flags given override --config), so
+    argparse's ArgumentDefaultsHelpFormatter would show nothing for it.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if not text or text == argparse.SUPPRESS or not action.option_strings:
+            return text
+        if re.search(r"\bdefault[: ]", text):  # the help says it already
+            return text
+        default = action.default
+        if default is argparse.SUPPRESS:
+            default = next((d for name, d, _ in Config.describe() if name == action.dest), None)
+        if default is None or default is False or default in ("", [], {}):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` for a command without config flags (train and compare have it from Config)."""
+    (option,) = [f for f in fields(Config) if f.name == "threads"]
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=option.default,
+        metavar="N",
+        help=option.metadata["help"] + " (default: %(default)s)",
+    )
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
@@ -77,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train a VAE and write a run folder")
+    train = commands.add_parser(
+        "train", help="train a VAE and write a run folder", formatter_class=_DefaultsHelpFormatter
+    )
     train.add_argument("--config", type=Path, help="TOML config file (e.g. a run's config.toml)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
     train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -85,12 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     _add_config_flags(train)
 
-    sample = commands.add_parser("sample", help="draw images from a trained model")
+    sample = commands.add_parser(
+        "sample",
+        help="draw images from a trained model",
+        description="Decode N draws from the prior, z ~ p(z), into their mean images E[x|z] "
+        "and save them as one titled PNG grid.",
+        formatter_class=_DefaultsHelpFormatter,
+    )
     sample.add_argument("run_dir", type=Path)
     sample.add_argument("--n", type=int, default=64, help="number of images")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", type=Path, help="PNG path; default RUN_DIR/plots/samples-SEED.png")
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
+    sample.add_argument(
+        "--out", type=Path, help="PNG path; default RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png"
+    )
+    sample.add_argument("--device", default="cpu", help="cpu or cuda")
+    _add_threads_flag(sample)
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     evaluate = commands.add_parser(
@@ -107,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation's draws")
     evaluate.add_argument("--device", default="cpu")
+    _add_threads_flag(evaluate)
     evaluate.add_argument("--out", type=Path, help="JSON path; default RUN_DIR/eval.json")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
@@ -147,7 +194,11 @@ def _config_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> 
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from .runtime import apply_threads
     from .train import train
+
+    if args.resume is None:  # a resumed run applies its own config's threads in train()
+        apply_threads(_config_from_args(args).threads)
 
     if args.resume is not None:
         overrides = {f.name for f in fields(Config) if hasattr(args, f.name)} - {"epochs"}
@@ -168,11 +219,13 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from ..rng import isolated_rng
     from .load import load_run
     from .plots import save_image_grid
+    from .runtime import apply_threads
 
+    apply_threads(args.threads)
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     run = load_run(args.run_dir, args.device)
-    out = args.out or run.folder.plots / f"samples-{args.seed}.png"
+    out = args.out or run.folder.plots / f"prior-samples-seed{args.seed}-n{args.n}.png"
     sample = getattr(run.model, "sample", None)
     if not callable(sample):
         raise ModelError(
@@ -182,7 +235,9 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     with isolated_rng(args.seed, args.device):
         images = sample(args.n)
     levels = data_support(run.model) == "levels"
-    if not save_image_grid(images, out, levels=levels):
+    run_name = run.folder.path.resolve().name
+    title = f"{run_name}: {args.n} samples from the prior (E[x|z]), seed {args.seed}"
+    if not save_image_grid(images, out, title=title, levels=levels):
         raise ConfigError(f"data shape {run.data_shape} is not an image; nothing to draw")
     print(out)
 
@@ -190,7 +245,9 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .distributed import launched_as_main
     from .evaluate import evaluate
+    from .runtime import apply_threads
 
+    apply_threads(args.threads)
     if args.k is not None and args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
     result = evaluate(
@@ -225,7 +282,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_from_args
+    from .runtime import apply_threads
 
+    apply_threads(args.threads[0])  # run_from_args applies each of --threads in turn
     run_from_args(args)
 
 

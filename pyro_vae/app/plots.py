@@ -24,6 +24,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..rng import isolated_rng  # noqa: E402
 from ..vae import VAE  # noqa: E402
@@ -59,7 +61,8 @@ def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
 def save_image_grid(
     x: torch.Tensor, path: str | Path, columns: int = 8, title: str = "", levels: bool = False
 ) -> bool:
-    """Save images as a grid PNG; False (nothing written) when x is not image-shaped."""
+    """Save images as a grid PNG with an optional title; False (nothing written) when x is
+    not image-shaped."""
     images = _as_images(x, levels)
     if images is None:
         return False
@@ -75,24 +78,36 @@ def save_image_grid(
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    # the title is also the PNG's Title text chunk: image viewers and scripts can read it
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Title": title} if title else None)
     plt.close(fig)
     return True
 
 
-def plot_losses(rows: Sequence[dict[str, Any]], path: str | Path, units: str = "nats") -> None:
-    """Train and test ELBO per datapoint over epochs."""
+MARKED_POINTS = 50  # up to this many epochs each is marked, so that a single epoch shows
+
+
+def plot_losses(rows: Sequence[dict[str, Any]], path: str | Path, units: str = "nats") -> Figure:
+    """Train and test ELBO per datapoint over epochs; returns the (closed) figure.
+
+    Example: ``plot_losses([{"epoch": 1, "train_elbo": -180.0, "test_elbo": -170.0}], "l.png")``
+    """
     epochs = [row["epoch"] for row in rows]
+    marker = "o" if len(rows) <= MARKED_POINTS else ""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(epochs, [row["train_elbo"] for row in rows], label="train ELBO")
-    ax.plot(epochs, [row["test_elbo"] for row in rows], label="test ELBO")
+    ax.plot(epochs, [row["train_elbo"] for row in rows], marker=marker, ms=4, label="train ELBO")
+    ax.plot(epochs, [row["test_elbo"] for row in rows], marker=marker, ms=4, label="test ELBO")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(set(epochs)) == 1:  # else the axis spans 0.95-1.05, where no tick is a whole epoch
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"ELBO per datapoint ({units})")
+    ax.set_ylabel(f"ELBO per datapoint in {units}")  # units may hold parentheses themselves
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
 
 
 def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, levels: bool = False) -> bool:
@@ -111,29 +126,44 @@ def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, levels: bo
     )
 
 
-def _pca_2d(z: torch.Tensor) -> torch.Tensor:
+def _pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first two principal components of the rows of z, and their shares of the variance."""
     centred = z - z.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ v[:2].T
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, s[:2] ** 2 / (s**2).sum()
 
 
 def plot_latent_scatter(
     vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path
-) -> None:
-    """Posterior means E[z|x] in 2-D (the two dims directly when z has 2, PCA otherwise)."""
+) -> Figure:
+    """Posterior means E[z|x] in 2-D (the two dims directly when z has 2, PCA otherwise);
+    returns the (closed) figure.
+
+    Example: ``plot_latent_scatter(vae, x_test[:2000], y_test[:2000], "latent.png")``
+    """
     loc = torch.cat([vae.encode(chunk)[0] for chunk in x.split(500)]).cpu()
-    points, note = (loc, "z") if loc.shape[1] == 2 else (_pca_2d(loc), "PCA of E[z|x]")
-    if loc.shape[1] == 1:
-        points, note = torch.cat([loc, torch.zeros_like(loc)], 1), "z (1-D)"
+    if loc.shape[1] <= 2:
+        points, note, axes = loc, "E[z|x]", ("$z_1$", "$z_2$" if loc.shape[1] == 2 else "")
+        if loc.shape[1] == 1:
+            points = torch.cat([loc, torch.zeros_like(loc)], 1)
+    else:
+        points, share = _pca_2d(loc)
+        note = f"E[z|x], first 2 principal components of {loc.shape[1]} dims"
+        axes = tuple(f"PC {i + 1} ({100 * float(share[i]):.0f}% of variance)" for i in range(2))
     fig, ax = plt.subplots(figsize=(5, 4.5))
     colours = None if labels is None else labels.cpu().numpy()
     scatter = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=4, alpha=0.7)
     if labels is not None:
         fig.colorbar(scatter, ax=ax, label="label")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    if loc.shape[1] == 1:
+        ax.set_yticks([])  # a 1-D latent: the points lie on a line
     ax.set_title(f"latent space: {note}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
 
 
 def plot_manifold(vae: VAE, path: str | Path, side: int = 15, levels: bool = False) -> bool:

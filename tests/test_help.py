@@ -1,0 +1,46 @@
+"""`pyro-vae train --help` and `sample --help` show every option's default."""
+
+import re
+
+from pyro_vae.app.cli import build_parser
+from pyro_vae.app.config import Config
+
+
+def subcommand_help(name: str) -> str:
+    (commands,) = build_parser()._subparsers._group_actions
+    return commands.choices[name].format_help()
+
+
+def option_blocks(text: str) -> dict[str, str]:
+    """Each option's help, keyed by its flag, with the wrapped lines joined."""
+    blocks: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        match = re.match(r"  (--[a-z-]+)", line)
+        if match:
+            flag = match.group(1)
+            blocks[flag] = line
+        elif flag and line.startswith("      "):
+            blocks[flag] += " " + line.strip()
+        else:
+            flag = None
+    return {flag: " ".join(block.split()) for flag, block in blocks.items()}
+
+
+def test_train_help_shows_each_config_default():
+    blocks = option_blocks(subcommand_help("train"))
+    for name, default, _ in Config.describe():
+        block = blocks["--" + name.replace("_", "-")]
+        if default in ("", {}):  # nothing to show; the help says what empty means
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        assert f"(default: {shown})" in block or "default" in block, block
+    assert "(default: 30)" in blocks["--epochs"] and "(default: 400)" in blocks["--hidden"]
+    assert "(default: 1)" in blocks["--threads"]
+
+
+def test_sample_help_names_the_default_file_and_every_default():
+    blocks = option_blocks(subcommand_help("sample"))
+    assert "prior-samples-seed<SEED>-n<N>.png" in blocks["--out"].replace("- ", "-")
+    for flag in ("--n", "--seed", "--device", "--threads"):
+        assert "(default: " in blocks[flag], blocks[flag]

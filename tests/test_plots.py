@@ -1,0 +1,70 @@
+"""The run's figures say what they show: visible single epochs, labelled axes, clean units."""
+
+import pytest
+import torch
+from PIL import Image
+
+from pyro_vae import mlp_vae
+from pyro_vae.app.cli import main
+from pyro_vae.app.plots import plot_latent_scatter, plot_losses, save_image_grid
+
+
+def test_a_one_epoch_history_draws_marked_points_with_labelled_axes(tmp_path):
+    fig = plot_losses(
+        [{"epoch": 1, "train_elbo": -180.0, "test_elbo": -170.0}], tmp_path / "losses.png"
+    )
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["train ELBO", "test ELBO"]
+    assert all(line.get_marker() not in ("", "None", None) for line in lines)
+    assert [list(line.get_ydata()) for line in lines] == [[-180.0], [-170.0]]
+    assert ax.get_xlabel() == "epoch" and "ELBO per datapoint" in ax.get_ylabel()
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # no epoch 0.98
+    assert (tmp_path / "losses.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_long_histories_are_plain_lines():
+    rows = [{"epoch": e, "train_elbo": -e, "test_elbo": -e} for e in range(1, 101)]
+    fig = plot_losses(rows, "/dev/null")
+    assert all(line.get_marker() in ("", "None") for line in fig.axes[0].get_lines())
+
+
+@pytest.mark.parametrize("units", ["nats", "nats (density)", "nats (8-bit levels)"])
+def test_loss_units_are_never_in_doubled_parentheses(units, tmp_path):
+    rows = [{"epoch": 1, "train_elbo": -1.0, "test_elbo": -1.0}]
+    label = plot_losses(rows, tmp_path / "l.png", units).axes[0].get_ylabel()
+    assert units in label and "((" not in label and "))" not in label
+    assert label.count("(") == label.count(")") <= 1
+
+
+@pytest.mark.parametrize(
+    "latent_dim, xlabel, ylabel",
+    [(2, "$z_1$", "$z_2$"), (5, "PC 1 (", "PC 2 ("), (1, "$z_1$", "")],
+)
+def test_latent_scatter_names_its_axes(latent_dim, xlabel, ylabel, binary_batch, tmp_path):
+    torch.manual_seed(0)
+    vae = mlp_vae((1, 28, 28), latent_dim, (16,))
+    fig = plot_latent_scatter(vae, binary_batch, torch.arange(64) % 10, tmp_path / "latent.png")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith(xlabel) and ax.get_ylabel().startswith(ylabel)
+    if latent_dim > 2:  # the principal components' shares of the variance, largest first
+        shares = [float(label.split("(")[1].split("%")[0]) for label in
+                  (ax.get_xlabel(), ax.get_ylabel())]  # fmt: skip
+        assert 100 >= shares[0] >= shares[1] > 0
+    assert "latent space" in ax.get_title()
+
+
+def test_an_image_grid_title_is_in_the_png(tmp_path):
+    assert save_image_grid(torch.rand(4, 1, 8, 8), tmp_path / "g.png", title="four images")
+    assert Image.open(tmp_path / "g.png").info["Title"] == "four images"
+
+
+@pytest.mark.slow
+def test_sample_writes_a_titled_grid_named_after_seed_and_count(tiny_npz, tmp_path):
+    run = tmp_path / "my-run"
+    args = ["--dataset", str(tiny_npz), "--epochs", "1", "--batch-size", "100", "--hidden", "16",
+            "--latent-dim", "2", "--device", "cpu", "--out", str(run), "--no-progress"]  # fmt: skip
+    assert main(["train", *args]) == 0
+    assert main(["sample", str(run), "--n", "9", "--seed", "4"]) == 0
+    png = run / "plots" / "prior-samples-seed4-n9.png"
+    assert Image.open(png).info["Title"] == "my-run: 9 samples from the prior (E[x|z]), seed 4"
