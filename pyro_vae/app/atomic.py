@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
@@ -95,12 +93,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_torch_save(obj: Any, path: str | Path, save: Callable[..., None] = torch.save) -> None:
-    """``torch.save`` into memory, then :func:`atomic_write_bytes`.
+def atomic_torch_save(
+    obj: Any, path: str | Path, save: Callable[[Any, IO[bytes]], None] | None = None
+) -> None:
+    """``torch.save`` (or ``save``) into memory, then :func:`atomic_write_bytes`.
 
     Serializing first means a full disk fails as Python's own ``OSError`` (ENOSPC,
     EFBIG) from the write, not as an error from inside torch's zip writer.
     """
+    if save is None:
+        import torch  # here, so that importing this module stays light (the CLI's error path)
+
+        save = torch.save
     buffer = io.BytesIO()
     save(obj, buffer)
     atomic_write_bytes(path, buffer.getbuffer())

@@ -1,7 +1,11 @@
 """The run folder: config.toml, run.json, metrics.csv, checkpoint.pt, eval.json and plots/.
 
 Every file is written atomically. A folder holding another run is never
-overwritten unless asked, and an unwritable folder fails before any training.
+overwritten unless asked, and even then the old run is only set aside until the
+new one has its first checkpoint. One process at a time writes a run folder: it
+holds an exclusive lock (``.lock``, with its pid) from :meth:`RunFolder.create` or
+``RunFolder.open(path, write=True)`` until :meth:`RunFolder.release` or its exit.
+Paths are checked before anything is made (names of at most 255 bytes, valid text).
 
 Example:
     >>> import tempfile
@@ -9,25 +13,39 @@ Example:
     >>> run.write_metrics([{"epoch": 1, "train_elbo": -120.5}])
     >>> run.read_metrics()
     [{'epoch': 1, 'train_elbo': -120.5}]
+    >>> run.release()
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, stale_temp_files
 from .config import Config
 
-__all__ = ["RunFolder", "default_run_dir"]
+__all__ = ["RunFolder", "default_run_dir", "check_path", "explain_system_error"]
 
 RUN_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt", "eval.json")
+TRAINING_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt")  # under the lock
+LOCK_FILE = ".lock"
+PREVIOUS = ".previous-run"  # the replaced run, until the new one has a checkpoint
+SETTING_ASIDE = ".previous-run.partial"  # files on their way in or out of PREVIOUS
+NAME_MAX = 255  # bytes in one file or folder name, on every common filesystem
+PATH_MAX = 4096
+
+_held: dict[str, tuple[int, Path]] = {}  # real folder path -> (lock fd, lock file) of this process
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:
@@ -39,6 +57,73 @@ def default_run_dir(root: str | Path = "runs") -> Path:
         path = Path(root) / f"{stamp}_{suffix}"
         suffix += 1
     return path
+
+
+def check_path(path: str | Path, fix: str, text: bool = True) -> None:
+    """Raise RunFolderError unless every name in ``path`` fits a filesystem (and, with
+    ``text``, the path is valid UTF-8, as config.toml must hold it).
+
+    Example:
+        >>> check_path("runs/" + "x" * 300, "choose a shorter --out")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.RunFolderError: runs/xxx...: the name xxx... is 300 bytes long, ...
+    """
+    shown = _shown(path)
+    try:
+        encoded = os.fsencode(path)  # undecodable bytes come back as they were
+        if text:
+            str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RunFolderError(
+            f"{shown!r}: the path is not valid UTF-8 text, which config.toml must hold; {fix}"
+        ) from None
+    long_names = [name for name in encoded.split(b"/") if len(name) > NAME_MAX]
+    if long_names:
+        name = os.fsdecode(long_names[0])
+        raise RunFolderError(
+            f"{shown}: the name {name[:20]}... is {len(long_names[0])} bytes long, more "
+            f"than the {NAME_MAX} a filesystem allows; {fix}"
+        )
+    if len(encoded) >= PATH_MAX:
+        raise RunFolderError(f"{shown}: the path is longer than {PATH_MAX} bytes; {fix}")
+
+
+_OS_FIXES = {
+    errno.ENAMETOOLONG: f"use a shorter path (at most {NAME_MAX} bytes per name)",
+    errno.ENOSPC: "free disk space and rerun",
+    errno.EDQUOT: "free disk space (the quota is reached) and rerun",
+    errno.EFBIG: "raise the file-size limit (ulimit -f) and rerun",
+    errno.EACCES: "choose a location you may write to, or fix its permissions",
+    errno.EPERM: "choose a location you may write to, or fix its permissions",
+    errno.EROFS: "choose a location on a writable disk",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "give a file, not a folder",
+}
+
+
+def explain_system_error(err: OSError | UnicodeError | MemoryError) -> str:
+    """One line for a failure caused by the user's paths, disk or sizes: cause, then fix.
+
+    Example:
+        >>> explain_system_error(OSError(28, "No space left on device", "runs/a/plots/x.png"))
+        'No space left on device: runs/a/plots/x.png; free disk space and rerun'
+    """
+    if isinstance(err, OSError):
+        name = os.fsdecode(err.filename) if isinstance(err.filename, bytes) else err.filename
+        where = f": {_shown(name)}" if isinstance(name, str) else ""
+        return (
+            f"{err.strerror or err}{where}; {_OS_FIXES.get(err.errno, 'check the path and disk')}"
+        )
+    if isinstance(err, UnicodeError):
+        return f"a path or text is not valid UTF-8 ({err}); use names of plain characters"
+    return "out of memory; use a smaller model (--hidden, --latent-dim), --batch-size or dataset"
+
+
+def _shown(path: str | Path) -> str:
+    text = str(path)
+    return text if len(text) <= 80 else text[:60] + "..."
 
 
 class RunFolder:
@@ -55,30 +140,71 @@ class RunFolder:
 
     @classmethod
     def create(cls, path: str | Path, overwrite: bool = False) -> RunFolder:
-        """A fresh run folder; refuses one that holds another run unless ``overwrite``."""
+        """A fresh run folder, locked for this process.
+
+        A folder holding another run is refused unless ``overwrite``; then the old
+        run's files are set aside in ``.previous-run/`` until :meth:`confirm_replacement`
+        (or put back by :meth:`restore_previous`). On failure nothing is left half-made.
+        """
         run = cls(path)
-        if run.holds_run():
-            if not overwrite:
-                raise RunFolderError(
-                    f"{run.path} already holds a run; pass --overwrite to replace it, "
-                    "--resume to continue it, or choose another --out"
-                )
-            for name in RUN_FILES:
-                (run.path / name).unlink(missing_ok=True)
-            shutil.rmtree(run.plots, ignore_errors=True)
-        run.check_writable()
+        check_path(run.path, "choose another --out")
+        made, locked = _missing_folders(run.path), False
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            locked = run.acquire()
+            run._settle()
+            if run.holds_run():
+                if not overwrite:
+                    raise RunFolderError(
+                        f"{run.path} already holds a run; pass --overwrite to replace it, "
+                        "--resume to continue it, or choose another --out"
+                    )
+                run._set_aside_previous()
+            run.check_writable()
+        except OSError as err:
+            run._undo(made, locked)
+            raise RunFolderError(
+                f"cannot write to run folder {run.path} ({err.strerror or err}); "
+                "choose a writable --out"
+            ) from None
+        except BaseException:
+            run._undo(made, locked)
+            raise
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> RunFolder:
-        """An existing run folder (for resume, evaluate, sample)."""
+    def open(cls, path: str | Path, write: bool = False) -> RunFolder:
+        """An existing run folder: read-only (evaluate, sample), or with ``write`` locked
+        for this process (resume), after tidying what an interrupted run left behind."""
         run = cls(path)
-        if not run.path.is_dir():
+        check_path(run.path, "check the run folder's path", text=write)
+        try:
+            is_dir = run.path.is_dir()
+        except OSError as err:
+            raise RunFolderError(f"{run.path}: cannot be read ({err.strerror or err})") from None
+        if not is_dir:
             raise RunFolderError(f"{run.path}: no such run folder")
+        locked = write and run.acquire()
+        if write:
+            try:
+                run._settle()
+            except OSError as err:
+                run._undo([], locked)
+                raise RunFolderError(
+                    f"cannot write to run folder {run.path} ({err.strerror or err}); "
+                    "make it writable"
+                ) from None
         if not run.config_path.is_file() or not run.checkpoint_path.is_file():
+            run._undo([], locked)
+            kept = (
+                f"; the run it replaced is kept in {run.path / PREVIOUS} and comes back on "
+                f"--resume {run.path}"
+                if (run.path / PREVIOUS / "checkpoint.pt").is_file()
+                else ""
+            )
             raise RunFolderError(
                 f"{run.path}: not a finished or checkpointed run (needs config.toml and "
-                "checkpoint.pt)"
+                f"checkpoint.pt){kept}"
             )
         return run
 
@@ -97,6 +223,116 @@ class RunFolder:
                 f"cannot write to run folder {self.path} ({err.strerror or err}); "
                 "choose a writable --out"
             ) from None
+
+    # -- the lock -------------------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        """Hold the folder's lock until :meth:`release` or exit; refuse if another process does.
+
+        Returns False (and does nothing) when this process holds it already.
+        """
+        key = os.path.realpath(self.path)
+        if key in _held:
+            return False
+        lock = self.path / LOCK_FILE
+        while True:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as err:
+                raise RunFolderError(
+                    f"cannot write to run folder {self.path} ({err.strerror or err}); "
+                    "choose a writable --out"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _pid_in(fd)
+                os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise RunFolderError(
+                        f"cannot lock run folder {self.path} ({err.strerror or err}); "
+                        "use a folder on a local disk"
+                    ) from None
+                raise RunFolderError(
+                    f"{self.path}: another process{holder} is training into this run folder; "
+                    "wait for it to finish or stop it, or choose another --out"
+                ) from None
+            if _same_file(fd, lock):
+                break
+            os.close(fd)  # its holder removed the file while we opened it: take the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held[key] = (fd, lock)
+        return True
+
+    def release(self) -> None:
+        """Let other processes write here again (a no-op when this process holds no lock)."""
+        _release(os.path.realpath(self.path))
+
+    # -- replacing a run ------------------------------------------------------------------------
+
+    def confirm_replacement(self) -> None:
+        """Delete the run this one replaced (call after the new run's first checkpoint).
+
+        A no-op when no run was replaced.
+        """
+        shutil.rmtree(self.path / PREVIOUS, ignore_errors=True)
+
+    def restore_previous(self) -> None:
+        """Remove what the new run wrote and put the replaced run back (call when training
+        fails before its first checkpoint). A no-op when no run was replaced."""
+        previous = self.path / PREVIOUS
+        if not previous.is_dir():
+            return
+        self.checkpoint_path.unlink(missing_ok=True)  # first: a crash here settles the same way
+        for name in (*RUN_FILES, "plots"):
+            _remove(self.path / name)
+        self._remove_stale_temp_files()
+        os.rename(previous, self.path / SETTING_ASIDE)
+        self._settle()
+
+    def _set_aside_previous(self) -> None:
+        """Move the old run's files into PREVIOUS (via SETTING_ASIDE, so a crash midway
+        leaves a state that :meth:`_settle` puts back)."""
+        aside = self.path / SETTING_ASIDE
+        aside.mkdir()
+        for name in (*RUN_FILES, "plots"):
+            if (self.path / name).exists():
+                os.rename(self.path / name, aside / name)
+        os.rename(aside, self.path / PREVIOUS)
+
+    def _settle(self) -> None:
+        """Finish what an interrupted process left (under the lock): files half set aside go
+        back, a replacement without a checkpoint is undone, one with a checkpoint is kept,
+        and temporary files of killed writes are removed."""
+        aside = self.path / SETTING_ASIDE
+        if aside.is_dir():  # nothing new was written while files were on their way
+            for entry in aside.iterdir():
+                _remove(self.path / entry.name)
+                os.rename(entry, self.path / entry.name)
+            aside.rmdir()
+        if (self.path / PREVIOUS).is_dir():
+            if self.checkpoint_path.is_file():
+                self.confirm_replacement()
+            else:
+                self.restore_previous()
+        self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        for name in TRAINING_FILES:
+            for stale in stale_temp_files(self.path / name):
+                stale.unlink(missing_ok=True)
+        (self.path / ".write-test").unlink(missing_ok=True)
+
+    def _undo(self, made: list[Path], locked: bool) -> None:
+        """Release a lock taken here and remove the (still empty) folders create() made."""
+        if locked:
+            self.release()
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                (folder / "plots").rmdir()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -133,6 +369,52 @@ class RunFolder:
             return []
         with self.metrics_path.open(newline="") as handle:
             return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders on ``path`` that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _pid_in(fd: int) -> str:
+    """`` (pid N)`` from a lock file, or nothing when its holder has not written it yet."""
+    with contextlib.suppress(OSError, ValueError):
+        return f" (pid {int(os.pread(fd, 32, 0).decode())})"
+    return ""
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _release(key: str) -> None:
+    held = _held.pop(key, None)
+    if held is None:
+        return
+    fd, lock = held
+    with contextlib.suppress(OSError):  # removed while still locked, so no one locks a ghost
+        os.unlink(lock)
+    os.close(fd)
+
+
+@atexit.register
+def _release_all() -> None:
+    for key in list(_held):
+        _release(key)
 
 
 def _number(text: str) -> Any:
