@@ -104,7 +104,9 @@ class Config:
     # model
     network: str = _option("mlp", "encoder/decoder networks", "model", choices=_choices("NETWORKS"))
     hidden: list[int] = _option([400], "hidden layer sizes of the MLP networks", "model", minimum=1)
-    latent_dim: int = _option(10, "dimension of the latent code z", "model", minimum=1)
+    latent_dim: int = _option(
+        10, "dimension of the latent code z", "model", minimum=1, maximum=4096
+    )
     model: str = _option(
         "vae",
         "the model: vae (built from the parts below) or your own, package.module:Name, a "
@@ -141,7 +143,11 @@ class Config:
     )
     guide_args: dict = _option({}, "keyword arguments of a guide given by import path", "model")
     prior_components: int = _option(
-        10, "K: components of the mog prior, pseudo-inputs of the vamp prior", "model", minimum=1
+        10,
+        "K: components of the mog prior, pseudo-inputs of the vamp prior",
+        "model",
+        minimum=1,
+        maximum=10_000,
     )
     prior_flow: str = _option(
         "affine-autoregressive",
@@ -149,7 +155,9 @@ class Config:
         "model",
         choices=("affine-autoregressive", "spline-coupling"),
     )
-    prior_flow_depth: int = _option(2, "transform steps of the flow prior", "model", minimum=1)
+    prior_flow_depth: int = _option(
+        2, "transform steps of the flow prior", "model", minimum=1, maximum=64
+    )
     prior_df: float = _option(
         3.0, "degrees of freedom of the student-t prior", "model", minimum=0, exclusive_minimum=True
     )
@@ -167,7 +175,7 @@ class Config:
         exclusive_minimum=True,
     )
     guide_flow_depth: int = _option(
-        2, "inverse autoregressive flow steps of the iaf guide", "model", minimum=1
+        2, "inverse autoregressive flow steps of the iaf guide", "model", minimum=1, maximum=64
     )
     # training
     objective: str = _option(
