@@ -159,18 +159,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
-        help="train and evaluate a grid of objectives, priors or likelihoods x seeds",
-        description="Train every (value, seed) cell with everything else fixed, evaluate each "
+        help="train and evaluate a grid of config values x seeds, several cells at once",
+        description="Train every cell of the grid (the --vary values x --seeds) with everything "
+        "else fixed, each as an ordinary `pyro-vae train` run in its own process, evaluate each "
         "the same way and write comparison.csv, .md and .png into --out. Rerunning the same "
         "command resumes: finished cells are not run again.",
     )
-    grid = compare.add_mutually_exclusive_group(required=True)
+    compare.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values, e.g. latent_dim=2,10,50 or 'hidden=[400,200],[64]' "
+        "(brackets hold a value with commas); several --vary make a grid",
+    )
     for axis, metavar in (("objectives", "SPEC"), ("priors", "NAME"), ("likelihoods", "NAME")):
-        grid.add_argument(f"--{axis}", nargs="+", metavar=metavar, help=f"the {axis} to compare")
+        compare.add_argument(
+            f"--{axis}", nargs="+", metavar=metavar, help=f"--vary {axis[:-1]}=..., one per word"
+        )
     compare.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N")
     compare.add_argument("--out", type=Path, required=True, help="the comparison folder")
     compare.add_argument("--config", type=Path, help="TOML config for everything else")
-    compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="cells run at once (one thread each)"
+    )
+    compare.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="run nothing: write each cell's config-request.toml and print one shell line per "
+        "cell still to do (for a job scheduler); rerun without this flag for the report",
+    )
+    compare.add_argument(
+        "--no-progress", action="store_true", help="one line per cell start and end, no epochs"
+    )
     compare.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     _add_config_flags(compare, exclude=COMPARE_EXCLUDED)
 
@@ -266,15 +287,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from .compare import AXES, compare
+    from .compare import AXES, cell_commands, compare, parse_grid
+    from .runtime import apply_threads
 
-    axis = next(axis for axis in AXES if getattr(args, f"{axis}s"))
+    grid = parse_grid(args.vary, {axis: getattr(args, f"{axis}s") for axis in AXES})
+    base = _config_from_args(args, exclude=COMPARE_EXCLUDED)
+    apply_threads(base.threads)
+    if args.print_commands:
+        lines = cell_commands(base, grid, args.seeds, args.out)
+        print("\n".join(lines) if lines else "# every cell is done; rerun without --print-commands")
+        return
     compare(
-        _config_from_args(args, exclude=COMPARE_EXCLUDED),
-        axis,
-        getattr(args, f"{axis}s"),
+        base,
+        grid,
         args.seeds,
         args.out,
+        jobs=args.jobs,
         progress=not args.no_progress,
         command=shlex.join(["pyro-vae", *args.argv]),
     )

@@ -1,43 +1,75 @@
-"""Comparisons: one config axis (objective, prior or likelihood) x seeds, everything else fixed.
+"""Comparisons: a grid of config values x seeds, everything else fixed.
 
-Each cell is trained by :func:`pyro_vae.train.train` into its own run folder
-(``OUT/runs/<value>/seed<N>``) and evaluated the same way: the run's test split, the
-same K importance samples, the same evaluation seed. The comparison folder gets
-``comparison.csv`` (one row per cell), ``comparison.md`` (mean +/- std over seeds per
-value) and ``comparison.png`` (see :mod:`pyro_vae.comparison_report`).
+The grid maps config keys to the values to try (``{"latent_dim": [2, 10], "prior":
+["standard-normal", "mog"]}``); its cartesian product times the seeds gives the cells.
+Each cell is an ordinary run: its configuration goes to
+``OUT/runs/<values>/seed<N>/config-request.toml``, then ``python -m pyro_vae train``
+and ``python -m pyro_vae evaluate`` run it as subprocesses (``jobs`` cells at a time,
+one thread each; their output goes to the cell's ``compare.log``). Every cell is
+evaluated the same way: its test split, the same K importance samples, the same
+evaluation seed. The comparison folder gets ``comparison.csv``, ``comparison.md`` and
+``comparison.png`` (see :mod:`pyro_vae.app.comparison_report`).
 
-Comparisons resume: a cell whose run finished and whose ``eval.json`` matches the
-evaluation settings is read back, not run again; an interrupted run continues from
-its checkpoint. A cell folder holding a run with another configuration is an error
-rather than a silent mix of settings.
+Comparisons resume: a finished cell whose ``eval.json`` matches the evaluation settings
+is read back, not run again; an interrupted run continues from its checkpoint. A cell
+folder holding a run with another configuration is an error rather than a silent mix
+of settings. :func:`cell_commands` gives the shell lines instead, for a job scheduler.
 
 Example::
 
-    result = compare(Config(dataset="mnist5k", epochs=30), "objective",
-                     ["elbo", "iwae:k=5"], seeds=[0, 1, 2], out="comparisons/iwae")
+    result = compare(Config(dataset="mnist5k", epochs=30),
+                     {"objective": ["elbo", "iwae:k=5"], "latent_dim": [2, 10]},
+                     seeds=[0, 1, 2], out="comparisons/iwae", jobs=4)
     print(result.markdown)
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .comparison_report import Report, write_report
+from ..errors import ConfigError, PyroVAEError
+from .atomic import atomic_write_text
+from .comparison_report import Report, label_of, write_report
 from .config import Config
-from .evaluate import evaluate
 from .run_folder import RunFolder
-from .runtime import resolve_device
 
-__all__ = ["AXES", "EVAL_SEED", "compare", "ComparisonResult", "cell_folder"]
+__all__ = [
+    "AXES",
+    "EVAL_SEED",
+    "Cell",
+    "CompareError",
+    "ComparisonResult",
+    "cell_commands",
+    "compare",
+    "format_value",
+    "parse_grid",
+    "parse_vary",
+    "plan_cells",
+]
 
-AXES = ("objective", "prior", "likelihood")
+AXES = ("objective", "prior", "likelihood")  # the shorthands --objectives, --priors, --likelihoods
 EVAL_SEED = 0
+REQUEST = "config-request.toml"
+LOG = "compare.log"
+_NOT_VARIED = {"seed": "give the seeds with --seeds", "out": "give the folder with --out"}
+
+
+class CompareError(PyroVAEError):
+    """Some cells of a comparison failed; the others finished and are in the report."""
 
 
 @dataclass
@@ -51,89 +83,373 @@ class ComparisonResult:
         return self.report.markdown
 
 
-def cell_folder(out: str | Path, value: str, seed: int) -> Path:
-    """``OUT/runs/<value as a safe folder name>/seed<N>``."""
-    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", value.replace(":", "_").replace(",", "_"))
-    return Path(out) / "runs" / slug / f"seed{seed}"
+@dataclass(frozen=True)
+class Cell:
+    """One (values, seed) point of the grid: its config, folder and place in the grid."""
+
+    index: int
+    values: dict[str, str]  # key -> value as written in the report
+    seed: int
+    config: Config
+
+    @property
+    def path(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def name(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.values.items())
 
 
-def compare(
+# -- the grid -------------------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    """A value as ``--vary`` writes it: ``[400,200]`` for a list, ``0.001`` for a float."""
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2,...`` -> the config key and its values, converted to the key's type.
+
+    Values are separated by commas; brackets hold a value with commas of its own: a
+    list for ``hidden``, or an objective spec with options. ``-`` may stand for ``_``.
+
+    Example:
+        >>> parse_vary("latent-dim=2,10,50")
+        ('latent_dim', [2, 10, 50])
+        >>> parse_vary("hidden=[400,200],64")
+        ('hidden', [[400, 200], [64]])
+        >>> parse_vary("objective=elbo,[renyi:alpha=0.5,k=5]")
+        ('objective', ['elbo', 'renyi:alpha=0.5,k=5'])
+    """
+    key, sep, rest = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise ConfigError(f"--vary {text!r}: expected KEY=V1,V2,..., e.g. --vary latent_dim=2,10")
+    types = {f.name: f.type for f in fields(Config)}
+    if key in _NOT_VARIED:
+        raise ConfigError(f"--vary {key}: {key} is not varied with --vary; {_NOT_VARIED[key]}")
+    if key not in types:
+        valid = ", ".join(sorted(set(types) - set(_NOT_VARIED)))
+        raise ConfigError(f"--vary: unknown config key {key!r}; valid keys: {valid}")
+    return key, [_convert(key, types[key], token) for token in _split(key, rest)]
+
+
+def _split(key: str, text: str) -> list[str]:
+    """Split at the commas outside brackets."""
+    tokens, depth, start = [], 0, 0
+    for i, char in enumerate(text + ","):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0 or (depth > 0 and i == len(text)):
+            raise ConfigError(f"--vary {key}: unbalanced brackets in {text!r}")
+        if char == "," and depth == 0:
+            tokens.append(text[start:i].strip())
+            start = i + 1
+    if "" in tokens:
+        raise ConfigError(f"--vary {key}: empty value in {text!r}; separate values with commas")
+    return tokens
+
+
+def _convert(key: str, kind: str, token: str) -> Any:
+    inner = token[1:-1] if token.startswith("[") and token.endswith("]") else token
+    if kind == "dict":
+        raise ConfigError(
+            f"--vary {key}: a table cannot be varied on the command line; pass the grid "
+            "to pyro_vae.app.compare.compare() from Python"
+        )
+    try:
+        if kind == "int":
+            return int(token)
+        if kind == "float":
+            return float(token)
+        if kind == "list[int]":
+            return [int(item) for item in inner.split(",")]
+    except ValueError:
+        what = {"int": "an integer", "float": "a number"}.get(kind, "a list of integers")
+        example = "'hidden=[400,200],[64]'" if kind == "list[int]" else f"{key}=2,10"
+        raise ConfigError(
+            f"--vary {key}: {token!r} is not {what}; write e.g. --vary {example}"
+        ) from None
+    return inner
+
+
+def parse_grid(
+    vary: Sequence[str] = (), shorthands: Mapping[str, Sequence[str] | None] | None = None
+) -> dict[str, list[Any]]:
+    """The grid of ``--vary`` flags plus shorthands such as ``{"objective": [...]}``.
+
+    Example:
+        >>> parse_grid(["latent_dim=2,10"], {"prior": ["standard-normal", "mog"]})
+        {'latent_dim': [2, 10], 'prior': ['standard-normal', 'mog']}
+    """
+    pairs = [parse_vary(text) for text in vary]
+    for key, words in (shorthands or {}).items():
+        if words:
+            pairs.append(parse_vary(f"{key}=" + ",".join(f"[{word}]" for word in words)))
+    grid: dict[str, list[Any]] = {}
+    for key, values in pairs:
+        if key in grid:
+            raise ConfigError(f"compare: {key} is varied twice; give its values in one --vary")
+        grid[key] = values
+    if not grid:
+        raise ConfigError(
+            "compare: nothing to vary; give --vary KEY=V1,V2 (or --objectives, --priors, "
+            "--likelihoods)"
+        )
+    return grid
+
+
+def plan_cells(
+    base: Config, grid: Mapping[str, Sequence[Any]], seeds: Sequence[int], out: str | Path
+) -> list[Cell]:
+    """Every (values, seed) cell of the grid, in order, each config validated by Config."""
+    seeds = list(seeds)
+    if not grid:
+        raise ConfigError("compare: the grid is empty; give at least one key to vary")
+    for key, values in grid.items():
+        shown = [format_value(v) for v in values]
+        if not shown or len(set(shown)) != len(shown):
+            raise ConfigError(f"compare: {key} values must be non-empty and distinct, got {shown}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"compare: seeds must be non-empty and distinct, got {seeds}")
+    out = Path(out).resolve()
+    cells, folders = [], {}
+    for combo in itertools.product(*grid.values()):
+        changes = dict(zip(grid, combo, strict=True))
+        config = base.replace(**changes)  # validates every value, naming its key
+        values = {key: format_value(value) for key, value in changes.items()}
+        folder = _slug(label_of(values, list(values)))
+        if folders.setdefault(folder, values) != values:
+            raise ConfigError(
+                f"compare: {folders[folder]} and {values} would share the folder runs/{folder}; "
+                "give values that differ in more than punctuation"
+            )
+        for seed in seeds:
+            path = out / "runs" / folder / f"seed{seed}"
+            cells.append(
+                Cell(len(cells) + 1, values, seed, config.replace(seed=seed, out=str(path)))
+            )
+    return cells
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "_"
+
+
+# -- what each cell still needs -------------------------------------------------------------------
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pyro_vae", *args]
+
+
+def _steps(cell: Cell, k: int) -> tuple[str, list[list[str]]]:
+    """What the cell still needs (a word for the log, the commands), after checking its folder."""
+    run = RunFolder(cell.path)
+    has_config = run.config_path.is_file()
+    if has_config:
+        _check_same_config(run, cell.config)
+    evaluate = _python("evaluate", str(cell.path), "--k", str(k), "--seed", str(EVAL_SEED),
+                       "--device", cell.config.device)  # fmt: skip
+    if run.read_info().get("finished") and run.checkpoint_path.is_file():
+        return ("done", []) if _matching_eval(run, k) else ("evaluating", [evaluate])
+    if has_config and run.checkpoint_path.is_file():
+        train = _python("train", "--resume", str(cell.path), "--no-progress")
+        return "resuming the interrupted run", [train, evaluate]
+    train = _python("train", "--config", str(cell.path / REQUEST), "--out", str(cell.path),
+                    "--no-progress", *["--overwrite"] * run.holds_run())  # fmt: skip
+    return "training", [train, evaluate]
+
+
+def _write_request(cell: Cell) -> None:
+    cell.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cell.path / REQUEST, cell.config.to_toml())
+
+
+def cell_commands(
     base: Config,
-    axis: str,
-    values: Sequence[str],
+    grid: Mapping[str, Sequence[Any]],
     seeds: Sequence[int],
     out: str | Path,
     *,
     k: int | None = None,
-    progress: bool = False,
+) -> list[str]:
+    """One shell line per cell still to do (train && evaluate), for a job scheduler.
+
+    Writes each cell's config-request.toml; runs nothing. After the lines have run,
+    :func:`compare` with the same arguments finds every cell done and writes the report.
+    """
+    k = k or base.eval_k
+    lines = []
+    for cell in plan_cells(base, grid, seeds, out):
+        _, steps = _steps(cell, k)
+        if steps:
+            _write_request(cell)
+            lines.append(" && ".join(shlex.join(step) for step in steps))
+    return lines
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def compare(
+    base: Config,
+    grid: Mapping[str, Sequence[Any]],
+    seeds: Sequence[int],
+    out: str | Path,
+    *,
+    k: int | None = None,
+    jobs: int = 1,
+    progress: bool = True,
     log: Callable[[str], None] = print,
     command: str = "",
 ) -> ComparisonResult:
-    """Train and evaluate every (value, seed) cell not already done; write the report.
+    """Train and evaluate every cell not already done, ``jobs`` at a time; write the report.
 
-    ``axis`` is ``objective``, ``prior`` or ``likelihood``; ``k`` defaults to
-    ``base.eval_k``. ``command`` (how the comparison was launched) goes into the report.
+    ``k`` defaults to ``base.eval_k``; ``progress`` relays each epoch's line; ``command``
+    (how the comparison was launched) goes into the report. Raises CompareError, after
+    writing the report of the cells that finished, if any cell failed.
     """
-    if axis not in AXES:
-        raise ConfigError(f"compare: unknown axis {axis!r}; valid choices: {', '.join(AXES)}")
-    values, seeds = list(values), list(seeds)
-    for what, items in ((f"{axis} values", values), ("seeds", seeds)):
-        if not items or len(set(items)) != len(items):
-            raise ConfigError(f"compare: {what} must be non-empty and distinct, got {items}")
-    configs = {value: base.replace(**{axis: value}) for value in values}  # validates each
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     k = k or base.eval_k
+    cells = plan_cells(base, grid, seeds, out)
+    plans = {cell.index: _steps(cell, k) for cell in cells}  # checks every folder first
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    total = len(values) * len(seeds)
-    for value in values:
-        for seed in seeds:
-            path = cell_folder(out, value, seed)
-            cfg = configs[value].replace(seed=seed, out=str(path))
-            prefix = f"[{len(rows) + 1}/{total}] {axis}={value} seed={seed}"
-            rows.append(_run_cell(cfg, axis, value, path, k, progress, log, prefix, out))
-    report = write_report(out, axis, rows, base, seeds, k, EVAL_SEED, command)
-    log(report.ranking_note or f"ranked by log p(x): {', '.join(report.ranking)}")
-    log(f"comparison written to {out}/comparison.md, .csv and .png")
-    return ComparisonResult(out, rows, report)
+    lock = threading.Lock()
+
+    def say(message: str) -> None:
+        with lock:
+            log(message)
+
+    todo = [cell for cell in cells if plans[cell.index][1]]
+    for cell in todo:
+        _write_request(cell)
+    sizes = " x ".join(f"{len(v)} {key}" for key, v in grid.items())
+    seed_count = len(cells) // math.prod(len(v) for v in grid.values())
+    say(
+        f"compare: {len(cells)} cells ({sizes} x {seed_count} seed{'s' * (seed_count > 1)}), "
+        f"{len(todo)} to run, {min(jobs, len(todo) or 1)} at a time, one thread each; each "
+        f"cell's output goes to its {LOG}"
+    )
+    notes: set[str] = set()
+    for cell in cells:
+        if not plans[cell.index][1]:
+            say(f"{_prefix(cell, len(cells))}: finished earlier, not run again")
+            _note_once(cell, notes, say)
+    failures: dict[int, str] = {}
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = {
+            cell.index: pool.submit(_run_cell, cell, len(cells), plans[cell.index], progress, say)
+            for cell in todo
+        }
+        for cell in todo:
+            error = futures[cell.index].result()
+            if error:
+                failures[cell.index] = error
+            else:
+                _note_once(cell, notes, say)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return _finish(cells, failures, out, base, seeds, k, command, say)
+
+
+def _prefix(cell: Cell, total: int) -> str:
+    return f"[{cell.index}/{total}] {cell.name} seed={cell.seed}"
+
+
+def _note_once(cell: Cell, notes: set[str], say: Callable[[str], None]) -> None:
+    """Print a run's dataset note (e.g. mnist replaced by mnist5k) once per comparison."""
+    note = RunFolder(cell.path).read_info().get("dataset_note", "")
+    if note and note not in notes:
+        notes.add(note)
+        say(f"note: {note}")
 
 
 def _run_cell(
-    cfg: Config,
-    axis: str,
-    value: str,
-    path: Path,
-    k: int,
+    cell: Cell,
+    total: int,
+    plan: tuple[str, list[list[str]]],
     progress: bool,
-    log: Callable[[str], None],
-    prefix: str,
-    out: Path,
-) -> dict[str, Any]:
-    from .train import train
+    say: Callable[[str], None],
+) -> str:
+    """Run the cell's commands one after the other; "" on success, else the error line."""
+    what, steps = plan
+    prefix, started = _prefix(cell, total), time.monotonic()
+    say(f"{prefix}: {what}")
+    on_epoch = (lambda line: say(f"{prefix}: {line}")) if progress else None
+    for step in steps:
+        error = _run_step(step, cell.path / LOG, on_epoch)
+        if error:
+            seconds = time.monotonic() - started
+            say(f"{prefix}: FAILED after {seconds:.1f} s: {error} (see {cell.path / LOG})")
+            return error
+    values = json.loads(RunFolder(cell.path).eval_path.read_text())
+    say(
+        f"{prefix}: done in {time.monotonic() - started:.1f} s, log p(x) "
+        f"{values['log_px']:.2f} {values['units']} (K={values['k']})"
+    )
+    return ""
 
-    run = RunFolder(path)
-    has_config = run.config_path.is_file()
-    if has_config:
-        _check_same_config(run, cfg, out)
-    if run.read_info().get("finished") and run.checkpoint_path.is_file():
-        log(f"{prefix}: finished earlier, not run again")
-    elif has_config and run.checkpoint_path.is_file():
-        log(f"{prefix}: resuming the interrupted run")
-        train(resume=path, progress=progress, log=log)
-    else:
-        log(f"{prefix}: training")
-        train(cfg, overwrite=run.holds_run(), progress=progress, log=log)
-    values = _matching_eval(run, k)
-    if values is None:
-        device = str(resolve_device(cfg.device))
-        evaluate(path, k=k, seed=EVAL_SEED, device=device)
-        values = json.loads(run.eval_path.read_text())
+
+def _run_step(argv: list[str], log_path: Path, on_epoch: Callable[[str], None] | None) -> str:
+    """Run one command with one torch thread; its output goes to ``log_path``.
+
+    Each epoch's line also goes to ``on_epoch``. Returns "" on success, else the error line.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    lines: list[str] = []
+    with log_path.open("a") as handle:
+        handle.write(f"$ {shlex.join(argv)}\n")
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        ) as child:
+            for line in child.stdout:
+                handle.write(line)
+                lines.append(line.strip())
+                if on_epoch and line.startswith("epoch "):
+                    on_epoch(line.strip())
+    if child.returncode == 0:
+        return ""
+    errors = [line for line in lines if line.startswith("pyro-vae: error:")]
+    last = errors or [line for line in lines if line] or [f"exit status {child.returncode}"]
+    return last[-1].removeprefix("pyro-vae: error: ")
+
+
+def _finish(cells, failures, out, base, seeds, k, command, say) -> ComparisonResult:
+    """Write the report of the cells that finished; raise CompareError naming failed ones."""
+    failed = [f"{cell.name} seed={cell.seed}: {failures[cell.index]}" for cell in cells
+              if cell.index in failures]  # fmt: skip
+    rows = [_row(cell, out, k) for cell in cells if cell.index not in failures]
+    error = CompareError(
+        f"compare: {len(failed)} of {len(cells)} cells failed ({'; '.join(failed)}); fix the "
+        "cause and rerun the same command: finished cells are not run again"
+    )
+    if not rows:
+        raise error
+    report = write_report(out, list(cells[0].values), rows, base, seeds, k, EVAL_SEED, command,
+                          failed)  # fmt: skip
+    say(report.ranking_note or f"ranked by log p(x): {', '.join(report.ranking)}")
+    say(f"comparison written to {out}/comparison.md, .csv and .png")
+    if failed:
+        raise error
+    return ComparisonResult(out, rows, report)
+
+
+def _row(cell: Cell, out: Path, k: int) -> dict[str, Any]:
+    run = RunFolder(cell.path)
+    values = json.loads(run.eval_path.read_text())
     metrics = run.read_metrics()
-    log(f"{prefix}: log p(x) {values['log_px']:.2f} {values['units']} (K={k})")
     return {
-        axis: value,
-        "seed": cfg.seed,
-        "run_dir": str(path.relative_to(out)),
+        **cell.values,
+        "seed": cell.seed,
+        "dataset_used": run.read_info().get("dataset_used", values["dataset"]),
+        "run_dir": str(cell.path.relative_to(out.resolve())),
         "epochs": len(metrics),
         "final_test_elbo": metrics[-1]["test_elbo"] if metrics else float("nan"),
         "train_seconds": round(sum(row["seconds"] for row in metrics), 1),
@@ -169,21 +485,21 @@ def _matching_eval(run: RunFolder, k: int) -> dict[str, Any] | None:
     return values if same and own_data else None
 
 
-def _check_same_config(run: RunFolder, cfg: Config, out: Path) -> None:
+def _check_same_config(run: RunFolder, cfg: Config) -> None:
+    """Refuse a cell folder trained with other settings (eval_k only changes the evaluation)."""
     existing = run.read_config().to_dict()
     wanted = cfg.to_dict()
-    info = run.read_info()
-    requested = info.get("dataset_requested", existing["dataset"])
+    requested = run.read_info().get("dataset_requested", existing["dataset"])
     different = sorted(
         f"{key}: {existing[key]!r} there, {wanted[key]!r} now"
         for key in wanted
-        if key not in ("out", "dataset") and existing.get(key) != wanted[key]
+        if key not in ("out", "dataset", "eval_k") and existing.get(key) != wanted[key]
     )
     if wanted["dataset"] not in (existing["dataset"], requested):
         different.append(f"dataset: {requested!r} there, {wanted['dataset']!r} now")
     if different:
         raise ConfigError(
             f"{run.path} holds a run made with other settings ({'; '.join(different)}); this "
-            f"comparison folder was started with them. Use another --out than {out}, or "
-            "delete that cell's folder to rerun it"
+            "comparison folder was started with them. Use another --out, or delete that "
+            "cell's folder to rerun it"
         )

@@ -1,7 +1,9 @@
 """The report of a comparison: comparison.csv, comparison.md and comparison.png.
 
-Values are summarized as mean +/- std over seeds and ranked by the log p(x) estimate,
-unless their likelihoods put the numbers on different scales (binary nats of a
+Rows hold one cell each: the varied keys' values, the seed, the dataset really used
+and the evaluation. Each setting (values of the varied keys) is summarized as mean +/-
+std over seeds and ranked by the log p(x) estimate, unless their likelihoods put the
+numbers on different scales (binary nats of a
 probability mass, nats of a density, bits per dimension of an 8-bit mass): a mass and
 a density are not comparable, and neither are likelihoods fitted to differently
 prepared data, so such a comparison is reported without a ranking, saying why.
@@ -9,7 +11,7 @@ prepared data, so such a comparison is reported without a ranking, saying why.
 Example:
     >>> rows = [{"likelihood": "bernoulli", "scale": "binary"},
     ...         {"likelihood": "gaussian", "scale": "continuous"}]
-    >>> print(ranking_refusal(rows, "likelihood"))  # doctest: +ELLIPSIS
+    >>> print(ranking_refusal(rows, ["likelihood"]))  # doctest: +ELLIPSIS
     Not ranked: the numbers live on different scales (bernoulli: binary, nats of a ...
 """
 
@@ -19,7 +21,7 @@ import csv
 import io
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .atomic import atomic_write_text  # noqa: E402
 from .config import Config  # noqa: E402
 
-__all__ = ["Report", "summarize", "ranking_refusal", "write_report", "SCALE_MEANINGS"]
+__all__ = ["Report", "label_of", "summarize", "ranking_refusal", "write_report", "SCALE_MEANINGS"]
 
 SCALE_MEANINGS = {
     "binary": "nats of a probability mass on binarized pixels",
@@ -57,24 +59,42 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
     return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
 
 
-def summarize(rows: Sequence[dict[str, Any]], axis: str) -> list[dict[str, Any]]:
-    """One entry per value (in order of appearance): seeds, scale, units, (mean, std) per stat."""
+def label_of(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """A setting's name: the value of a single key, else ``key=value`` pairs.
+
+    Example:
+        >>> label_of({"prior": "mog", "latent_dim": "2", "seed": 0}, ["prior"])
+        'mog'
+        >>> label_of({"prior": "mog", "latent_dim": "2", "seed": 0}, ["prior", "latent_dim"])
+        'prior=mog latent_dim=2'
+    """
+    if len(keys) == 1:
+        return str(row[keys[0]])
+    return " ".join(f"{key}={row[key]}" for key in keys)
+
+
+def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One entry per setting (in order of appearance): label, the keys' values, seeds, scale,
+    units, datasets used and (mean, std) per stat."""
     summary: dict[str, dict[str, Any]] = {}
     for row in rows:
+        label = label_of(row, keys)
+        values = {key: row[key] for key in keys}
         entry = summary.setdefault(
-            row[axis], {axis: row[axis], "seeds": 0, "scale": row["scale"], "units": row["units"]}
+            label, {"label": label, **values, "scale": row["scale"], "units": row["units"]}
         )
-        entry["seeds"] += 1
-    for value, entry in summary.items():
-        cells = [row for row in rows if row[axis] == value]
+        entry.setdefault("cells", []).append(row)
+    for entry in summary.values():
+        cells = entry.pop("cells")
+        entry["seeds"] = len(cells)
         for stat in _STATS:
             entry[stat] = _mean_std([cell.get(stat) for cell in cells])
     return list(summary.values())
 
 
-def ranking_refusal(rows: Sequence[dict[str, Any]], axis: str) -> str:
-    """Why these values cannot be ranked against each other ("" when they can)."""
-    scales = {row[axis]: row["scale"] for row in rows}
+def ranking_refusal(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
+    """Why these settings cannot be ranked against each other ("" when they can)."""
+    scales = {label_of(row, keys): row["scale"] for row in rows}
     if len(set(scales.values())) <= 1:
         return ""
     described = "; ".join(
@@ -94,43 +114,68 @@ def _fmt(stat: tuple[float, float] | None, digits: int = 2) -> str:
     return "n/a" if stat is None else f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
 
 
-def _fixed_settings(base: Config, axis: str) -> str:
-    skip = {axis, "seed", "out", "eval_k"}
-    return " ".join(f"{f.name}={getattr(base, f.name)}" for f in fields(base) if f.name not in skip)
+def _datasets(rows: Sequence[dict[str, Any]], keys: Sequence[str], base: Config) -> tuple[str, str]:
+    """The dataset every run used ("" if they differ) and a sentence on any substitution."""
+    used = {row["dataset_used"] for row in rows}
+    swaps = sorted({(row.get("dataset", base.dataset) if "dataset" in keys else base.dataset,
+                     row["dataset_used"]) for row in rows})  # fmt: skip
+    swaps = [(asked, got) for asked, got in swaps if asked != got]
+    sentence = " ".join(
+        f"Dataset `{asked}` was requested but not available, so its runs used `{got}` (see "
+        "each run.json's dataset_note)."
+        for asked, got in swaps
+    )
+    return (used.pop() if len(used) == 1 else ""), sentence
+
+
+def _fixed_settings(base: Config, keys: Sequence[str], dataset: str) -> str:
+    skip = {*keys, "seed", "out", "eval_k"}
+    values = {f.name: getattr(base, f.name) for f in fields(base) if f.name not in skip}
+    if "dataset" in values:
+        values["dataset"] = dataset
+    return " ".join(f"{name}={value}" for name, value in values.items())
 
 
 def _markdown(
-    axis: str, summary, ranking: list[str], note: str, base: Config, seeds, k: int,
-    eval_seed: int, command: str,
+    keys: Sequence[str], summary, ranking: list[str], note: str, base: Config, seeds, k: int,
+    eval_seed: int, command: str, rows: Sequence[dict[str, Any]], failures: Sequence[str],
 ) -> str:  # fmt: skip
     units = summary[0]["units"] if len({e["units"] for e in summary}) == 1 else "per likelihood"
     with_bits = any(entry["bits_per_dim"] is not None for entry in summary)
-    header = ["rank"] * (not note) + [axis, "scale", f"log p(x) ({units})", "test ELBO",
+    header = ["rank"] * (not note) + [*keys, "scale", f"log p(x) ({units})", "test ELBO",
                                       "KL", "active units"]  # fmt: skip
     header += ["bits/dim"] * with_bits + ["train time (s)"]
+    dataset, swapped = _datasets(rows, keys, base)
     lines = [
-        f"# Comparison of {axis}s",
+        f"# Comparison of {' x '.join(keys)}",
         "",
-        f"{len(summary)} {axis}s x {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
-        f"everything else fixed: `{_fixed_settings(base, axis)}`.",
+        f"{len(summary)} settings of {' x '.join(keys)} x {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))}); everything else fixed: "
+        f"`{_fixed_settings(base, keys, dataset)}`.",
         "",
         f"Each run is evaluated on its dataset's test split with K={k} importance samples "
         f"per datapoint (evaluation seed {eval_seed}). Numbers are per datapoint, mean ± std "
         "over seeds; test ELBO is the last epoch's single-sample estimate.",
         "",
     ]
+    if swapped:
+        lines += [swapped, ""]
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = ranking or [entry[axis] for entry in sorted(summary, key=lambda e: e["scale"])]
-    by_value = {entry[axis]: entry for entry in summary}
-    for position, value in enumerate(order, 1):
-        e = by_value[value]
-        cells = [str(position)] * (not note) + [f"`{value}`", e["scale"], _fmt(e["log_px"]),
-                 _fmt(e["final_test_elbo"]), _fmt(e["kl"]), _fmt(e["active_units"], 1)]  # fmt: skip
+    order = ranking or [entry["label"] for entry in sorted(summary, key=lambda e: e["scale"])]
+    by_label = {entry["label"]: entry for entry in summary}
+    for position, label in enumerate(order, 1):
+        e = by_label[label]
+        cells = [str(position)] * (not note) + [f"`{e[key]}`" for key in keys]
+        cells += [e["scale"], _fmt(e["log_px"]), _fmt(e["final_test_elbo"]), _fmt(e["kl"]),
+                  _fmt(e["active_units"], 1)]  # fmt: skip
         cells += [_fmt(e["bits_per_dim"], 4)] * with_bits + [_fmt(e["train_seconds"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", note or "Ranked by the mean log p(x) estimate (higher is better)."]
+    if failures:
+        lines += ["", "Failed, so not in the table (rerun the command after fixing the cause):"]
+        lines += [f"- {failure}" for failure in failures]
     return "\n".join(lines) + "\n"
 
 
@@ -143,15 +188,15 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _plot(path: Path, axis: str, rows, summary, note: str) -> None:
+def _plot(path: Path, keys: Sequence[str], rows, summary, note: str) -> None:
     fig, (curves, finals) = plt.subplots(1, 2, figsize=(11, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, entry in enumerate(summary):
         colour = colours[i % len(colours)]
-        cells = [row for row in rows if row[axis] == entry[axis]]
+        cells = [row for row in rows if label_of(row, keys) == entry["label"]]
         for j, cell in enumerate(cells):
             curve = cell["test_elbo_curve"]
-            label = entry[axis] if j == 0 else None
+            label = entry["label"] if j == 0 else None
             curves.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.7, label=label)
             finals.errorbar(i + 0.1 * (j + 1), cell["log_px"],
                             yerr=cell["log_px_se"], fmt="o", color=colour, alpha=0.6,
@@ -162,7 +207,7 @@ def _plot(path: Path, axis: str, rows, summary, note: str) -> None:
                title="test ELBO over training (one line per seed)")  # fmt: skip
     curves.grid(alpha=0.3)
     curves.legend(fontsize=8)
-    finals.set_xticks(range(len(summary)), [entry[axis] for entry in summary], rotation=20)
+    finals.set_xticks(range(len(summary)), [entry["label"] for entry in summary], rotation=20)
     title = "final log p(x): seeds (± s.e.) and mean ± std"
     finals.set(ylabel="log p(x) per datapoint", title=title + (" — NOT comparable" if note else ""))
     finals.grid(alpha=0.3, axis="y")
@@ -172,15 +217,20 @@ def _plot(path: Path, axis: str, rows, summary, note: str) -> None:
 
 
 def write_report(
-    out: Path, axis: str, rows: Sequence[dict[str, Any]], base: Config, seeds: Sequence[int],
-    k: int, eval_seed: int, command: str = "",
+    out: Path, keys: Sequence[str], rows: Sequence[dict[str, Any]], base: Config,
+    seeds: Sequence[int], k: int, eval_seed: int, command: str = "",
+    failures: Sequence[str] = (),
 ) -> Report:  # fmt: skip
-    """Write comparison.csv, comparison.md and comparison.png into ``out``."""
-    summary = summarize(rows, axis)
-    note = ranking_refusal(rows, axis)
-    ranking = [] if note else [e[axis] for e in sorted(summary, key=lambda e: -e["log_px"][0])]
-    markdown = _markdown(axis, summary, ranking, note, base, seeds, k, eval_seed, command)
+    """Write comparison.csv, comparison.md and comparison.png into ``out``.
+
+    ``keys`` are the varied config keys; ``failures`` name the cells that failed.
+    """
+    summary = summarize(rows, keys)
+    note = ranking_refusal(rows, keys)
+    ranking = [] if note else [e["label"] for e in sorted(summary, key=lambda e: -e["log_px"][0])]
+    markdown = _markdown(keys, summary, ranking, note, base, seeds, k, eval_seed, command, rows,
+                         failures)  # fmt: skip
     atomic_write_text(out / "comparison.csv", _csv(rows))
     atomic_write_text(out / "comparison.md", markdown)
-    _plot(out / "comparison.png", axis, rows, summary, note)
+    _plot(out / "comparison.png", keys, rows, summary, note)
     return Report(summary, ranking, note, markdown)
