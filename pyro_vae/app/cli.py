@@ -343,6 +343,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pyro-vae: error: {err}", file=sys.stderr)
         return 2
+    except (OSError, UnicodeError, MemoryError, RuntimeError) as err:
+        # the user's paths, disk or sizes (torch reports a failed CPU allocation as a
+        # RuntimeError): one line; any other RuntimeError is a bug and keeps its traceback
+        out_of_memory = "can't allocate memory" in str(err) or "out of memory" in str(err)
+        if args.debug or (isinstance(err, RuntimeError) and not out_of_memory):
+            raise
+        from .run_folder import explain_system_error
+
+        reason = err if not isinstance(err, RuntimeError) else MemoryError()
+        print(f"pyro-vae: error: {explain_system_error(reason)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pyro-vae: interrupted; the last checkpoint is intact", file=sys.stderr)
         return 130
