@@ -3,6 +3,7 @@ import io
 import os
 import pickle
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -261,3 +262,17 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temp_file(tin
     assert f"cannot write checkpoint {out / 'checkpoint.pt'} (File too large)" in lines[0]
     assert "ulimit -f" in lines[0] and "inline_container" not in lines[0]
     assert not list(out.glob(".*.tmp")) and not (out / "checkpoint.pt").exists()
+
+
+def test_a_config_toml_that_disagrees_with_the_checkpoint_is_noted(finished_run, tmp_path):
+    assert load_run(finished_run).note == ""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(text.replace("latent_dim = 2", "latent_dim = 3"))
+    loaded = load_run(run)
+    assert loaded.config.latent_dim == 2, "the weights keep the config they were trained with"
+    assert loaded.note.startswith(f"{run / 'config.toml'} differs from the config saved in")
+    assert "latent_dim = 3 there but 2" in loaded.note and "\n" not in loaded.note
+    (run / "config.toml").write_text("latent_dim = [")
+    assert "not valid TOML" in load_run(run).note

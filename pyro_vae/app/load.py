@@ -4,22 +4,28 @@ A run trained from a config (a built-in VAE, or a model named by import path) is
 rebuilt from its config; a run whose model was passed from Python gets that model
 again: ``load_run(dir, model=MyCVAE(...))`` loads the weights into it.
 
+The weights are always paired with the config saved in the checkpoint, which they
+were trained with; when the folder's config.toml says otherwise, ``note`` says so
+(callers print it).
+
 Example::
 
     run = load_run("runs/2026-11-26_08-00-00")
     images = run.model.sample(16)
+    if run.note:
+        print(run.note)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, PyroVAEError
 from .build import build_model
 from .checkpoint import load_checkpoint, load_model_state
 from .config import Config
@@ -39,6 +45,7 @@ class LoadedRun:
     data_shape: tuple[int, ...]
     checkpoint: dict[str, Any]
     info: dict[str, Any]
+    note: str = ""  # one line for the user, e.g. when config.toml disagrees with the checkpoint
 
 
 def load_run(
@@ -66,7 +73,27 @@ def load_run(
     model = model.to(device)
     load_model_state(model, state["model"], str(folder.checkpoint_path))
     model.eval()
-    return LoadedRun(folder, config, model, data_shape, state, info)
+    return LoadedRun(folder, config, model, data_shape, state, info, _config_note(folder, config))
+
+
+def _config_note(folder: RunFolder, config: Config) -> str:
+    """One line when config.toml is not the config the checkpoint's weights were trained with."""
+    try:
+        written = folder.read_config()
+    except PyroVAEError as err:
+        return f"{err}; using the config saved in checkpoint.pt"
+    differ = [
+        f"{f.name} = {getattr(written, f.name)!r} there but {getattr(config, f.name)!r}"
+        for f in fields(Config)
+        if getattr(written, f.name) != getattr(config, f.name)
+    ]
+    if not differ:
+        return ""
+    return (
+        f"{folder.config_path} differs from the config saved in checkpoint.pt "
+        f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}); using the "
+        "checkpoint's, which the weights were trained with"
+    )
 
 
 def _read_info(folder: RunFolder) -> dict[str, Any]:
