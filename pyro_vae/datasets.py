@@ -65,6 +65,50 @@ class Dataset:
     def data_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @classmethod
+    def from_tensors(
+        cls,
+        x_train: torch.Tensor,
+        x_test: torch.Tensor,
+        y_train: torch.Tensor | None = None,
+        y_test: torch.Tensor | None = None,
+        name: str = "tensors",
+    ) -> Dataset:
+        """A dataset of your own tensors (uint8 levels or floats; integer labels optional).
+
+        Example:
+            >>> ds = Dataset.from_tensors(torch.rand(8, 3), torch.rand(2, 3), torch.zeros(8).long(),
+            ...                           torch.zeros(2).long())
+            >>> ds.data_shape, ds.y_train.dtype
+            ((3,), torch.int64)
+        """
+        if (y_train is None) != (y_test is None):
+            raise DataError("give labels for both splits (y_train and y_test) or for neither")
+        for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+            if x.dtype != torch.uint8 and not x.is_floating_point():
+                raise DataError(f"x_{split} must hold uint8 levels or floats, not {x.dtype}")
+            if y is not None and (y.dim() != 1 or len(y) != len(x) or y.is_floating_point()):
+                raise DataError(
+                    f"y_{split} must be a 1-D integer tensor with one label per datapoint "
+                    f"({len(x)}); got {tuple(y.shape)} {y.dtype}"
+                )
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(
+                f"x_train holds datapoints of shape {tuple(x_train.shape[1:])} but x_test of "
+                f"shape {tuple(x_test.shape[1:])}; they must match"
+            )
+
+        def values(x: torch.Tensor) -> torch.Tensor:
+            return x if x.dtype == torch.uint8 else x.float()
+
+        def labels(y: torch.Tensor | None) -> torch.Tensor | None:
+            return None if y is None else y.long()
+
+        return cls(
+            name, values(x_train), labels(y_train), values(x_test), labels(y_test),
+            source="tensors given from Python",
+        )  # fmt: skip
+
     @property
     def is_8bit(self) -> bool:
         return self.x_train.dtype == torch.uint8

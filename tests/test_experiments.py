@@ -110,3 +110,9 @@ def test_gpu_check_imports_and_refuses_clearly_without_a_gpu():
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == "no CUDA device here: this check needs a GPU"
+
+
+def test_custom_model_resumes_both_user_models_bit_exactly():
+    done = run_script("custom_model", "--epochs", "2")
+    lines = [line for line in done.stdout.splitlines() if "killed and resumed" in line]
+    assert len(lines) == 2 and all("bit-exact" in line for line in lines), done.stdout

@@ -236,7 +236,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from ..convention import data_support
+    from ..convention import data_support, standard_vae
     from ..rng import isolated_rng
     from .load import load_run
     from .plots import save_image_grid
@@ -247,14 +247,15 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     run = load_run(args.run_dir, args.device)
     out = args.out or run.folder.plots / f"prior-samples-seed{args.seed}-n{args.n}.png"
-    sample = getattr(run.model, "sample", None)
-    if not callable(sample):
+    vae = standard_vae(run.model)
+    if vae is None:
         raise ModelError(
-            f"the run's model ({type(run.model).__name__}) has no sample(n) method; "
-            "draw from it in Python with vae.model(None, batch_size=n) or pyro.infer.Predictive"
+            f"the run's model ({type(run.model).__name__}) has its own model() and guide(), "
+            "which pyro-vae sample cannot draw from; load it with pyro_vae.load_run and draw "
+            "with pyro.infer.Predictive(model.model, ...) in Python"
         )
     with isolated_rng(args.seed, args.device):
-        images = sample(args.n)
+        images = vae.sample(args.n)
     levels = data_support(run.model) == "levels"
     run_name = run.folder.path.resolve().name
     title = f"{run_name}: {args.n} samples from the prior (E[x|z]), seed {args.seed}"

@@ -1,0 +1,212 @@
+"""The open core: its line with the application, the part contracts, and what a Pyro
+modeller expects of the model (generation, Predictive, deepcopy, shapes, global latents)."""
+
+import copy
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Predictive, Trace_ELBO
+
+import pyro_vae
+from pyro_vae.app.config import Config
+from pyro_vae.app.imports import import_object
+from pyro_vae.app.objective_specs import build_objective
+from pyro_vae.convention import convention_of, loss_modules
+from pyro_vae.errors import ConfigError, ModelError
+from pyro_vae.likelihoods import BernoulliLikelihood
+from pyro_vae.priors import HierarchicalNormalPrior
+
+SHAPE = (1, 28, 28)
+CORE = sorted(  # every module of the core, subpackages included (not the CLI's __main__)
+    m.name
+    for m in pkgutil.walk_packages(pyro_vae.__path__, "pyro_vae.")
+    if not m.name.startswith(("pyro_vae.app", "pyro_vae.__main__"))
+)
+
+
+def test_the_core_loads_no_application_module():
+    code = (
+        "import importlib, sys\n"
+        f"for name in {CORE!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pyro_vae.app')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert len(CORE) > 25 and done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_application_is_loaded_on_first_use_of_its_names():
+    code = "import pyro_vae, sys; pyro_vae.Config; print('pyro_vae.app.config' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
+
+
+def test_registries_live_in_one_module_only():
+    tables = {"PRIORS", "LIKELIHOODS", "GUIDES", "NETWORKS", "DATASETS", "OBJECTIVES", "MODELS"}
+    root = Path(pyro_vae.__file__).parent
+    for path in root.rglob("*.py"):
+        defined = {t for t in tables if f"\n{t}: dict" in path.read_text()}
+        assert not defined or path.name == "registry.py", (path, defined)
+
+
+def small(**parts):
+    return pyro_vae.mlp_vae(SHAPE, 2, [16], **parts)
+
+
+# -- part contracts --------------------------------------------------------------------------
+
+
+def test_a_decoder_of_the_wrong_width_is_named_at_build_time():
+    decoder = torch.nn.Linear(2, 100)
+    with pytest.raises(ModelError, match=r"the decoder \(Linear\).*784"):
+        small(decoder=decoder)
+
+
+def test_a_prior_that_returns_no_distribution_is_named():
+    class Broken(pyro_vae.Prior):
+        def forward(self):
+            return torch.zeros(2)
+
+    with pytest.raises(ModelError, match=r"the prior \(Broken\).*not a distribution"):
+        small(prior=Broken())
+
+
+def test_an_encoder_that_fails_is_named_with_its_input_shape():
+    class Encoder(torch.nn.Module):
+        def forward(self, x):
+            return dist.Normal(torch.nn.functional.linear(x, torch.zeros(2, 5)), 1.0).to_event(1)
+
+    with pytest.raises(ModelError, match=r"the encoder \(Encoder\) fails on input of shape"):
+        small(encoder=Encoder())
+
+
+def test_a_likelihood_declaring_an_unknown_support_is_refused():
+    class Odd(BernoulliLikelihood):
+        support = "integers"
+
+    with pytest.raises(ModelError, match=r"support 'integers' is not one of"):
+        small(likelihood=Odd(SHAPE))
+
+
+def test_a_plain_module_likelihood_gets_the_documented_defaults():
+    contract = pyro_vae.parts.likelihood_contract(torch.nn.Identity(), SHAPE)
+    assert (contract.support, contract.scale, contract.num_outputs) == ("real", "continuous", None)
+
+
+# -- the model as a Pyro modeller expects it ---------------------------------------------------
+
+
+def test_a_flat_batch_scores_like_the_shaped_one_and_a_wrong_one_is_named():
+    vae = small()
+    x = torch.bernoulli(torch.full((6, *SHAPE), 0.3))
+    losses = []
+    for batch in (x, x.flatten(1)):
+        pyro.set_rng_seed(3)
+        losses.append(Trace_ELBO().loss(vae.model, vae.guide, batch))
+    assert losses[0] == losses[1]
+    with pytest.raises(ModelError, match=r"shape \(6, 100\).*\(1, 28, 28\)"):
+        vae.model(torch.zeros(6, 100))
+
+
+def test_the_model_generates_without_data():
+    vae = small()
+    drawn = vae.model(None, batch_size=5)
+    assert drawn.shape == (5, *SHAPE) and set(drawn.unique().tolist()) <= {0.0, 1.0}
+    prior_predictive = Predictive(vae.model, num_samples=3)(None, batch_size=4)["x"]
+    assert prior_predictive.shape == (3, 4, *SHAPE)
+
+
+def test_posterior_predictive_draws_differ_from_the_data():
+    vae = small()
+    x = torch.bernoulli(torch.full((4, *SHAPE), 0.3))
+    observed = Predictive(vae.model, guide=vae.guide, num_samples=2)(x)["x"]
+    fresh = Predictive(vae.model, guide=vae.guide, num_samples=2)(x, observe=False)["x"]
+    assert torch.equal(observed[0], x)  # an observed site returns the data, as in Pyro
+    assert fresh.shape == (2, 4, *SHAPE) and not torch.equal(fresh[0], x)
+
+
+def test_a_deep_copy_trains_apart_under_classic_svi():
+    pyro.clear_param_store()
+    vae = small()
+    twin = copy.deepcopy(vae)
+    assert twin._pyro_name != vae._pyro_name
+    before = [p.detach().clone() for p in vae.parameters()]
+    x = torch.bernoulli(torch.full((8, *SHAPE), 0.3))
+    svi = SVI(twin.model, twin.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    for _ in range(3):
+        svi.step(x)
+    pairs = zip(vae.parameters(), twin.parameters(), strict=True)
+    assert all(not torch.equal(a, b) for a, b in pairs)
+    assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
+
+
+# -- a prior with a global latent ---------------------------------------------------------------
+
+
+def test_the_global_scale_is_drawn_once_outside_the_data_plate():
+    vae = small(prior=HierarchicalNormalPrior(2))
+    x = torch.bernoulli(torch.full((64, *SHAPE), 0.3))
+    trace = pyro.poutine.trace(vae.model).get_trace(x)
+    assert trace.nodes["tau"]["value"].shape == () and trace.nodes["z"]["value"].shape == (64, 2)
+    assert not any(f.name == "data" for f in trace.nodes["tau"]["cond_indep_stack"])
+
+
+def test_the_hierarchical_prior_trains_with_svi_and_the_trainer_loss():
+    pyro.clear_param_store()
+    vae = small(prior=HierarchicalNormalPrior(2))
+    x = torch.bernoulli(torch.full((32, *SHAPE), 0.3))
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(5):
+        svi.step(x, 1000)
+    assert vae.prior.q_loc.item() != 0.0
+    loss = build_objective("elbo")(*loss_modules(vae))(x, 1000)
+    (grad,) = torch.autograd.grad(loss, [vae.prior.q_loc])
+    assert torch.isfinite(grad) and float(grad) != 0.0
+
+
+def test_scores_and_samples_use_the_trained_global_scale():
+    vae = small(prior=HierarchicalNormalPrior(2))
+    with torch.no_grad():  # q(tau) concentrated at 3: p(z) used for scoring is N(0, 3^2)
+        vae.prior.q_loc.fill_(torch.tensor(3.0).log())
+        vae.prior.q_raw_scale.fill_(-30.0)
+    terms = vae.log_weights(torch.zeros(5, *SHAPE), 4)
+    expected = dist.Normal(0.0, 3.0).log_prob(terms.z).sum(-1)
+    torch.testing.assert_close(terms.log_prior, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_particle_objectives_refuse_a_global_latent_by_name():
+    vae = small(prior=HierarchicalNormalPrior(2))
+    loss = build_objective("iwae:k=3")(*loss_modules(vae))
+    with pytest.raises(ModelError, match="tau"):
+        loss(torch.zeros(4, *SHAPE), 100)
+
+
+# -- the convention and import paths --------------------------------------------------------------
+
+
+def test_model_and_guide_must_take_the_same_arguments():
+    class Mismatched(torch.nn.Module):
+        def model(self, x, y):
+            pass
+
+        def guide(self, x):
+            pass
+
+    with pytest.raises(ModelError, match="only one of them takes 'y'"):
+        convention_of(Mismatched())
+
+
+def test_user_parts_are_named_by_import_path_in_the_config():
+    cfg = Config(prior="collections:OrderedDict", prior_args={"scale": 2.0, "kinds": [1, 2]})
+    assert Config.from_toml_text(cfg.to_toml()) == cfg
+    with pytest.raises(ConfigError, match="is not an import path"):
+        Config(prior="bad path:")
+    with pytest.raises(ConfigError, match=r"prior: cannot import module 'nowhere_xyz.priors'"):
+        import_object("nowhere_xyz.priors:Prior", "prior")
+    with pytest.raises(ConfigError, match="has no attribute 'Missing'"):
+        import_object("collections:Missing", "prior")
