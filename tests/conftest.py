@@ -2,7 +2,7 @@
 
 Every test runs torch on one CPU thread, and so does every process a test starts (it
 inherits the environment): on a shared 2-core machine, threads waiting for busy cores
-made an epoch 25x slower.
+made an epoch up to 30x slower.
 """
 
 from __future__ import annotations

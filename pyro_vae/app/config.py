@@ -214,7 +214,7 @@ class Config:
         1,
         "CPU threads of torch's operators (0: torch's own default, one per core, or "
         "OMP_NUM_THREADS); 1 suits a small or shared machine, where threads that wait for busy "
-        "cores slow an epoch 3-25x",
+        "cores slowed an epoch 3-30x (RESULTS.md)",
         "training",
         minimum=0,
     )
