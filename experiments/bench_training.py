@@ -3,7 +3,8 @@
 The benchmark itself lives in :mod:`pyro_vae.app.bench` so that ``pyro-vae bench`` runs
 the same code; see ``experiments/RESULTS.md`` for measured numbers.
 
-    python experiments/bench_training.py --dataset fashion-mnist --steps 200
+    python experiments/bench_training.py                  # quick: both thread counts
+    python experiments/bench_training.py --full --dataset fashion-mnist --threads 1
 """
 
 from pyro_vae.app.bench import main
