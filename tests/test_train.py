@@ -1,10 +1,12 @@
 import pytest
+import torch
 from PIL import Image
 
+import pyro_vae
 from pyro_vae import Config
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.train import train
-from pyro_vae.errors import RunFolderError
+from pyro_vae.errors import DataError, RunFolderError
 
 
 def tiny_config(tiny_npz, out, **changes):
@@ -83,3 +85,55 @@ def test_unwritable_output_fails_before_loading_data(tmp_path):
     cfg = Config(dataset="no-such-file.npz", out=str(blocker / "run"))
     with pytest.raises(RunFolderError, match="cannot write to run folder"):
         train(cfg, progress=False, log=lambda _: None)
+
+
+class FailingGuide(torch.nn.Module):
+    """Wraps a VAE; its guide raises on the chosen training call (a fault inside fit)."""
+
+    support = "binary"  # what a model without a likelihood part declares of its data
+
+    def __init__(self, vae, fail_at):
+        super().__init__()
+        self.vae, self.fail_at, self.calls = vae, fail_at, 0
+
+    def model(self, x, num_data=None):
+        return self.vae.model(x, num_data)
+
+    def guide(self, x, num_data=None):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise RuntimeError("a user's guide failed")
+        return self.vae.guide(x, num_data)
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_failed_overwrite_leaves_the_old_run_as_it_was(tiny_npz, tmp_path):
+    train(tiny_config(tiny_npz, tmp_path / "run", epochs=1), progress=False, log=lambda _: None)
+    before = _files(tmp_path / "run")
+    bad_path = tiny_config(tiny_npz, tmp_path / "run", dataset=str(tmp_path / "typo.npz"))
+    with pytest.raises(DataError):
+        train(bad_path, overwrite=True, progress=False, log=lambda _: None)
+    assert _files(tmp_path / "run") == before
+    failing = FailingGuide(pyro_vae.mlp_vae((1, 28, 28), 2, [32]), fail_at=2)
+    with pytest.raises(RuntimeError, match="a user's guide failed"):
+        train(tiny_config(tiny_npz, tmp_path / "run"), model=failing, overwrite=True,
+              progress=False, log=lambda _: None)  # fmt: skip
+    assert _files(tmp_path / "run") == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_afresh(tiny_npz, tmp_path):
+    failing = FailingGuide(pyro_vae.mlp_vae((1, 28, 28), 2, [32]), fail_at=2)
+    cfg = tiny_config(tiny_npz, tmp_path / "run", epochs=1)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(RuntimeError):
+        train(cfg.replace(out=str(stopped)), model=failing, progress=False, log=lambda _: None)
+    assert (stopped / "config.toml").is_file() and not (stopped / "checkpoint.pt").exists()
+    said = []
+    result = train(resume=stopped, progress=False, log=said.append)
+    assert any("starting it afresh" in line for line in said)
+    assert [row["epoch"] for row in result.history] == [1]
+    assert (stopped / "checkpoint.pt").is_file()

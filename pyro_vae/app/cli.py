@@ -356,7 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pyro-vae: error: {explain_system_error(reason)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pyro-vae: interrupted; the last checkpoint is intact", file=sys.stderr)
+        print(
+            "pyro-vae: interrupted; every checkpoint written is intact: pyro-vae train --resume "
+            "RUN_DIR continues the run (one stopped in its first epoch starts afresh)",
+            file=sys.stderr,
+        )
         return 130
     finally:
         _leave_process_group()

@@ -194,7 +194,8 @@ class RunFolder:
                     f"cannot write to run folder {run.path} ({err.strerror or err}); "
                     "make it writable"
                 ) from None
-        if not run.config_path.is_file() or not run.checkpoint_path.is_file():
+        # a run stopped in its first epoch has a config but no checkpoint: resume starts it afresh
+        if not run.config_path.is_file() or not (write or run.checkpoint_path.is_file()):
             run._undo([], locked)
             kept = (
                 f"; the run it replaced is kept in {run.path / PREVIOUS} and comes back on "

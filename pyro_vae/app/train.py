@@ -38,11 +38,17 @@ from ..errors import ConfigError, PyroVAEError, RunFolderError
 from .build import build_model
 from .checkpoint import load_checkpoint
 from .config import Config
-from .distributed import DistContext, broadcast_object, init_distributed, rank_seed
+from .distributed import (
+    DistContext,
+    broadcast_object,
+    init_distributed,
+    launched_as_main,
+    rank_seed,
+)
 from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
 from .run_folder import RunFolder, default_run_dir
-from .runtime import seed_everything
+from .runtime import apply_threads, seed_everything
 from .trainer import Trainer
 
 __all__ = ["TrainResult", "train"]
@@ -157,9 +163,10 @@ def train(
     log = log or tqdm.write
     run = None
     if resume is not None:
-        run = RunFolder.open(resume)
+        run = RunFolder.open(resume, write=launched_as_main())  # rank 0 alone writes
         cfg = run.read_config()
     cfg = cfg or Config()
+    apply_threads(cfg.threads)
     if run is None:
         _preflight_out(cfg, overwrite)
     ctx, device = init_distributed(cfg.device, cfg.dist_timeout)  # fails before any writing
@@ -215,10 +222,17 @@ def train(
         run.write_config(cfg)
         run.write_info(info)
 
-    trainer.fit(run, say, progress)
-    if ctx.is_main:
-        _save_plots(model, trainer, prepared, run, cfg.seed)
-        run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
+    try:
+        trainer.fit(run, say, progress)
+        if ctx.is_main:
+            _save_plots(model, trainer, prepared, run, cfg.seed)
+            run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
+    except BaseException:
+        if ctx.is_main and not run.checkpoint_path.exists():
+            run.restore_previous()  # a replacement that failed before its first checkpoint
+        raise
+    finally:
+        run.release()
     say(f"run folder: {run.path}")
     return TrainResult(run.path, cfg, trainer.history, model)
 

@@ -351,6 +351,7 @@ class Trainer:
         self.remember_good_state()
         if self.ctx.is_main:
             save_checkpoint(run.checkpoint_path, self.last_good)
+            run.confirm_replacement()  # the new run's first checkpoint makes --overwrite final
 
     def fit(self, run: RunFolder, log: Callable[[str], None], progress: bool = True) -> None:
         """Run the remaining epochs: metrics and a checkpoint after each, recovery on faults.
