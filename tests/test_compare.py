@@ -109,6 +109,7 @@ def test_a_key_varied_twice_or_nothing_varied_is_refused():
         ({"prior": ["mog-that-does-not-exist"]}, [0], r"prior: unknown name"),
         ({"objective": ["elbo", "elbo"]}, [0], "objective values must be non-empty and distinct"),
         ({"objective": ["elbo"]}, [], "seeds must be non-empty"),
+        ({"seed": [1, 2]}, [0], "seed cannot be varied; give the seeds with --seeds"),
         ({"hidden": [[16], 16]}, [0], r"hidden: expected list\[int\], got int 16"),
     ],
 )

@@ -31,6 +31,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -209,6 +210,9 @@ def plan_cells(
     seeds = list(seeds)
     if not grid:
         raise ConfigError("compare: the grid is empty; give at least one key to vary")
+    fixed = sorted(set(grid) & set(_NOT_VARIED))
+    if fixed:
+        raise ConfigError(f"compare: {fixed[0]} cannot be varied; {_NOT_VARIED[fixed[0]]}")
     for key, values in grid.items():
         shown = [format_value(v) for v in values]
         if not shown or len(set(shown)) != len(shown):
@@ -320,105 +324,120 @@ def compare(
     plans = {cell.index: _steps(cell, k) for cell in cells}  # checks every folder first
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lock = threading.Lock()
-
-    def say(message: str) -> None:
-        with lock:
-            log(message)
-
+    runner = _Runner(log, len(cells), progress)
     todo = [cell for cell in cells if plans[cell.index][1]]
     for cell in todo:
         _write_request(cell)
     sizes = " x ".join(f"{len(v)} {key}" for key, v in grid.items())
     seed_count = len(cells) // math.prod(len(v) for v in grid.values())
-    say(
+    runner.say(
         f"compare: {len(cells)} cells ({sizes} x {seed_count} seed{'s' * (seed_count > 1)}), "
         f"{len(todo)} to run, {min(jobs, len(todo) or 1)} at a time, one thread each; each "
         f"cell's output goes to its {LOG}"
     )
-    notes: set[str] = set()
     for cell in cells:
         if not plans[cell.index][1]:
-            say(f"{_prefix(cell, len(cells))}: finished earlier, not run again")
-            _note_once(cell, notes, say)
+            runner.say(f"{runner.prefix(cell)}: finished earlier, not run again")
+            runner.note_once(cell)
     failures: dict[int, str] = {}
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = {
-            cell.index: pool.submit(_run_cell, cell, len(cells), plans[cell.index], progress, say)
-            for cell in todo
-        }
+        futures = {cell.index: pool.submit(runner.run_cell, cell, plans[cell.index][0],
+                                           plans[cell.index][1]) for cell in todo}  # fmt: skip
         for cell in todo:
             error = futures[cell.index].result()
             if error:
                 failures[cell.index] = error
             else:
-                _note_once(cell, notes, say)
+                runner.note_once(cell)
+    except BaseException:  # Ctrl-C or a bug: the children stop at their last checkpoint
+        runner.stop()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return _finish(cells, failures, out, base, seeds, k, command, say)
+    return _finish(cells, failures, out, base, seeds, k, command, runner.say)
 
 
-def _prefix(cell: Cell, total: int) -> str:
-    return f"[{cell.index}/{total}] {cell.name} seed={cell.seed}"
+class _Runner:
+    """Runs cells' commands as child processes from several threads, and reports on them."""
 
+    def __init__(self, log: Callable[[str], None], total: int, progress: bool):
+        self.log, self.total, self.progress = log, total, progress
+        self.lock = threading.Lock()
+        self.children: set[subprocess.Popen] = set()
+        self.stopped = False
+        self.notes: set[str] = set()
 
-def _note_once(cell: Cell, notes: set[str], say: Callable[[str], None]) -> None:
-    """Print a run's dataset note (e.g. mnist replaced by mnist5k) once per comparison."""
-    note = RunFolder(cell.path).read_info().get("dataset_note", "")
-    if note and note not in notes:
-        notes.add(note)
-        say(f"note: {note}")
+    def say(self, message: str) -> None:
+        with self.lock:
+            self.log(message)
 
+    def prefix(self, cell: Cell) -> str:
+        return f"[{cell.index}/{self.total}] {cell.name} seed={cell.seed}"
 
-def _run_cell(
-    cell: Cell,
-    total: int,
-    plan: tuple[str, list[list[str]]],
-    progress: bool,
-    say: Callable[[str], None],
-) -> str:
-    """Run the cell's commands one after the other; "" on success, else the error line."""
-    what, steps = plan
-    prefix, started = _prefix(cell, total), time.monotonic()
-    say(f"{prefix}: {what}")
-    on_epoch = (lambda line: say(f"{prefix}: {line}")) if progress else None
-    for step in steps:
-        error = _run_step(step, cell.path / LOG, on_epoch)
-        if error:
-            seconds = time.monotonic() - started
-            say(f"{prefix}: FAILED after {seconds:.1f} s: {error} (see {cell.path / LOG})")
-            return error
-    values = json.loads(RunFolder(cell.path).eval_path.read_text())
-    say(
-        f"{prefix}: done in {time.monotonic() - started:.1f} s, log p(x) "
-        f"{values['log_px']:.2f} {values['units']} (K={values['k']})"
-    )
-    return ""
+    def note_once(self, cell: Cell) -> None:
+        """Print a run's dataset note (e.g. mnist replaced by mnist5k) once per comparison."""
+        note = RunFolder(cell.path).read_info().get("dataset_note", "")
+        if note and note not in self.notes:
+            self.notes.add(note)
+            self.say(f"note: {note}")
 
+    def stop(self) -> None:
+        """Interrupt every running child (training saves its checkpoint) and start no more."""
+        with self.lock:
+            self.stopped = True
+            for child in self.children:
+                child.send_signal(signal.SIGINT)
 
-def _run_step(argv: list[str], log_path: Path, on_epoch: Callable[[str], None] | None) -> str:
-    """Run one command with one torch thread; its output goes to ``log_path``.
-
-    Each epoch's line also goes to ``on_epoch``. Returns "" on success, else the error line.
-    """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    lines: list[str] = []
-    with log_path.open("a") as handle:
-        handle.write(f"$ {shlex.join(argv)}\n")
-        with subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        ) as child:
-            for line in child.stdout:
-                handle.write(line)
-                lines.append(line.strip())
-                if on_epoch and line.startswith("epoch "):
-                    on_epoch(line.strip())
-    if child.returncode == 0:
+    def run_cell(self, cell: Cell, what: str, steps: list[list[str]]) -> str:
+        """Run the cell's commands one after the other; "" on success, else the error line."""
+        prefix, started = self.prefix(cell), time.monotonic()
+        self.say(f"{prefix}: {what}")
+        on_epoch = (lambda line: self.say(f"{prefix}: {line}")) if self.progress else None
+        for step in steps:
+            error = self.run_step(step, cell.path / LOG, on_epoch)
+            if error:
+                seconds = time.monotonic() - started
+                self.say(f"{prefix}: FAILED after {seconds:.1f} s: {error} (see {cell.path / LOG})")
+                return error
+        values = json.loads(RunFolder(cell.path).eval_path.read_text())
+        self.say(
+            f"{prefix}: done in {time.monotonic() - started:.1f} s, log p(x) "
+            f"{values['log_px']:.2f} {values['units']} (K={values['k']})"
+        )
         return ""
-    errors = [line for line in lines if line.startswith("pyro-vae: error:")]
-    last = errors or [line for line in lines if line] or [f"exit status {child.returncode}"]
-    return last[-1].removeprefix("pyro-vae: error: ")
+
+    def run_step(
+        self, argv: list[str], log_path: Path, on_epoch: Callable[[str], None] | None
+    ) -> str:
+        """Run one command on one torch thread, its output to ``log_path``, epoch lines to
+        ``on_epoch``; "" on success, else its error line."""
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        lines: list[str] = []
+        with log_path.open("a") as handle:
+            handle.write(f"$ {shlex.join(argv)}\n")
+            handle.flush()
+            with self.lock:
+                if self.stopped:
+                    return "stopped before it started"
+                child = subprocess.Popen(
+                    argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+                )
+                self.children.add(child)
+            with child:
+                for line in child.stdout:
+                    handle.write(line)
+                    lines.append(line.strip())
+                    if on_epoch and line.startswith("epoch "):
+                        on_epoch(line.strip())
+            with self.lock:
+                self.children.discard(child)
+        if child.returncode == 0:
+            return ""
+        errors = [line for line in lines if line.startswith("pyro-vae: error:")]
+        last = errors or [line for line in lines if line] or [f"exit status {child.returncode}"]
+        return last[-1].removeprefix("pyro-vae: error: ")
 
 
 def _finish(cells, failures, out, base, seeds, k, command, say) -> ComparisonResult:
