@@ -3,9 +3,11 @@ path, from the command line in new processes (train, evaluate, sample, resume)."
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +174,16 @@ def test_a_labelled_model_on_data_without_labels_fails_before_any_file(python_us
     with pytest.raises(DataError, match="takes labels y but tensors has none"):
         pyro_vae.train(cfg, model=python_user(), data=unlabelled, progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_readmes_own_model_example_runs_as_written(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    (block,) = [b for b in blocks if "class ConditionalVAE" in b]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    scores, result = namespace["scores"], namespace["result"]
+    assert (tmp_path / "runs" / "cvae" / "checkpoint.pt").is_file()
+    assert scores.log_px >= scores.elbo and scores.num_datapoints == 500
+    assert result.history[-1]["test_elbo"] > -550  # one epoch learns beyond 784 log(1/2)
