@@ -402,6 +402,11 @@ def _read_member(
             f"{path}: array '{key}' holds Python objects (dtype {dtype}), which are refused "
             "for safety; save plain numbers (uint8 or float32)"
         )
+    if any(size < 0 for size in shape):
+        raise DataError(
+            f"{path}: array '{key}' declares shape {shape}, with a negative size; the file is "
+            "corrupted, save it again"
+        )
     declared = math.prod(shape) * dtype.itemsize
     if budget is not None and declared > budget:
         raise DataError(

@@ -161,6 +161,10 @@ CONTAINERS = {
         lambda p: _zip(p, {"x.npy": _npy(np.zeros((50, 4)))[:-40]}),
         r"\(1600 bytes\) but holds 1560 bytes; the file is truncated",
     ),
+    "negative-shape": (
+        lambda p: _zip(p, {"x.npy": _npy_header((-1, -1)) + b"\0"}),
+        r"declares shape \(-1, -1\), with a negative size",
+    ),
     "directory": (lambda p: p.mkdir(), r"cannot be read \(Is a directory\)"),
 }
 

@@ -168,7 +168,8 @@ def check_checkpoint(state: Any, path: str | Path) -> dict[str, Any]:
             continue
         problem = check(state[key])
         if problem:
-            raise CheckpointError(f"{path}: checkpoint entry '{key}' {problem}; {_FIX}")
+            problem = " ".join(problem.split())  # one line, even around a tensor's repr
+            raise CheckpointError(f"{path}: checkpoint entry '{key}' {problem:.300}; {_FIX}")
     return state
 
 
@@ -343,36 +344,81 @@ def load_optimizer_state(
         ...
         pyro_vae.errors.CheckpointError: ckpt.pt: the optimizer state holds 1 parameter(s) ...
     """
+    problem = _optimizer_misfit(optimizer, state)
+    if problem:
+        raise CheckpointError(
+            f"{source}: the optimizer state {problem}; it was written for another configuration "
+            f"or damaged: {_FIX}"
+        )
+    optimizer.load_state_dict(state)
+
+
+def _optimizer_misfit(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> str | None:
+    """What in a (structurally checked) optimizer state does not fit ``optimizer``, if any."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     saved_groups = state["param_groups"]
     counts = [len(group["params"]) for group in saved_groups]
     if counts != [len(group["params"]) for group in optimizer.param_groups]:
-        raise CheckpointError(
-            f"{source}: the optimizer state holds {sum(counts)} parameter(s) in "
-            f"{len(counts)} group(s), the model {len(params)} in {len(optimizer.param_groups)}; "
-            "it was written for another configuration"
+        return (
+            f"holds {sum(counts)} parameter(s) in {len(counts)} group(s), the model "
+            f"{len(params)} in {len(optimizer.param_groups)}"
         )
-    by_id = dict(zip([i for group in saved_groups for i in group["params"]], params, strict=True))
+    for saved, own in zip(saved_groups, optimizer.param_groups, strict=True):
+        for name, value in saved.items():
+            if name != "params" and name in own and not _same_kind(value, own[name]):
+                return f"has setting {name} = {value!r:.40}, not a value like {own[name]!r:.40}"
+    ids = [i for group in saved_groups for i in group["params"]]
+    by_id = dict(zip(ids, params, strict=True))
+    amsgrad = {i for group in saved_groups if group.get("amsgrad") for i in group["params"]}
     for key, entry in state["state"].items():
         param = by_id.get(key)
         if param is None:
-            raise CheckpointError(f"{source}: the optimizer state names unknown parameter {key}")
+            return f"names unknown parameter {key}"
+        if isinstance(optimizer, torch.optim.Adam):
+            needed = {"step", "exp_avg", "exp_avg_sq"}
+            needed |= {"max_exp_avg_sq"} if key in amsgrad else set()
+            if not needed <= set(entry):
+                return f"of parameter {key} lacks {', '.join(sorted(needed - set(entry)))}"
         for name, value in entry.items():
-            fits = (
-                torch.is_tensor(value) and value.numel() == 1
-                if name == "step"
-                else torch.is_tensor(value)
-                and value.is_floating_point()
-                and value.shape == param.shape
-            )
-            if not fits:
+            if not _fits(name, value, param):
                 found = f"shape {tuple(value.shape)}" if torch.is_tensor(value) else repr(value)
-                raise CheckpointError(
-                    f"{source}: optimizer state {name!r} of parameter {key} is {found:.60}, "
-                    f"the parameter has shape {tuple(param.shape)}; it was written for another "
-                    "configuration"
+                return (
+                    f"entry {name!r} of parameter {key} is {found:.60}, the parameter has "
+                    f"shape {tuple(param.shape)}"
                 )
-    optimizer.load_state_dict(state)
+    return None
+
+
+def _fits(name: str, value: Any, param: torch.Tensor) -> bool:
+    """A step count is one finite non-negative number; other entries are like the parameter."""
+    if not torch.is_tensor(value):
+        return False
+    if name == "step":
+        real = not value.is_complex() and value.dtype != torch.bool and value.numel() == 1
+        return real and bool(torch.isfinite(value.double()).all() and (value >= 0).all())
+    return value.is_floating_point() and value.shape == param.shape
+
+
+def _same_kind(value: Any, like: Any) -> bool:
+    """Whether an optimizer setting read from a file can stand where ``like`` stands."""
+    if like is None or isinstance(like, bool):  # switches such as fused: None or a bool
+        return value is None or isinstance(value, bool)
+    if isinstance(like, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        try:
+            return math.isfinite(float(value))
+        except OverflowError:
+            return False
+    if isinstance(like, (tuple, list)):
+        return (
+            isinstance(value, (tuple, list))
+            and len(value) == len(like)
+            and all(_same_kind(v, w) for v, w in zip(value, like, strict=True))
+        )
+    if torch.is_tensor(like):
+        return torch.is_tensor(value) and value.shape == like.shape
+    return type(value) is type(like)
 
 
 # -- random-number states ------------------------------------------------------------------------
