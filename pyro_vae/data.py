@@ -213,6 +213,12 @@ def _scaled(
         if dataset.is_8bit:
             return (x.float() + 0.5) / 256.0
         return values.clamp(OPEN_UNIT_MARGIN, 1 - OPEN_UNIT_MARGIN)
+    if binarize != "none" and bool(((values < 0) | (values > 1) | values.isnan()).any()):
+        raise DataError(
+            f"binarizing draws each pixel from Bernoulli(value), which needs values in [0, 1], "
+            f"but {_found(values, dataset.name)}; rescale the data, or use --likelihood "
+            "gaussian with --binarize none"
+        )
     if binarize != "none" and support == "open-unit":
         raise DataError(
             f"likelihood {likelihood_name!r} needs values strictly inside (0, 1) but "

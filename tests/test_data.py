@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from pyro_vae.data import draw_bernoulli, prepare_data
+from pyro_vae.datasets import Dataset
 from pyro_vae.errors import DataError
 
 
@@ -64,3 +65,11 @@ def test_batch_larger_than_dataset_is_a_clear_error(mnist5k):
     data = prepare_data(mnist5k, "binary", "bernoulli", "auto", seed=0)
     with pytest.raises(DataError, match="larger than the 4500 training images"):
         data.batch_indices(0, 10_000)
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_binarizing_refuses_values_that_are_not_probabilities(binarize):
+    standardized = torch.randn(20, 1, 2, 2) * 3
+    data = Dataset("table", standardized[:16], None, standardized[16:], None)
+    with pytest.raises(DataError, match=r"Bernoulli\(value\), which needs values in \[0, 1\]"):
+        prepare_data(data, "binary", "bernoulli", binarize, seed=0)

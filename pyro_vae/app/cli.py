@@ -246,6 +246,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     run = load_run(args.run_dir, args.device)
+    if run.note:
+        print(run.note, file=sys.stderr)
     out = args.out or run.folder.plots / f"prior-samples-seed{args.seed}-n{args.n}.png"
     vae = standard_vae(run.model)
     if vae is None:
@@ -281,6 +283,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         out=args.out,
+        log=lambda line: print(line, file=sys.stderr),
     )
     if launched_as_main():
         print(result.table())

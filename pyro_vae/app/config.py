@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -103,7 +104,9 @@ class Config:
     )
     # model
     network: str = _option("mlp", "encoder/decoder networks", "model", choices=_choices("NETWORKS"))
-    hidden: list[int] = _option([400], "hidden layer sizes of the MLP networks", "model", minimum=1)
+    hidden: list[int] = _option(
+        [400], "hidden layer sizes of the MLP networks", "model", minimum=1, maximum=16_384
+    )
     latent_dim: int = _option(
         10, "dimension of the latent code z", "model", minimum=1, maximum=4096
     )
@@ -356,7 +359,8 @@ def _toml_value(value: Any) -> str:
 
 
 def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+    """A bare TOML key where TOML allows one (ASCII letters, digits, _ and -), else quoted."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
 
 
 def _type_name(tp: Any) -> str:
@@ -417,7 +421,8 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
                 )
 
     maximum = f.metadata["maximum"]
-    if maximum is not None and value > maximum:
+    items = value if isinstance(value, list) else [value]
+    if maximum is not None and any(item > maximum for item in items):
         raise ConfigError(f"{name}: must be <= {maximum}, got {value!r}")
 
     choices = f.metadata["choices"]

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ def evaluate(
     device: str = "cpu",
     out: str | Path | None = None,
     model: nn.Module | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
 
@@ -52,12 +54,15 @@ def evaluate(
     ``train``. ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run
     whose model was passed from Python (see :func:`~pyro_vae.app.load.load_run`).
     Launched by torchrun, the ranks share the datapoints and rank 0 writes the file; the
-    numbers are those of one process. Labels reach a model that takes ``y``.
+    numbers are those of one process. Labels reach a model that takes ``y``. ``log``
+    receives a note when the folder's config.toml disagrees with the checkpoint.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
     ctx, torch_device = init_distributed(device, Config().dist_timeout)
     run = load_run(run_dir, torch_device, model=model)
+    if run.note and log is not None and ctx.is_main:
+        log(run.note)
     cfg = run.config
     if isinstance(data, Dataset):
         dataset = data

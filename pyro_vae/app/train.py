@@ -47,7 +47,7 @@ from .distributed import (
 )
 from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
-from .run_folder import RunFolder, default_run_dir
+from .run_folder import RunFolder, check_path, default_run_dir
 from .runtime import apply_threads, seed_everything
 from .trainer import Trainer
 
@@ -122,6 +122,7 @@ def _preflight_out(cfg: Config, overwrite: bool) -> None:
     if not cfg.out:
         return
     path = Path(cfg.out)
+    check_path(path, "choose another --out")
     if RunFolder(path).holds_run() and not overwrite:
         RunFolder.create(path, overwrite=False)  # raises, naming the choices
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))

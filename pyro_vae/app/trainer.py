@@ -38,6 +38,7 @@ from ..rng import isolated_rng
 from .checkpoint import (
     capture_rng_state,
     load_model_state,
+    load_optimizer_state,
     restore_rng_state,
     save_checkpoint,
 )
@@ -329,9 +330,10 @@ class Trainer:
         derives a fresh stream from (seed, rank, step) and the run continues.
         """
         load_model_state(self.model, state["model"], source)
-        self.optimizer.load_state_dict(_clone_tensors(state["optimizer"]))
+        load_optimizer_state(self.optimizer, _clone_tensors(state["optimizer"]), source)
         self.position = Position(**state["position"])
-        self.loss_sum = state["loss_sum"].clone().to(self.data.device)
+        # older checkpoints hold a float32 sum
+        self.loss_sum = state["loss_sum"].to(self.data.device, torch.float64, copy=True)
         self.history = [dict(row) for row in state["history"]]
         self.recoveries = state.get("recoveries", 0)
         rng_states = state["rng"]
