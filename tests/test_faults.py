@@ -5,7 +5,15 @@ from torch import nn
 
 from pyro_vae import Config, build_vae
 from pyro_vae.app.checkpoint import load_checkpoint
-from pyro_vae.app.faults import MAX_RECOVERIES, NonFiniteStep, NumericalFault, non_finite_kind
+from pyro_vae.app.faults import (
+    MAX_RECOVERIES,
+    NonFiniteStep,
+    NumericalFault,
+    absurd_elbo_warning,
+    name_non_finite_state,
+    non_finite_kind,
+    non_finite_state,
+)
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
@@ -38,7 +46,8 @@ class FaultyEncoder(nn.Module):
 
 
 def make_trainer(tiny, tmp_path, bad_calls, fault_read_every=None, **changes):
-    cfg = Config(dataset="tiny.npz", hidden=[16], latent_dim=2, batch_size=50, epochs=3, **changes)
+    tiny_run = dict(dataset="tiny.npz", hidden=[16], latent_dim=2, batch_size=50, epochs=3)
+    cfg = Config(**{**tiny_run, **changes})
     data = prepare_data(tiny, "binary", "bernoulli", "dynamic", seed=0)
     torch.manual_seed(0)
     vae = build_vae(cfg, data.data_shape)
@@ -66,6 +75,7 @@ def test_transient_nan_is_recovered_and_never_saved(tiny, tmp_path):
     state = load_checkpoint(run.checkpoint_path)
     assert all(torch.isfinite(t).all() for t in state["model"].values())
     assert state["recoveries"] == 1
+    assert not any(m.startswith("warning:") for m in messages)  # a sane ELBO: no warning
 
 
 def test_nan_gradient_with_finite_loss_is_caught_before_the_step(tiny, tmp_path):
@@ -200,3 +210,96 @@ def test_deferred_reads_need_the_fused_adam(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr("pyro_vae.app.trainer.make_adam", lambda p, lr: torch.optim.Adam(p, lr=lr))
     with pytest.raises(ValueError, match="fused Adam"):
         make_trainer(tiny, tmp_path, bad_calls=lambda n: False, fault_read_every=4)
+
+
+def _finite(state) -> bool:
+    """Every tensor in a (nested) state is finite."""
+    if torch.is_tensor(state):
+        return bool(torch.isfinite(state).all())
+    values = state.values() if isinstance(state, dict) else state if isinstance(state, list) else []
+    return all(_finite(v) for v in values)
+
+
+def test_huge_lr_poisoning_adam_state_is_recovered_and_never_saved(tiny, tmp_path):
+    """lr 3e4: every loss and gradient is finite, but a gradient over 1.8e19 squares to inf in
+    Adam's exp_avg_sq, freezing its weights for good; the scan at the epoch's end finds it."""
+    trainer, run = make_trainer(tiny, tmp_path, bad_calls=lambda n: False, lr=3e4, epochs=2)
+    messages = []
+    trainer.fit(run, messages.append, progress=False)
+    faults = [m for m in messages if m.startswith("non-finite")]
+    assert len(faults) == 1 and "optimizer state (exp_avg_sq of " in faults[0]
+    assert "by epoch 1, step 6: restored the last good state (epoch 1, step 0)" in faults[0]
+    assert trainer.recoveries == 1 and trainer.optimizer.param_groups[0]["lr"] == 1.5e4
+    state = load_checkpoint(run.checkpoint_path)
+    assert state["optimizer"]["state"] and _finite(state["optimizer"]) and _finite(state["model"])
+    assert state["recoveries"] == 1 and [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    warnings = [m for m in messages if m.startswith("warning: test ELBO")]  # finite but absurd
+    assert len(warnings) == 2 and "far below -543.4" in warnings[0]
+
+
+def test_a_poisoned_state_is_refused_before_the_checkpoint_under_stop(tiny, tmp_path):
+    trainer, run = make_trainer(
+        tiny, tmp_path, bad_calls=lambda n: False, lr=3e4, on_nan="stop", checkpoint_every=1
+    )
+    with pytest.raises(
+        NumericalFault, match=r"optimizer state .* by epoch 1, step 2; tried nothing"
+    ):
+        trainer.fit(run, lambda _: None, progress=False)
+    state = load_checkpoint(run.checkpoint_path)  # step 1's, written before the poison
+    assert state["position"]["step"] == 1 and _finite(state["optimizer"])
+    assert not all(_finite(s["exp_avg_sq"]) for s in trainer.optimizer.state.values())
+
+
+def test_state_scan_finds_a_bad_parameter_or_moment_names_it_and_changes_nothing(tiny, tmp_path):
+    trainer, _ = make_trainer(tiny, tmp_path, bad_calls=lambda n: False)
+    trainer.train_step(trainer.data.epoch_train(0)[:50])
+    assert non_finite_state(trainer.optimizer).tolist() == [0.0]
+    weight = trainer.model.decoder.layers[0].weight
+    moments = trainer.optimizer.state[weight]
+    moments["exp_avg_sq"][:3, 0] = float("inf")
+    before = {k: v.clone() for k, v in moments.items()}
+    assert non_finite_state(trainer.optimizer).tolist() == [0.25]
+    assert all(torch.equal(v, before[k]) for k, v in moments.items())
+    names = trainer.parameter_names
+    assert name_non_finite_state(trainer.optimizer, names) == (
+        f"optimizer state (exp_avg_sq of decoder.layers.0.weight: 3 of {weight.numel()} values)"
+    )
+    moments["exp_avg_sq"].zero_()
+    with torch.no_grad():
+        weight[1, 1] = float("nan")
+    assert non_finite_state(trainer.optimizer).tolist() == [0.25]
+    assert name_non_finite_state(trainer.optimizer, names).startswith(
+        "parameter (decoder.layers.0.weight: 1 of"
+    )
+
+
+def test_running_loss_sum_of_finite_float32_losses_does_not_overflow(tiny, tmp_path):
+    """Six float32 losses of 3e38 sum past float32's 3.4e38 (to inf in a float32 sum)."""
+    trainer, _ = make_trainer(tiny, tmp_path, bad_calls=lambda n: False)
+    big = torch.tensor(3e38, dtype=torch.float32)
+    assert torch.isinf(big + big)
+    trainer.train_step = lambda x, kl_scale, y: big
+    row = trainer.run_epoch()
+    assert row["train_elbo"] == pytest.approx(-6 * 3e38 / 6 / 300, rel=1e-6)
+    old = trainer.state_dict()  # a checkpoint from before the float64 sum
+    old["loss_sum"] = torch.tensor(12.5, dtype=torch.float32)
+    trainer.load_state_dict(old, "an old checkpoint")
+    assert trainer.loss_sum.dtype == torch.float64 and float(trainer.loss_sum) == 12.5
+
+
+@pytest.mark.parametrize(
+    ("elbo", "scale", "shape", "warns"),
+    [
+        (-6.8e30, "binary", (1, 28, 28), True),
+        (-5000.0, "binary", (1, 28, 28), False),  # bad, but within 10x of -543.4
+        (-5500.0, "binary", (1, 28, 28), True),
+        (float("-inf"), "binary", (784,), True),
+        (-40000.0, "8-bit", (1, 28, 28), False),  # the uniform bound is -4347.5
+        (-50000.0, "8-bit", (1, 28, 28), True),
+        (-1e30, "continuous", (784,), False),  # a density has no such bound
+    ],
+)
+def test_absurd_elbo_warning_against_the_uniform_model(elbo, scale, shape, warns):
+    warning = absurd_elbo_warning(elbo, scale, shape)
+    assert bool(warning) == warns
+    assert not warns or warning.startswith("warning: test ELBO") and "\n" not in warning

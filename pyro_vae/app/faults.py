@@ -1,4 +1,4 @@
-"""Numerical faults: find a non-finite loss or gradient at the step where it appears.
+"""Numerical faults: find a non-finite loss, gradient or optimizer state, and where.
 
 Every step scans the loss and the gradients on the device (:func:`non_finite_kind`),
 without a host sync. On CPU the trainer reads the result at once, before the
@@ -6,10 +6,20 @@ optimizer moves (a read is free there: :func:`raise_if_non_finite`); on a GPU it
 notes the first bad step in a :class:`FaultRecord`, reads that every few steps and
 at every checkpoint, and in between the fused Adam kernel skips any flagged step on
 the device (the ``found_inf`` mechanism of mixed precision), so a NaN never reaches
-the parameters, a checkpoint or a later step either way. What happens next is the
-``on_nan`` policy: ``recover`` (restore the last good state, halve the learning
-rate, continue; at most ``MAX_RECOVERIES`` times), ``stop``, or ``off`` (no check,
-no protection).
+the parameters, a checkpoint or a later step either way.
+
+Finite gradients can still poison the state: a gradient above 1.8e19 squares to
+infinity in Adam's ``exp_avg_sq``, and that weight never moves again. So the
+parameters and the optimizer's state are scanned too (:func:`non_finite_state`, one
+fused pass, no sync), where the record is read anyway: every few steps, at the end
+of every epoch and before every checkpoint, so a poisoned state is never saved.
+
+What happens next is the ``on_nan`` policy: ``recover`` (restore the last good
+state, halve the learning rate, continue; at most ``MAX_RECOVERIES`` times),
+``stop``, or ``off`` (no check, no protection).
+
+A run can also diverge with every number finite; :func:`absurd_elbo_warning` flags a
+test ELBO far below what a model that knows nothing scores (a warning, not a fault).
 
 Example:
     >>> w = torch.nn.Parameter(torch.ones(2))
@@ -24,7 +34,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -37,24 +48,34 @@ __all__ = [
     "NumericalFault",
     "FaultRecord",
     "non_finite_kind",
+    "non_finite_state",
+    "name_non_finite_state",
     "raise_if_non_finite",
+    "ABSURD_FACTOR",
+    "trivial_log_likelihood",
+    "absurd_elbo_warning",
 ]
 
 MAX_RECOVERIES = 3
-_GRADIENT, _LOSS = 0.5, 1.0  # the codes of non_finite_kind
-_PARTS = {_GRADIENT: "gradient", _LOSS: "loss"}
+ABSURD_FACTOR = 10  # an ELBO this many times below the trivial model's log-likelihood is absurd
+_UNIFORM = {"binary": (2, "a uniform Bernoulli"), "8-bit": (256, "a uniform 256-level")}
+_STATE, _GRADIENT, _LOSS = 0.25, 0.5, 1.0  # the codes of non_finite_state and non_finite_kind
+_PARTS = {_STATE: "parameter or optimizer state", _GRADIENT: "gradient", _LOSS: "loss"}
 
 
 class NonFiniteStep(Exception):
-    """Raised inside the training loop; the trainer turns it into a recovery or a NumericalFault."""
+    """Raised inside the training loop; the trainer turns it into a recovery or a NumericalFault.
 
-    def __init__(self, part: str, epoch: int, step: int):
-        super().__init__(f"non-finite {part} at epoch {epoch}, step {step}")
+    ``when`` is "at" the step where the fault happened, or "by" the step where a scan found it.
+    """
+
+    def __init__(self, part: str, epoch: int, step: int, when: str = "at"):
+        super().__init__(f"non-finite {part} {when} epoch {epoch}, step {step}")
         self.part, self.epoch, self.step = part, epoch, step
 
 
 class NumericalFault(PyroVAEError):
-    """Training stopped on a non-finite loss or gradient; says where and what was tried."""
+    """Training stopped on a non-finite loss, gradient or state; says where and what was tried."""
 
 
 def non_finite_kind(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
@@ -74,10 +95,50 @@ def non_finite_kind(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]
     return torch.where(torch.isfinite(loss.detach()), found, _LOSS)
 
 
-def raise_if_non_finite(code: float, epoch: int, step: int) -> None:
-    """Raise NonFiniteStep if ``code`` (a :func:`non_finite_kind` value) flags a fault."""
+def non_finite_state(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """A 1-element device tensor: 0.25 if a parameter or its optimizer state is not finite, else 0.
+
+    No host sync: one fused pass over every parameter and every state tensor of its
+    shape (Adam's ``exp_avg`` and ``exp_avg_sq``), by the same kernel as the gradients.
+    """
+    tensors = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            tensors += [p.detach()] + [t for t in state.values() if _same_shape(t, p)]
+    found = torch.zeros(1, device=tensors[0].device)
+    _scan_non_finite(tensors, found)
+    return found.mul_(_STATE)
+
+
+def name_non_finite_state(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> str:
+    """The first non-finite parameter or state tensor, e.g. for a fault's message (host reads).
+
+    ``names`` maps ``id(parameter)`` to its name. Example: ``"optimizer state
+    (exp_avg_sq of decoder.layers.0.weight: 3708 of 12544 values)"``.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            name = names.get(id(p), "a parameter")
+            state = optimizer.state.get(p, {})
+            found = [("parameter", name, p.detach())] + [
+                ("optimizer state", f"{key} of {name}", t)
+                for key, t in state.items()
+                if _same_shape(t, p)
+            ]
+            for part, what, tensor in found:
+                bad = int((~torch.isfinite(tensor)).sum())
+                if bad:
+                    return f"{part} ({what}: {bad} of {tensor.numel()} values)"
+    return _PARTS[_STATE]
+
+
+def raise_if_non_finite(code: float, epoch: int, step: int, part: str | None = None) -> None:
+    """Raise NonFiniteStep if ``code`` (a :func:`non_finite_kind` or :func:`non_finite_state`
+    value) flags a fault; ``part`` names what is not finite more precisely."""
     if code:
-        raise NonFiniteStep(_PARTS[code], epoch, step)
+        when = "by" if code == _STATE else "at"  # a state is found by a scan, after the fact
+        raise NonFiniteStep(part or _PARTS[code], epoch, step, when)
 
 
 class FaultRecord:
@@ -97,16 +158,54 @@ class FaultRecord:
         self.step = torch.where(first, float(step), self.step)
         self.kind = torch.where(first, kind, self.kind)
 
-    def raise_if_any(self, epoch: int) -> None:
+    def raise_if_any(self, epoch: int, name_state: Callable[[], str] | None = None) -> None:
+        """Read and clear the record; ``name_state`` names a non-finite state in the message."""
         kind, step = torch.cat([self.kind, self.step]).tolist()
         self.kind.zero_()
-        raise_if_non_finite(kind, epoch, int(step))
+        part = name_state() if kind == _STATE and name_state is not None else None
+        raise_if_non_finite(kind, epoch, int(step), part)
 
 
-def _scan_non_finite(grads: list[torch.Tensor], found: torch.Tensor) -> None:
-    """Set the 1-element ``found`` to 1 if any gradient holds a NaN or an infinity."""
+def _same_shape(value: object, parameter: torch.Tensor) -> bool:
+    return torch.is_tensor(value) and value.shape == parameter.shape
+
+
+def _scan_non_finite(tensors: list[torch.Tensor], found: torch.Tensor) -> None:
+    """Set the 1-element ``found`` to 1 if any tensor holds a NaN or an infinity."""
     try:
-        amp_non_finite_check(grads, found, torch.ones_like(found))
-    except (RuntimeError, NotImplementedError):  # no kernel for these tensors: one sum each
-        bad = ~torch.isfinite(torch.stack([g.sum() for g in grads]).sum())
+        amp_non_finite_check(tensors, found, torch.ones_like(found))
+    except (RuntimeError, NotImplementedError):  # no kernel for these tensors: one pass each
+        bad = ~torch.stack([torch.isfinite(t).all() for t in tensors]).all()
         found.copy_(torch.where(bad, 1.0, found))
+
+
+def trivial_log_likelihood(scale: str, data_shape: Sequence[int]) -> float | None:
+    """Log-likelihood per datapoint of a model that makes every value equally likely.
+
+    ``-D log 2`` for binary data and ``-D log 256`` for 8-bit levels (``scale`` as in
+    :data:`pyro_vae.parts.SCALES`); None where no such bound exists (densities, counts).
+
+        >>> round(trivial_log_likelihood("binary", (1, 28, 28)), 1)
+        -543.4
+    """
+    if scale not in _UNIFORM:
+        return None
+    return -math.prod(data_shape) * math.log(_UNIFORM[scale][0])
+
+
+def absurd_elbo_warning(elbo: float, scale: str, data_shape: Sequence[int]) -> str:
+    """One warning line when ``elbo`` is ``ABSURD_FACTOR`` times below the trivial bound, else "".
+
+    >>> absurd_elbo_warning(-6.8e30, "binary", (784,))[:60]
+    'warning: test ELBO -6.8e+30 per datapoint is far below -543.'
+    >>> absurd_elbo_warning(-300.0, "binary", (784,))
+    ''
+    """
+    bound = trivial_log_likelihood(scale, data_shape)
+    if bound is None or elbo >= ABSURD_FACTOR * bound:
+        return ""
+    return (
+        f"warning: test ELBO {elbo:.3g} per datapoint is far below {bound:.1f}, what "
+        f"{_UNIFORM[scale][1]} model (knowing nothing) scores: training has diverged; "
+        "lower --lr or set --clip-grad"
+    )

@@ -56,7 +56,10 @@ from .faults import (
     FaultRecord,
     NonFiniteStep,
     NumericalFault,
+    absurd_elbo_warning,
+    name_non_finite_state,
     non_finite_kind,
+    non_finite_state,
     raise_if_non_finite,
 )
 from .objective_specs import build_objective
@@ -67,6 +70,7 @@ __all__ = ["Trainer", "Position", "EVAL_SEED_OFFSET"]
 
 EVAL_SEED_OFFSET = 7919  # the test ELBO uses its own random stream: seed + offset
 GPU_FAULT_READ_EVERY = 10  # steps between reads of the fault record on a GPU (one sync each)
+STATE_CHECK_EVERY = GPU_FAULT_READ_EVERY  # steps between scans of parameters and Adam's state
 
 
 @dataclass
@@ -88,7 +92,9 @@ class Trainer:
     ``fault_read_every`` is how many steps pass between host reads of the fault record
     (see :mod:`pyro_vae.faults`): 1 on CPU, where a read is free, and
     ``GPU_FAULT_READ_EVERY`` on a GPU with the fused Adam, which skips flagged steps
-    on the device meanwhile.
+    on the device meanwhile. The parameters and Adam's state are scanned every
+    ``STATE_CHECK_EVERY`` steps (with a GPU's read), at the end of every epoch and before
+    every checkpoint.
     """
 
     def __init__(
@@ -126,7 +132,9 @@ class Trainer:
             )
         self.fault_read_every = fault_read_every
         self.position = Position()
-        self.loss_sum = torch.zeros((), device=data.device)
+        # float64: a float32 sum of finite losses overflowed to -inf in metrics.csv
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
+        self.parameter_names = {id(p): name for name, p in model.named_parameters()}
         self.history: list[dict[str, Any]] = []
         self.recoveries = 0
         self.remember_good_state()
@@ -226,8 +234,9 @@ class Trainer:
             self.loss_sum += self.train_step(x_epoch[batches[i]], kl_scale, labels)
             pos.step, pos.global_step = i + 1, pos.global_step + 1
             pos.seconds = time.perf_counter() - started
-            if pos.step % self.fault_read_every == 0 or pos.step == len(batches):
-                self.read_faults()
+            check_state = pos.step % STATE_CHECK_EVERY == 0 or pos.step == len(batches)
+            if check_state or pos.step % self.fault_read_every == 0:
+                self.read_faults(check_state)
             if bar is not None:
                 bar.update(1)
                 if pos.step % 10 == 0 or pos.step == len(batches):
@@ -263,13 +272,22 @@ class Trainer:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    def read_faults(self) -> None:
+    def read_faults(self, check_state: bool = True) -> None:
         """Raise NonFiniteStep for the first fault noted since the last read (one host sync).
 
-        Nothing to read when faults are raised at once (``fault_read_every`` 1).
+        ``check_state`` first scans the parameters and the optimizer's state on the device
+        (:func:`~pyro_vae.app.faults.non_finite_state`); without it there is nothing to
+        read when faults are raised at once (``fault_read_every`` 1).
         """
-        if self.cfg.on_nan != "off" and self.fault_read_every > 1:
-            self.faults.raise_if_any(self.position.epoch + 1)
+        if self.cfg.on_nan == "off" or not (check_state or self.fault_read_every > 1):
+            return
+        if check_state:
+            kind = all_reduce_max(non_finite_state(self.optimizer), self.ctx)
+            self.faults.note(kind, self.position.step)
+        self.faults.raise_if_any(
+            self.position.epoch + 1,
+            lambda: name_non_finite_state(self.optimizer, self.parameter_names),
+        )
 
     def recover(self, fault: NonFiniteStep) -> str:
         """Restore the last good state and halve the learning rate, or raise NumericalFault."""
@@ -398,6 +416,10 @@ class Trainer:
                 f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint{bits}  "
                 f"({row['seconds']:.1f} s)"
             )
+            scale = units_of(self.model)[0]
+            warning = absurd_elbo_warning(row["test_elbo"], scale, self.data.data_shape)
+            if warning:
+                log(warning)
 
 
 def _reason(err: Exception) -> str:
