@@ -232,7 +232,19 @@ def _cmd_train(args: argparse.Namespace) -> None:
             resume=args.resume, progress=not args.no_progress, epochs=getattr(args, "epochs", None)
         )
         return
-    train(_config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress)
+    cfg = _config_from_args(args)
+    if args.config and not hasattr(args, "out") and not args.overwrite and cfg.out:
+        from .distributed import launched_as_main
+        from .run_folder import RunFolder
+
+        if RunFolder(cfg.out).holds_run():  # a run's own config.toml: rerun it in a new folder
+            if launched_as_main():
+                print(
+                    f"{args.config} names out = {cfg.out}, which holds a run: this run goes to "
+                    "a new folder under runs/ (--out DIR chooses one, --overwrite replaces it)"
+                )
+            cfg = cfg.replace(out="")
+    train(cfg, overwrite=args.overwrite, progress=not args.no_progress)
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
