@@ -1,26 +1,95 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples and its shell commands run as written.
 
+The commands run on a tiny budget (one epoch, K = 5) in fresh processes on one thread,
+in a temporary working directory, so that ``runs/`` lands there.
+"""
+
+import csv
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_example_runs():
+def python_block(marker: str) -> str:
+    """The README's one Python block that contains ``marker``."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has a Python example"
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+def test_readme_python_example_runs():
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    exec(compile(python_block("SVI(vae.model"), "README.md", "exec"), namespace)
     assert namespace["images"].shape == (16, 1, 28, 28)
     assert namespace["loc"].shape == (8, 10)
 
 
 def test_readme_swapping_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    (block,) = [b for b in blocks if "LaplaceWithLearnedScale" in b]
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    exec(compile(python_block("LaplaceWithLearnedScale"), "README.md", "exec"), namespace)
     vae, vamp_vae = namespace["vae"], namespace["vae_with_vamp"]
     assert vae.prior().event_shape == (8,) and len(list(vae.prior.parameters())) == 1
     assert vamp_vae.prior.pseudo_inputs.shape == (50, 1, 28, 28)
     assert vamp_vae.prior.encoder is vamp_vae.encoder and len(vamp_vae.encoder.steps) == 4
+
+
+# (the command as the README writes it, the command run here: a tiny budget, RUN the run)
+COMMANDS = [
+    ('pip install -e ".[dev]" && pyro-vae train    #', "train --epochs 1 --out RUN"),
+    ("`pyro-vae train --config runs/X/config.toml` reruns it", "train --config RUN/config.toml"),
+    ("pyro-vae sample RUN_DIR [--n 64]", "sample RUN"),
+    ("pyro-vae evaluate RUN_DIR [", "evaluate RUN --k 5"),
+    ("pyro-vae list  ", "list"),
+]
+
+
+def pyro_vae_command(words: str, run: Path, cwd: Path) -> str:
+    """Run ``pyro-vae WORDS`` (RUN replaced by ``run``) as a new process; its stdout."""
+    argv = [sys.executable, "-m", "pyro_vae", *shlex.split(words.replace("RUN", str(run)))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"pyro-vae {words} exited {done.returncode}:\n{done.stderr}"
+    return done.stdout
+
+
+def metrics(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metrics.csv", newline="") as file:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
+
+
+@pytest.mark.slow
+def test_readme_commands_run_and_do_what_it_says(tmp_path):
+    text = README.read_text()
+    for written, _ in COMMANDS:
+        assert written in text, f"the README no longer shows {written!r}: update this test"
+    run = tmp_path / "run"
+    said = {words: pyro_vae_command(words, run, tmp_path) for _, words in COMMANDS}  # in order
+
+    # "Where results appear": every file of the table, and the header of metrics.csv
+    for name in ("config.toml", "run.json", "checkpoint.pt", "eval.json"):
+        assert (run / name).is_file(), name
+    plots = {p.name for p in (run / "plots").iterdir()}
+    assert {"losses.png", "reconstructions.png", "samples.png", "latent.png"} <= plots
+    assert "prior-samples-seed0-n64.png" in plots  # what `pyro-vae sample` adds
+    assert (run / "metrics.csv").read_text().startswith("epoch,train_elbo,test_elbo,seconds")
+
+    # the rerun: a new folder under runs/, said in one line, the same metrics (same seed)
+    rerun_said = said["train --config RUN/config.toml"]
+    assert sum("which holds a run: this run goes to a new folder" in line
+               for line in rerun_said.splitlines()) == 1  # fmt: skip
+    (rerun,) = (tmp_path / "runs").iterdir()
+    assert metrics(rerun) == metrics(run) and len(metrics(run)) == 1
+    assert "bernoulli" in said["list"] and "mnist5k" in said["list"]
+
+    # the load_run example, on this run
+    namespace: dict = {}
+    block = python_block("pyro_vae.load_run(").replace("runs/X", str(run))
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["run"].note == "" and namespace["images"].shape == (16, 1, 28, 28)
