@@ -54,6 +54,8 @@ def test_vary_converts_values_to_the_type_of_their_key():
         "objective", ["elbo", "renyi:alpha=0.5,k=5"]
     )  # fmt: skip
     assert parse_vary("prior=mypkg.priors:HierPrior")[1] == ["mypkg.priors:HierPrior"]
+    tables = parse_vary('prior_args={"s":[1,2]},{"s":[3]}')
+    assert tables == ("prior_args", [{"s": [1, 2]}, {"s": [3]}])
 
 
 @pytest.mark.parametrize(
@@ -67,7 +69,7 @@ def test_vary_converts_values_to_the_type_of_their_key():
         ("latent_dim=2,,3", r"--vary latent_dim: empty value"),
         ("latent_dim", r"expected KEY=V1,V2"),
         ("seed=1,2", r"--vary seed: .* give the seeds with --seeds"),
-        ("prior_args=a", r"--vary prior_args: a table cannot be varied on the command line"),
+        ("prior_args=[1]", r"--vary prior_args: '\[1\]' is not a JSON object; write e.g."),
     ],
 )
 def test_a_bad_vary_is_refused_naming_the_key_and_the_fix(text, message):

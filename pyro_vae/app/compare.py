@@ -106,9 +106,11 @@ class Cell:
 
 
 def format_value(value: Any) -> str:
-    """A value as ``--vary`` writes it: ``[400,200]`` for a list, ``0.001`` for a float."""
+    """A value as ``--vary`` writes it: ``[400,200]`` for a list, JSON for a table."""
     if isinstance(value, list):
         return "[" + ",".join(map(str, value)) + "]"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 
@@ -116,7 +118,8 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
     """``KEY=V1,V2,...`` -> the config key and its values, converted to the key's type.
 
     Values are separated by commas; brackets hold a value with commas of its own: a
-    list for ``hidden``, or an objective spec with options. ``-`` may stand for ``_``.
+    list for ``hidden``, or an objective spec with options. Tables (``prior_args``)
+    are JSON objects, as their flags take them. ``-`` may stand for ``_``.
 
     Example:
         >>> parse_vary("latent-dim=2,10,50")
@@ -125,6 +128,8 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
         ('hidden', [[400, 200], [64]])
         >>> parse_vary("objective=elbo,[renyi:alpha=0.5,k=5]")
         ('objective', ['elbo', 'renyi:alpha=0.5,k=5'])
+        >>> parse_vary('prior_args={"scale":1},{"scale":2,"df":3}')
+        ('prior_args', [{'scale': 1}, {'scale': 2, 'df': 3}])
     """
     key, sep, rest = text.partition("=")
     key = key.strip().replace("-", "_")
@@ -140,10 +145,10 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
 
 
 def _split(key: str, text: str) -> list[str]:
-    """Split at the commas outside brackets."""
+    """Split at the commas outside brackets and braces."""
     tokens, depth, start = [], 0, 0
     for i, char in enumerate(text + ","):
-        depth += {"[": 1, "]": -1}.get(char, 0)
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
         if depth < 0 or (depth > 0 and i == len(text)):
             raise ConfigError(f"--vary {key}: unbalanced brackets in {text!r}")
         if char == "," and depth == 0:
@@ -157,10 +162,16 @@ def _split(key: str, text: str) -> list[str]:
 def _convert(key: str, kind: str, token: str) -> Any:
     inner = token[1:-1] if token.startswith("[") and token.endswith("]") else token
     if kind == "dict":
-        raise ConfigError(
-            f"--vary {key}: a table cannot be varied on the command line; pass the grid "
-            "to pyro_vae.app.compare.compare() from Python"
-        )
+        try:
+            table = json.loads(token)
+        except json.JSONDecodeError:
+            table = None
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"--vary {key}: {token!r} is not a JSON object; write e.g. --vary "
+                f'\'{key}={{"scale":1}},{{"scale":2}}\''
+            )
+        return table
     try:
         if kind == "int":
             return int(token)
