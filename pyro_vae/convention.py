@@ -47,7 +47,7 @@ from torch import nn
 
 from .errors import ModelError
 from .parts import likelihood_contract
-from .vae import VAE
+from .vae import VAE, scored_from_parts
 
 __all__ = [
     "Convention",
@@ -96,13 +96,9 @@ def _argument_names(fn) -> set[str]:
 
 
 def standard_vae(owner: nn.Module) -> VAE | None:
-    """``owner`` if it is a VAE with the built-in ``model``/``guide`` (the fast path), else None."""
-    if not isinstance(owner, VAE):
-        return None
-    unchanged = all(
-        getattr(type(owner), n) is getattr(VAE, n) for n in ("model", "guide", "forward")
-    )
-    return owner if unchanged else None
+    """``owner`` if it is a VAE (or CVAE) scored from its parts (the fast path), else None;
+    see :func:`pyro_vae.vae.scored_from_parts`."""
+    return scored_from_parts(owner)
 
 
 class _Call(nn.Module):

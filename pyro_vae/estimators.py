@@ -40,8 +40,8 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from .convention import GuideCall, ModelCall, standard_vae
-from .errors import ConfigError
+from .convention import GuideCall, ModelCall, convention_of, standard_vae
+from .errors import ConfigError, ModelError
 from .objectives.traces import traced_log_weights
 from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
@@ -96,8 +96,19 @@ def chunk_rng(seed: int | None, chunk: int, device: torch.device):
 
 def _decoded_per_sample(vae: VAE, x: torch.Tensor) -> int:
     """How many numbers the decoder outputs for one latent sample (no random draws)."""
-    z = torch.zeros((1, *vae.prior().event_shape), device=x.device)
-    return vae.decoder(z).numel()
+    return vae.outputs_per_sample(x.device)
+
+
+def _labels(model: nn.Module, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``{"y": y}`` for a model that takes labels (ModelError when there are none), else ``{}``."""
+    if not convention_of(model).takes_labels:
+        return {}
+    if y is None:
+        raise ModelError(
+            f"{type(model).__name__} conditions on labels y but none were given: pass y "
+            "(class indices, one per datapoint)"
+        )
+    return {"y": y}
 
 
 @torch.no_grad()
@@ -120,6 +131,7 @@ def elbo_per_datapoint(
     shard = shard or Shard()
     fast = _fast_vae(vae)
     if fast is not None:
+        labels = _labels(fast, y)
         decoded = _decoded_per_sample(fast, x) * num_particles
         batch_size = max(1, min(batch_size, MAX_DECODED_VALUES // decoded))
     else:
@@ -131,10 +143,12 @@ def elbo_per_datapoint(
         batch = x[start : start + batch_size]
         with chunk_rng(seed, chunk, x.device):
             if fast is not None:
-                total += fast.log_weights(batch, num_particles).log_w.mean(0).sum().double()
+                chunk_labels = {k: v[start : start + batch_size] for k, v in labels.items()}
+                log_w = fast.log_weights(batch, num_particles, **chunk_labels).log_w
+                total += log_w.mean(0).sum().double()
             else:
-                labels = None if y is None else y[start : start + batch_size]
-                total -= elbo.loss(model, guide, batch, None, 1.0, labels)
+                chunk_y = None if y is None else y[start : start + batch_size]
+                total -= elbo.loss(model, guide, batch, None, 1.0, chunk_y)
     return float(shard.reduce(total)) / len(x)
 
 
@@ -179,6 +193,7 @@ class Evaluation:
     elbo_bits_per_dim: float | None
     seed: int
     data: str = ""
+    conditional: bool = False  # scored given labels y: log p(x|y) and the conditional ELBO
     log_px_per_datapoint: torch.Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,22 +204,23 @@ class Evaluation:
     def table(self) -> str:
         """The scores as a small aligned table."""
         u = self.units
+        px, elbo = ("log p(x|y)", "conditional ELBO") if self.conditional else ("log p(x)", "ELBO")
         rows = [
             ("data", self.data or f"{self.num_datapoints} datapoints"),
             ("importance samples K", f"{self.k}"),
             (
-                "log p(x)",
+                px,
                 f"{self.log_px:.2f} {u}  (+/- {self.log_px_se:.2f} over datapoints, "
                 f"+/- {self.log_px_mc_se:.3f} Monte Carlo)",
             ),  # fmt: skip
-            ("ELBO", f"{self.elbo:.2f} {u}  (+/- {self.elbo_se:.2f})"),
+            (elbo, f"{self.elbo:.2f} {u}  (+/- {self.elbo_se:.2f})"),
         ]
         if self.reconstruction is not None and self.kl is not None:
             rows += [
                 ("  reconstruction", f"{self.reconstruction:.2f} {u}"),
                 ("  KL", f"{self.kl:.2f} {u}"),
             ]
-        rows.append(("gap log p(x) - ELBO", f"{self.log_px - self.elbo:.2f} {u}"))
+        rows.append((f"gap {px} - ELBO", f"{self.log_px - self.elbo:.2f} {u}"))
         if self.active_units is not None:
             rows.append(
                 (
@@ -298,12 +314,16 @@ def evaluate_vae(
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
     shard = shard or Shard()
     if _fast_vae(vae) is None:
-        return _evaluate_traced(vae, x, y, k, seed, max_samples, batch_size, shard)
+        result = _evaluate_traced(vae, x, y, k, seed, max_samples, batch_size, shard)
+        result.conditional = y is not None and convention_of(vae).takes_labels
+        return result
+    labels = _labels(vae, y)
     was_training = vae.training
     vae.eval()
     with isolated_rng(seed, x.device):  # names, shapes and KL method, on every rank alike
         template = _Sums()
-        method, note = _score_chunk(vae, x[:1], 1, 1, template)[1:]
+        first = {name: v[:1] for name, v in labels.items()}
+        method, note = _score_chunk(vae, x[:1], first, 1, 1, template)[1:]
     max_samples = max(1, min(max_samples, MAX_DECODED_VALUES // _decoded_per_sample(vae, x)))
     points = max(1, min(batch_size, max_samples // k, len(x)))
     particles = max(1, max_samples // points)
@@ -316,24 +336,29 @@ def evaluate_vae(
         validate = index == 0 and pyro.distributions.is_validation_enabled()
         with chunk_rng(seed, index, x.device), pyro.validation_enabled(validate):
             chunk = x[start : start + points]
-            log_px[start : start + points] = _score_chunk(vae, chunk, k, particles, sums)[0]
+            chunk_labels = {name: v[start : start + points] for name, v in labels.items()}
+            scores = _score_chunk(vae, chunk, chunk_labels, k, particles, sums)
+            log_px[start : start + points] = scores[0]
         if index // shard.world_size % TRIM_EVERY == TRIM_EVERY - 1:
             release_freed_memory()
     sums.reduce(shard)
     shard.reduce(log_px)  # each datapoint was scored by exactly one rank
     vae.train(was_training)
-    return _summarize(vae, x, k, seed, log_px, sums, method, note)
+    result = _summarize(vae, x, k, seed, log_px, sums, method, note)
+    result.conditional = bool(labels)
+    return result
 
 
 def _score_chunk(
-    vae: VAE, x: torch.Tensor, k: int, particles: int, sums: _Sums
+    vae: VAE, x: torch.Tensor, labels: dict[str, torch.Tensor], k: int, particles: int, sums: _Sums
 ) -> tuple[torch.Tensor, str, str]:
-    """Stream the k particles of one chunk of datapoints into ``sums``; return log p(x)."""
+    """Stream the k particles of one chunk of datapoints (with their ``labels`` for a model
+    that takes them) into ``sums``; return log p(x) (log p(x|y))."""
     lse = lse2 = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
     log_w_sum = log_lik_sum = kl_sum = kl_dims = 0.0
     method = note = ""
     for start in range(0, k, particles):
-        terms = vae.log_weights(x, min(particles, k - start))
+        terms = vae.log_weights(x, min(particles, k - start), **labels)
         log_w = terms.log_w.double()
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
@@ -359,7 +384,7 @@ def _score_chunk(
     sums.add("kl", kl_sum / k)
     if method != "none":
         sums.add("kl_dims", kl_dims)
-    posterior_mean = vae.encode(x)[0].double()
+    posterior_mean = vae.encode(x, **labels)[0].double()
     sums.add("mean", posterior_mean)
     sums.add("mean_sq", posterior_mean**2)
     return log_px, method, note

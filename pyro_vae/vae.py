@@ -44,7 +44,7 @@ from .distributions import score_through_value
 from .errors import ModelError
 from .parts import check_parts, prior_has_globals
 
-__all__ = ["VAE", "GuideModule", "LogWeights", "path_log_prob"]
+__all__ = ["VAE", "GuideModule", "LogWeights", "path_log_prob", "scored_from_parts"]
 
 _names = itertools.count()
 
@@ -242,6 +242,11 @@ class VAE(PyroModule):
 
     _announced_log_weights = pyro_method(_log_weights)
 
+    def outputs_per_sample(self, device: torch.device) -> int:
+        """How many numbers the decoder outputs for one latent sample (no random draws)."""
+        z = torch.zeros((1, *self.prior().event_shape), device=device)
+        return self.decoder(z).numel()
+
     def prior_given_globals(self) -> dist.Distribution:
         """p(z); with global latents, p(z | globals) at one draw of them from their guide.
 
@@ -287,6 +292,31 @@ class GuideModule(nn.Module):
 
     def forward(self, *args, **kwargs) -> None:
         return self.vae.guide(*args, **kwargs)
+
+
+def scored_from_parts(owner: object) -> VAE | None:
+    """``owner`` if its ``log_weights`` scores its own ``model``/``guide`` (the fast path).
+
+    The class that defines ``log_weights`` vouches for the ``model``, ``guide`` and
+    ``forward`` it defines or inherits: a :class:`VAE` and a
+    :class:`~pyro_vae.families.CVAE` are scored from their parts; a subclass that
+    overrides ``model`` or ``guide`` alone is not (it goes through Pyro's traces).
+
+    Example:
+        >>> class Traced(VAE):
+        ...     def model(self, x, num_data=None, kl_scale=1.0):
+        ...         return VAE.model(self, x, num_data, kl_scale)
+        >>> from pyro_vae import mlp_vae
+        >>> vae = mlp_vae((1, 28, 28), 2, [8])
+        >>> scored_from_parts(vae) is vae, scored_from_parts(Traced(*vae.children()))
+        (True, None)
+    """
+    if not isinstance(owner, VAE):
+        return None
+    cls = type(owner)
+    base = next(c for c in cls.__mro__ if "log_weights" in vars(c))
+    same = all(getattr(cls, name) is getattr(base, name) for name in ("model", "guide", "forward"))
+    return owner if same else None
 
 
 def path_log_prob(q: dist.Distribution, z: torch.Tensor) -> torch.Tensor:

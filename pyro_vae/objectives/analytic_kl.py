@@ -55,8 +55,8 @@ class AnalyticKL_ELBO(SurrogateLoss, TraceMeanField_ELBO):
         if vae is None:
             model, guide = scale_latents(model, self.beta), scale_latents(guide, self.beta)
             return TraceMeanField_ELBO.differentiable_loss(self, model, guide, *args, **kwargs)
-        x, num_data, kl_scale = vae_arguments(*args, **kwargs)
-        terms = vae.log_weights(x, self.num_particles)
+        x, num_data, kl_scale, labels = vae_arguments(vae, *args, **kwargs)
+        terms = vae.log_weights(x, self.num_particles, **labels)
         kl = self._closed_form_kl("z", terms.q, terms.p)
         if kl is None:
             kl = (terms.log_q - terms.log_prior).mean(0)

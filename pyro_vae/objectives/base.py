@@ -32,6 +32,7 @@ import torch
 from pyro.infer import ELBO
 
 from ..errors import ConfigError
+from .enumerated import enumerated_pair, enumerated_particle_weights
 from .structured import plate_scale, structured_vae, vae_arguments
 from .traces import particle_traces, traced_log_weights
 
@@ -84,11 +85,14 @@ class ParticleObjective(SurrogateLoss, ELBO):
     ) -> tuple[torch.Tensor, float, Latents]:
         """``[num_particles, k, batch]`` log weights, the data plate's scale, and the latents."""
         n = self.num_particles * self.k
+        m2 = enumerated_pair(model, guide)
+        if m2 is not None:  # the label summed inside each particle's weight (see .enumerated)
+            return enumerated_particle_weights(self, m2, args, kwargs)
         vae = structured_vae(model, guide)
         if vae is not None:
-            x, num_data, kl_scale = vae_arguments(*args, **kwargs)
+            x, num_data, kl_scale, labels = vae_arguments(vae, *args, **kwargs)
             self._refuse_kl_scale(kl_scale)
-            terms = vae.log_weights(x, n, self.path_derivative)
+            terms = vae.log_weights(x, n, self.path_derivative, **labels)
             log_w, scale = terms.log_w, plate_scale(x, num_data)
             latents = [(terms.z, (n, x.shape[0], 1))]
         else:

@@ -28,6 +28,7 @@ from pyro.infer import Trace_ELBO
 
 from .base import SurrogateLoss
 from .beta import scale_latents
+from .enumerated import enumerated_elbo_loss, enumerated_pair
 from .structured import plate_scale, structured_vae, vae_arguments
 
 __all__ = ["FastTrace_ELBO"]
@@ -53,12 +54,15 @@ class FastTrace_ELBO(SurrogateLoss, Trace_ELBO):
         self.beta = beta
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
+        m2 = enumerated_pair(model, guide)
+        if m2 is not None:  # the label summed exactly (see .enumerated)
+            return enumerated_elbo_loss(self, m2, args, kwargs, self.beta)
         vae = structured_vae(model, guide)
         if vae is None:
             model, guide = scale_latents(model, self.beta), scale_latents(guide, self.beta)
             return self.traced_loss(model, guide, args, kwargs)
-        x, num_data, kl_scale = vae_arguments(*args, **kwargs)
-        terms = vae.log_weights(x, self.num_particles, self.path_derivative)
+        x, num_data, kl_scale, labels = vae_arguments(vae, *args, **kwargs)
+        terms = vae.log_weights(x, self.num_particles, self.path_derivative, **labels)
         weight = kl_scale * self.beta
         latent = terms.log_prior - terms.log_q
         elbo = terms.log_lik + (latent if _is_one(weight) else weight * latent)

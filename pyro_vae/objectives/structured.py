@@ -11,12 +11,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import NamedTuple
+
 import torch
 
 from ..errors import ModelError
-from ..vae import VAE, GuideModule
+from ..vae import VAE, GuideModule, scored_from_parts
 
-__all__ = ["structured_vae", "vae_arguments", "plate_scale"]
+__all__ = ["structured_vae", "vae_arguments", "VAEArguments", "plate_scale"]
 
 
 def structured_vae(model, guide) -> VAE | None:
@@ -40,29 +44,53 @@ def _owner(fn, role: str) -> VAE | None:
         vae = fn.vae
     else:
         vae = getattr(fn, "__self__", None)
-        if not isinstance(vae, VAE) or getattr(fn, "__func__", None) is not getattr(VAE, role):
+        own = getattr(type(vae), role, None)
+        if not isinstance(vae, VAE) or getattr(fn, "__func__", None) is not own:
             return None
-    unchanged = all(
-        getattr(type(vae), name) is getattr(VAE, name) for name in ("model", "guide", "forward")
-    )
-    return vae if unchanged else None
+    return scored_from_parts(vae)
 
 
-def vae_arguments(
-    x: torch.Tensor | None,
-    num_data: int | None = None,
-    kl_scale: float | torch.Tensor = 1.0,
-    *,
-    batch_size: int | None = None,
-    observe: bool = True,
-) -> tuple[torch.Tensor, int | None, float | torch.Tensor]:
-    """The arguments of ``VAE.model``/``VAE.guide``, bound by name; an objective needs data."""
-    if x is None or not observe:
+class VAEArguments(NamedTuple):
+    """A VAE's ``model``/``guide`` arguments as the fast path needs them.
+
+    ``labels`` is ``{"y": y}`` for a model that takes labels (a CVAE), else empty: pass
+    it on as ``vae.log_weights(x, n, path_derivative, **labels)``.
+    """
+
+    x: torch.Tensor
+    num_data: int | None
+    kl_scale: float | torch.Tensor
+    labels: dict[str, torch.Tensor]
+
+
+def vae_arguments(vae: VAE, *args, **kwargs) -> VAEArguments:
+    """The arguments of ``vae.model``/``vae.guide``, bound by its own signature; an
+    objective needs observed data.
+
+    Example:
+        >>> from pyro_vae import mlp_vae
+        >>> vae_arguments(mlp_vae((1, 28, 28), 2, [8]), torch.zeros(3, 784), 100).num_data
+        100
+    """
+    try:
+        bound = _signature(type(vae)).bind(vae, *args, **kwargs)
+    except TypeError as err:
+        raise ModelError(f"{type(vae).__name__}.model cannot take these arguments: {err}") from None
+    bound.apply_defaults()
+    values = bound.arguments
+    x = values["x"]
+    if x is None or not values.get("observe", True):
         raise ModelError(
             "an objective scores observed data: call it with a batch x (and observe=True); "
-            "model(None, batch_size=n) only generates"
+            "model(None, ...) only generates"
         )
-    return x, num_data, kl_scale
+    labels = {"y": values["y"]} if "y" in values else {}
+    return VAEArguments(x, values.get("num_data"), values.get("kl_scale", 1.0), labels)
+
+
+@functools.cache
+def _signature(cls: type) -> inspect.Signature:
+    return inspect.signature(cls.model)
 
 
 def plate_scale(x: torch.Tensor, num_data: int | None) -> float:
