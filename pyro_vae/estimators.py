@@ -42,6 +42,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 
 from .convention import GuideCall, ModelCall, convention_of, standard_vae
 from .errors import ConfigError, ModelError
+from .families.m2 import standard_m2
 from .objectives.traces import traced_log_weights
 from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
@@ -129,6 +130,10 @@ def elbo_per_datapoint(
     Pyro's traces (Trace_ELBO); its global sites count once per chunk.
     """
     shard = shard or Shard()
+    if standard_m2(vae) is not None:  # y is summed out: the ELBO of log p(x)
+        from .semisupervised import m2_elbo_per_datapoint
+
+        return m2_elbo_per_datapoint(vae, x, batch_size, num_particles, seed, shard)
     fast = _fast_vae(vae)
     if fast is not None:
         labels = _labels(fast, y)
@@ -195,6 +200,8 @@ class Evaluation:
     data: str = ""
     conditional: bool = False  # scored given labels y: log p(x|y) and the conditional ELBO
     log_px_per_datapoint: torch.Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
+    accuracy: float | None = None  # a classifier's (M2's q(y|x)) accuracy on labelled data
+    confusion: list[list[int]] | None = None  # its counts: rows true label, columns predicted
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -230,6 +237,8 @@ class Evaluation:
                 )
             )
         rows.append(("effective sample size", f"{100 * self.ess_fraction:.1f}% of K"))
+        if self.accuracy is not None:
+            rows.append(("classifier accuracy q(y|x)", f"{100 * self.accuracy:.2f}%"))
         if self.bits_per_dim is not None:
             rows.append(
                 ("bits per dim", f"{self.bits_per_dim:.4f} (ELBO: {self.elbo_bits_per_dim:.4f})")
@@ -313,6 +322,12 @@ def evaluate_vae(
     if k < 1 or len(x) < 1:
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
     shard = shard or Shard()
+    if standard_m2(vae) is not None:  # log p(x) with y summed out, and the classifier
+        from .semisupervised import evaluate_m2
+
+        return evaluate_m2(
+            vae, x, k, seed=seed, max_samples=max_samples, batch_size=batch_size, shard=shard, y=y
+        )
     if _fast_vae(vae) is None:
         result = _evaluate_traced(vae, x, y, k, seed, max_samples, batch_size, shard)
         result.conditional = y is not None and convention_of(vae).takes_labels
