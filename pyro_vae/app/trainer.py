@@ -301,8 +301,8 @@ class Trainer:
                 else "nothing (--on-nan stop)"
             )
             raise NumericalFault(
-                f"{fault}; tried {tried}; the last good checkpoint is intact. Lower --lr, "
-                "set --clip-grad, or check the data and custom parts"
+                f"{fault}; tried {tried}; every checkpoint written so far is intact. Lower "
+                "--lr, set --clip-grad, or check the data and custom parts"
             )
         recoveries = self.recoveries + 1
         self.load_state_dict(self.last_good, "the last good state")
