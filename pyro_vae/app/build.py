@@ -51,6 +51,10 @@ def build_model(
     labels) its signature names; the module it returns must follow
     :mod:`pyro_vae.convention` (``model``/``guide`` methods).
     """
+    if cfg.model == "m2":
+        from .m2 import build_m2  # it builds its parts with this module's functions
+
+        return build_m2(cfg, data_shape, num_classes)
     if not is_import_path(cfg.model):
         return build_vae(cfg, data_shape)
     factory = import_object(cfg.model, "model")

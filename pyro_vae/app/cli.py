@@ -300,6 +300,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if launched_as_main():
         print(result.table())
         print(f"written to {args.out or args.run_dir / 'eval.json'}")
+        if result.confusion is not None:
+            print(f"confusion matrix: {args.run_dir / 'plots' / 'confusion.png'}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:

@@ -54,6 +54,12 @@ def _check_objective(spec: str) -> None:
     parse_objective(spec)
 
 
+def _check_labels(value: str) -> None:
+    from ..semisupervised import parse_labels
+
+    parse_labels(value)
+
+
 def _option(
     default: Any,
     help: str,
@@ -101,6 +107,13 @@ class Config:
         "auto: dynamic for binary likelihoods, none otherwise",
         "data",
         choices=("auto", "dynamic", "static", "none"),
+    )
+    labels: str = _option(
+        "100",
+        "m2: training labels kept, a count (the same number of each class, drawn by seed) "
+        "or all; the other training datapoints are unlabelled",
+        "data",
+        check=lambda v: _check_labels(v),
     )
     # model
     network: str = _option("mlp", "encoder/decoder networks", "model", choices=_choices("NETWORKS"))
@@ -194,6 +207,14 @@ class Config:
         "training",
         minimum=0,
     )
+    aux_loss: float = _option(
+        0.1,
+        "m2: weight a of the classification loss -log q(y|x) on labelled data, the paper's "
+        "alpha / N: each labelled datapoint adds a N / N_labelled times it (Pyro's ss_vae_M2 "
+        "multiplier 46 is a = 46 N_labelled / N); 0: off",
+        "training",
+        minimum=0,
+    )
     eval_k: int = _option(
         5000,
         "importance samples per datapoint for the log p(x) estimate (pyro-vae evaluate, compare)",
@@ -230,9 +251,8 @@ class Config:
     )
     on_nan: str = _option(
         "recover",
-        "on a non-finite loss, gradient, parameter or optimizer state: recover (restore the "
-        "last good state, halve the learning rate, at most 3 times), stop, or off (no check, "
-        "no per-step host sync)",
+        "on a non-finite loss or gradient: recover (restore the last good state, halve the "
+        "learning rate, at most 3 times), stop, or off (no check, no per-step host sync)",
         "training",
         choices=("recover", "stop", "off"),
     )

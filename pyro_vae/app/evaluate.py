@@ -28,6 +28,7 @@ from ..estimators import Evaluation, evaluate_vae
 from .config import Config
 from .distributed import init_distributed
 from .load import load_run
+from .m2 import plot_confusion
 from .registry import load_dataset
 
 __all__ = ["evaluate"]
@@ -54,7 +55,9 @@ def evaluate(
     ``train``. ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run
     whose model was passed from Python (see :func:`~pyro_vae.app.load.load_run`).
     Launched by torchrun, the ranks share the datapoints and rank 0 writes the file; the
-    numbers are those of one process. Labels reach a model that takes ``y``. ``log``
+    numbers are those of one process. Labels reach a model that takes ``y``; an M2 is scored
+    with its label summed out, and its classifier's accuracy and confusion matrix
+    (``plots/confusion.png``) are added. ``log``
     receives a note when the folder's config.toml disagrees with the checkpoint.
     """
     if split not in ("test", "train"):
@@ -97,6 +100,10 @@ def evaluate(
     if ctx.is_main:
         path = Path(out) if out else run.folder.eval_path
         run.folder.write_json(path, {**info, **result.to_dict()})
+        if result.confusion is not None:  # a classifier's (M2's) test labels against its own
+            run.folder.plots.mkdir(exist_ok=True)
+            title = f"{dataset.name}, {split}: accuracy {100 * result.accuracy:.2f}%"
+            plot_confusion(result.confusion, run.folder.plots / "confusion.png", title)
     return result
 
 

@@ -98,6 +98,11 @@ MODELS: dict[str, ModelSpec] = {
         "the VAE built from --prior, --likelihood, --guide and --network",
         ("latent_dim", "hidden"),
     ),
+    "m2": ModelSpec(
+        "semi-supervised M2 (Kingma et al. 2014): p(y) p(z) p(x|y,z) with a classifier q(y|x); "
+        "--labels of the training labels are kept, y is summed exactly for the rest",
+        ("latent_dim", "hidden", "labels", "aux_loss"),
+    ),
 }
 
 # -- parts ----------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from ..convention import data_support, standard_vae
 from ..data import TrainingData, prepare_data
 from ..datasets import Dataset
 from ..errors import ConfigError, PyroVAEError, RunFolderError
+from ..families.m2 import M2
+from ..semisupervised import SemiSupervisedData, parse_labels, semi_supervised
 from .build import build_model
 from .checkpoint import load_checkpoint
 from .config import Config
@@ -45,6 +47,7 @@ from .distributed import (
     launched_as_main,
     rank_seed,
 )
+from .m2 import save_m2_plots
 from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
 from .run_folder import RunFolder, check_path, default_run_dir
@@ -191,6 +194,9 @@ def train(
     prepared = prepare_data(
         dataset, data_support(model), likelihood_name, cfg.binarize, cfg.seed, device
     )
+    if isinstance(model, M2):  # a balanced, seeded subset keeps its labels
+        labels = parse_labels(cfg.labels)
+        prepared = semi_supervised(prepared, labels, cfg.seed, model.num_classes)
     if cfg.batch_size > prepared.num_train:
         raise ConfigError(
             f"batch_size: {cfg.batch_size} is larger than the {prepared.num_train} training "
@@ -203,6 +209,8 @@ def train(
         **_model_info(model, given, objective),
         "world_size": ctx.world_size,
     }
+    if isinstance(prepared, SemiSupervisedData):
+        info["num_labelled"] = prepared.num_labelled
     if run is not None and run.checkpoint_path.exists():
         note = trainer.load_state_dict(
             load_checkpoint(run.checkpoint_path, device), str(run.checkpoint_path)
@@ -241,7 +249,11 @@ def train(
 def _save_plots(
     model: nn.Module, trainer: Trainer, data: TrainingData, run: RunFolder, seed: int
 ) -> None:
-    """Every plot for a standard VAE; the losses alone for any other model."""
+    """Every plot for a standard VAE or an M2; the losses alone for any other model."""
+    if isinstance(model, M2):
+        levels = data_support(model) == "levels"
+        save_m2_plots(model, trainer.history, data.test, run.plots, trainer.units, levels, seed)
+        return
     vae = standard_vae(model)
     if vae is None:
         run.plots.mkdir(exist_ok=True)

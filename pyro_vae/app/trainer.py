@@ -2,7 +2,8 @@
 
 The model is any ``nn.Module`` that follows :mod:`pyro_vae.convention` (the built-in
 VAE, a subclass with its own ``model``/``guide``, or your own module). The loss is
-``objective(*loss_modules(model))``, an ``nn.Module`` (Pyro's ``ELBOModule``) trained
+``objective(*loss_modules(model))``, an ``nn.Module`` (Pyro's ``ELBOModule``; for an M2 on
+semi-supervised data, :class:`~pyro_vae.semisupervised.SemiSupervisedLoss`) trained
 with ``torch.optim.Adam`` (fused); each step gathers a minibatch (and its labels, when
 the model takes ``y``) by index from data that sit on the device. Under ``torchrun`` the loss
 module is wrapped in ``DistributedDataParallel``: each rank takes its share of every
@@ -28,13 +29,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .._private import FUSED_ADAM_FOUND_INF
-from ..convention import convention_of, loss_modules
+from ..convention import convention_of
 from ..data import TrainingData
 from ..errors import DataError
 from ..estimators import elbo_per_datapoint, units_of
+from ..families.m2 import M2
 from ..likelihoods import bits_per_dim
 from ..objectives import kl_warmup_scale
 from ..rng import isolated_rng
+from ..semisupervised import classifier_scores, training_loss
 from .checkpoint import (
     capture_rng_state,
     load_model_state,
@@ -113,7 +116,9 @@ class Trainer:
         self.takes_labels = convention_of(model).takes_labels
         self.y_train, self.y_test = self._labels()
         objective = objective if objective is not None else build_objective(cfg.objective)
-        self.loss_module = objective(*loss_modules(model))
+        self.loss_module = training_loss(  # M2's semi-supervised steps take their own loss
+            objective, model, data, cfg.batch_size, cfg.aux_loss, self.ctx.world_size
+        )
         self.check_loss()
         self.train_module: torch.nn.Module = self.loss_module
         if self.ctx.is_distributed:
@@ -254,6 +259,8 @@ class Trainer:
         }
         if units_of(self.model)[0] == "8-bit":
             row["test_bits_per_dim"] = bits_per_dim(row["test_elbo"], self.data.data_shape)
+        if isinstance(self.model, M2) and self.y_test is not None:
+            row["test_accuracy"] = classifier_scores(self.model, self.data.test, self.y_test)[0]
         self.history.append(row)
         pos.epoch, pos.step, pos.seconds = pos.epoch + 1, 0, 0.0
         self.loss_sum.zero_()

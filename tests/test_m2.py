@@ -1,0 +1,353 @@
+"""M2 (pyro_vae.families.M2): the label summed exactly, the bounds against a closed-form
+log p(x), the balanced labelled subset and its batches, and a bit-exact resume."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from torch import nn
+
+import pyro_vae
+from pyro_vae.app.checkpoint import load_checkpoint
+from pyro_vae.data import prepare_data
+from pyro_vae.datasets import Dataset
+from pyro_vae.errors import ConfigError, DataError, ModelError
+from pyro_vae.families import M2, mlp_m2
+from pyro_vae.objectives import (
+    IWAE_ELBO,
+    STL_ELBO,
+    DReG_ELBO,
+    FastTrace_ELBO,
+    Graph_ELBO,
+    Renyi_ELBO,
+)
+from pyro_vae.objectives.enumerated import enumerated_elbo
+from pyro_vae.priors import StandardNormalPrior
+from pyro_vae.semisupervised import (
+    UNLABELLED,
+    SemiSupervisedLoss,
+    evaluate_m2,
+    labelled_subset,
+    semi_supervised,
+)
+
+CLASSES = 10
+
+
+@pytest.fixture
+def small_m2():
+    torch.manual_seed(0)
+    return mlp_m2((1, 4, 4), num_classes=CLASSES, latent_dim=3, hidden=[16])
+
+
+@pytest.fixture
+def pixels():
+    return torch.bernoulli(torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)))
+
+
+def _by_hand(m2: M2, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """U(x) summed over the batch, the 10 labels written out in plain torch."""
+    q_y = torch.softmax(m2.classifier(x), -1)
+    total = torch.zeros(())
+    for label in range(CLASSES):
+        y = torch.full((len(x),), label)
+        q = m2.encoder(x, y)
+        loc, scale = q.base_dist.loc, q.base_dist.scale
+        z = loc + scale * eps[label]
+        logits = m2.decoder(z, y).view_as(x)
+        log_px = torch.distributions.Bernoulli(logits=logits).log_prob(x).flatten(1).sum(1)
+        log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
+        log_qz = torch.distributions.Normal(loc, scale).log_prob(z).sum(1)
+        per_label = log_px + math.log(1 / CLASSES) + log_pz - log_qz
+        total = total + (q_y[:, label] * (per_label - q_y[:, label].log())).sum()
+    return total
+
+
+def test_enumeration_sums_the_ten_labels_exactly(small_m2, pixels):
+    """TraceEnum_ELBO on the enumerated guide, the fast path and a hand-written sum over the
+    10 labels give the same loss on the same draws, and the same gradients."""
+    params = list(small_m2.parameters())
+    pyro.set_rng_seed(3)
+    traced = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(
+        small_m2.model, config_enumerate(small_m2.guide), pixels, num_data=60
+    )
+    pyro.set_rng_seed(3)
+    fast = FastTrace_ELBO()(small_m2, small_m2.guide_module())(pixels, num_data=60)
+    pyro.set_rng_seed(3)
+    eps = torch.empty(CLASSES, len(pixels), 3).normal_()
+    by_hand = -_by_hand(small_m2, pixels, eps) * 10  # num_data / batch
+    assert torch.allclose(traced, by_hand, rtol=1e-5) and torch.allclose(fast, by_hand, rtol=1e-5)
+    grads = zip(torch.autograd.grad(traced, params), torch.autograd.grad(fast, params), strict=True)
+    for a, b in grads:
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_labelled_loss_is_trace_elbo_with_y_observed(small_m2, pixels):
+    y = torch.arange(len(pixels))
+    pyro.set_rng_seed(4)
+    traced = Trace_ELBO().differentiable_loss(small_m2.model, small_m2.guide, pixels, y)
+    pyro.set_rng_seed(4)
+    fast = FastTrace_ELBO()(small_m2, small_m2.guide_module())(pixels, y)
+    assert torch.allclose(traced, fast, rtol=1e-6)
+
+
+# -- a linear-Gaussian M2 whose log p(x) is known in closed form -----------------------------
+
+
+class LinearDecoder(nn.Module):
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = nn.Parameter(a.clone()), nn.Parameter(b.clone())
+
+    def forward(self, z, y):
+        return self.a[y] * z + self.b[y]
+
+
+class PosteriorEncoder(nn.Module):
+    """q(z|x,y) = N(w_y . (x - b_y), s_y^2), the exact posterior at the start."""
+
+    def __init__(self, a, b, noise):
+        super().__init__()
+        variance = 1.0 / (1.0 + (a**2).sum(1) / noise**2)
+        self.w = nn.Parameter(variance[:, None] * a / noise**2)
+        self.b = nn.Parameter(b.clone())
+        self.log_scale = nn.Parameter(0.5 * variance.log())
+
+    def forward(self, x, y):
+        loc = (self.w[y] * (x - self.b[y])).sum(-1, keepdim=True)
+        scale = self.log_scale[y].exp().unsqueeze(-1).expand_as(loc)
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class ExactClassifier(nn.Module):
+    """q(y|x) = p(y|x) at the start; ``shift`` moves it away."""
+
+    def __init__(self, marginals):
+        super().__init__()
+        self.marginals = marginals
+        self.shift = nn.Parameter(torch.zeros(len(marginals)))
+
+    def forward(self, x):
+        return torch.stack([m.log_prob(x) for m in self.marginals], -1) + self.shift
+
+
+class Noise(nn.Module):
+    def forward(self, mean):
+        return dist.Normal(mean, 0.5).to_event(1)
+
+
+def linear_m2():
+    """(M2 with the exact guide, exact log p(x) of a datapoint, data from the model)."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 2, generator=generator), 2 * torch.randn(3, 2, generator=generator)
+    marginals = [
+        dist.MultivariateNormal(b[c], torch.outer(a[c], a[c]) + 0.25 * torch.eye(2))
+        for c in range(3)
+    ]
+    m2 = M2(ExactClassifier(marginals), PosteriorEncoder(a, b, 0.5), LinearDecoder(a, b),
+            StandardNormalPrior(1), Noise(), num_classes=3, data_shape=(2,))  # fmt: skip
+
+    def log_px(x):
+        return torch.logsumexp(torch.stack([m.log_prob(x) for m in marginals]) - math.log(3), 0)
+
+    labels = torch.randint(3, (40,), generator=generator)
+    x = b[labels] + a[labels] * torch.randn(40, 1, generator=generator)
+    x = x + 0.5 * torch.randn(40, 2, generator=generator)
+    return m2, log_px, x, (a, b)
+
+
+def test_brute_force_quadrature_agrees_with_the_closed_form():
+    m2, log_px, x, (a, b) = linear_m2()
+    z = torch.linspace(-9, 9, 6001)
+    per_label = []
+    for c in range(3):
+        mean = a[c] * z[:, None, None] + b[c]  # [grid, 1, 2]
+        log_joint = (
+            dist.Normal(mean, 0.5).log_prob(x).sum(-1) + dist.Normal(0, 1).log_prob(z)[:, None]
+        )
+        per_label.append(torch.logsumexp(log_joint, 0) + math.log(z[1] - z[0]) - math.log(3))
+    assert torch.allclose(torch.logsumexp(torch.stack(per_label), 0), log_px(x), atol=1e-4)
+
+
+def test_exact_guide_makes_every_bound_equal_log_px():
+    m2, log_px, x, _ = linear_m2()
+    with torch.no_grad():
+        elbo = enumerated_elbo(m2.label_terms(x, 4))
+        for k in (1, 5):
+            iwae = -IWAE_ELBO(k=k)(m2, m2.guide_module())(x[:1]) * 1.0
+            assert torch.allclose(iwae, log_px(x[:1]).sum(), atol=1e-4)
+    assert torch.allclose(elbo, log_px(x), atol=1e-4)
+
+
+def test_bounds_order_and_converge_with_a_perturbed_guide():
+    m2, log_px, x, _ = linear_m2()
+    with torch.no_grad():
+        m2.encoder.w.add_(0.3)
+        m2.encoder.log_scale.add_(0.4)
+        m2.classifier.shift.copy_(torch.tensor([1.0, -1.0, 0.5]))
+        pyro.set_rng_seed(0)
+        elbo = enumerated_elbo(m2.label_terms(x, 2000)).mean()
+        bounds = []
+        for k in (1, 5, 50):
+            loss = IWAE_ELBO(k=k, num_particles=400)(m2, m2.guide_module())(x)
+            bounds.append(float(-loss) / len(x))
+    exact = float(log_px(x).mean())
+    assert float(elbo) < bounds[0] < bounds[1] < bounds[2] < exact
+    scores = evaluate_m2(m2, x, k=3000, seed=1)
+    assert abs(scores.log_px - exact) < 4 * scores.log_px_mc_se + 1e-3
+    assert abs(scores.elbo - float(elbo)) < 0.05
+
+
+def test_dreg_guide_gradient_vanishes_at_the_exact_posterior_and_iwae_does_not():
+    m2, _, x, _ = linear_m2()
+    encoder = list(m2.encoder.parameters())
+    grads = {}
+    for objective in (IWAE_ELBO(k=4), DReG_ELBO(k=4)):
+        pyro.set_rng_seed(2)
+        loss = objective(m2, m2.guide_module())(x)
+        grads[objective.name] = (loss, torch.autograd.grad(loss, encoder))
+    assert torch.allclose(grads["iwae"][0], grads["dreg"][0])  # the same bound
+    assert max(float(g.abs().max()) for g in grads["dreg"][1]) < 1e-4
+    assert max(float(g.abs().max()) for g in grads["iwae"][1]) > 1e-2
+
+
+def test_iwae_gives_the_classifier_no_gradient_from_unlabelled_data():
+    """q(y|x) cancels from the weight summed over labels: only the aux loss trains it."""
+    m2, _, x, _ = linear_m2()
+    loss = IWAE_ELBO(k=3)(m2, m2.guide_module())(x)
+    assert torch.autograd.grad(loss, [m2.classifier.shift], allow_unused=True)[0] is None
+    loss = FastTrace_ELBO()(m2, m2.guide_module())(x)
+    assert torch.autograd.grad(loss, [m2.classifier.shift])[0].abs().max() > 0
+
+
+# -- the labelled subset, the batches and the loss -------------------------------------------
+
+
+def test_labelled_subset_is_balanced_and_reproducible(mnist5k):
+    y = mnist5k.y_train
+    chosen = labelled_subset(y, 100, CLASSES, seed=0)
+    assert torch.bincount(y[chosen], minlength=CLASSES).tolist() == [10] * CLASSES
+    assert torch.equal(chosen, labelled_subset(y, 100, CLASSES, seed=0))
+    assert not torch.equal(chosen, labelled_subset(y, 100, CLASSES, seed=1))
+    with pytest.raises(ConfigError, match="multiple of 10"):
+        labelled_subset(y, 105, CLASSES, seed=0)
+    with pytest.raises(DataError, match="class 9 has"):
+        labelled_subset(torch.arange(40) % 9, 20, CLASSES, seed=0)
+
+
+def _semi(mnist5k, labels=30, n=500):
+    dataset = Dataset.from_tensors(mnist5k.x_train[:n], mnist5k.x_test[:50],
+                                   mnist5k.y_train[:n], mnist5k.y_test[:50])  # fmt: skip
+    data = prepare_data(dataset, "binary", "bernoulli", "static", seed=0)
+    return semi_supervised(data, labels, seed=0)
+
+
+def test_batches_pair_unlabelled_with_a_cycled_labelled_subset(mnist5k):
+    data = _semi(mnist5k)
+    assert data.num_labelled == 30 and data.num_unlabelled == 470
+    assert int((data.y_train != UNLABELLED).sum()) == 30  # the other labels are hidden
+    labelled = set(data.labelled.tolist())
+    stream = []
+    for epoch in range(3):
+        batches = data.batch_indices(epoch, batch_size=64)
+        assert batches.shape == (470 // 64, 64 + 30)
+        unlabelled = batches[:, :64].flatten()
+        assert len(set(unlabelled.tolist())) == len(unlabelled)
+        assert not set(unlabelled.tolist()) & labelled
+        stream += batches[:, 64:].flatten().tolist()
+        assert torch.equal(batches, data.batch_indices(epoch, batch_size=64))
+    for start in range(0, len(stream) - 29, 30):  # every cycle is a permutation of the subset
+        assert set(stream[start : start + 30]) == labelled
+    small = data.batch_indices(0, batch_size=12)  # labelled batches of 12 cross the cycles
+    cycled = small[:, 12:].flatten().tolist()
+    assert all(set(cycled[s : s + 30]) == labelled for s in range(0, len(cycled) - 29, 30))
+    shares = [data.batch_indices(1, 64, rank, 2) for rank in (0, 1)]
+    whole = data.batch_indices(1, 64)
+    assert torch.equal(torch.cat([shares[0][:, :32], shares[1][:, :32]], 1), whole[:, :64])
+    assert torch.equal(torch.cat([shares[0][:, 32:], shares[1][:, 32:]], 1), whole[:, 64:])
+
+
+def test_loss_adds_the_parts_with_their_scales(small_m2, pixels):
+    y = torch.tensor([UNLABELLED] * 4 + [2, 5])
+    objective = FastTrace_ELBO()
+    model, guide = small_m2, small_m2.guide_module()
+    loss = SemiSupervisedLoss(objective, small_m2, num_labelled=20, aux_loss=0.5, split=(4, 2))
+    pyro.set_rng_seed(0)
+    total = loss(pixels, 100, 1.0, y)
+    pyro.set_rng_seed(0)
+    unlabelled = objective.differentiable_loss(model, guide, pixels[:4], num_data=80)
+    labelled = objective.differentiable_loss(model, guide, pixels[4:], y[4:], num_data=20)
+    aux = F.cross_entropy(small_m2.classifier(pixels[4:]), y[4:], reduction="sum")
+    assert torch.allclose(total, unlabelled + labelled + 0.5 * 100 / 2 * aux)
+    order = [4, 0, 5, 1, 2, 3]
+    with pytest.raises(ModelError, match="unlabelled rows first"):
+        loss(pixels[order], 100, 1.0, y[order])
+    any_order = SemiSupervisedLoss(objective, small_m2, num_labelled=20, aux_loss=0.5)
+    pyro.set_rng_seed(0)
+    assert torch.allclose(any_order(pixels[order], 100, 1.0, y[order]), total, rtol=1e-5)
+
+
+@pytest.mark.parametrize("objective", [Renyi_ELBO(), STL_ELBO()])
+def test_objectives_that_cannot_sum_the_label_refuse_in_one_line(small_m2, objective):
+    with pytest.raises(ConfigError, match="cannot score M2's label") as error:
+        SemiSupervisedLoss(objective, small_m2, num_labelled=10)
+    assert "\n" not in str(error.value)
+
+
+def test_graph_samples_the_label(small_m2, pixels):
+    loss = SemiSupervisedLoss(Graph_ELBO(), small_m2, num_labelled=10)
+    assert torch.isfinite(loss(pixels, None, 1.0, torch.full((6,), UNLABELLED)))
+
+
+# -- through the pipeline ---------------------------------------------------------------------
+
+
+def _config(out, **changes):
+    values = dict(model="m2", epochs=2, batch_size=50, latent_dim=4, hidden=[32], labels="20",
+                  seed=3, out=str(out), threads=1, eval_k=5)  # fmt: skip
+    return pyro_vae.Config(**{**values, **changes})
+
+
+@pytest.fixture
+def tiny_data(mnist5k):
+    return Dataset.from_tensors(mnist5k.x_train[:600], mnist5k.x_test[:100],
+                                mnist5k.y_train[:600], mnist5k.y_test[:100])  # fmt: skip
+
+
+def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tmp_path, tiny_data, monkeypatch):
+    from pyro_vae.app.trainer import Trainer
+
+    reference = pyro_vae.train(_config(tmp_path / "ref"), data=tiny_data, progress=False)
+    save = Trainer.save
+
+    def save_then_stop(self, run):
+        save(self, run)
+        if self.position.epoch == 1 and self.position.step > 0:  # mid-epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        pyro_vae.train(
+            _config(tmp_path / "cut", checkpoint_every=4), data=tiny_data, progress=False
+        )
+    monkeypatch.setattr(Trainer, "save", save)
+    resumed = pyro_vae.train(resume=tmp_path / "cut", data=tiny_data, progress=False)
+    expected = load_checkpoint(tmp_path / "ref" / "checkpoint.pt")["model"]
+    got = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    for row, ref in zip(resumed.history, reference.history, strict=True):
+        assert {**row, "seconds": 0} == {**ref, "seconds": 0}
+    assert "test_accuracy" in reference.history[-1]
+
+
+def test_evaluate_reports_accuracy_and_writes_the_plots(tmp_path, tiny_data):
+    run = pyro_vae.train(_config(tmp_path / "run", epochs=1), data=tiny_data, progress=False)
+    scores = pyro_vae.evaluate(run.run_dir, data=tiny_data, k=3)
+    assert 0 <= scores.accuracy <= 1 and sum(map(sum, scores.confusion)) == 100
+    assert scores.log_px >= scores.elbo - 1.0 and "classifier accuracy" in scores.table()
+    for name in ("losses", "class-samples", "analogies", "confusion"):
+        assert (run.run_dir / "plots" / f"{name}.png").is_file(), name
