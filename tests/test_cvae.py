@@ -1,14 +1,35 @@
 """The conditional VAE: its fast path against Pyro's traces, labels, its prior, and the app."""
 
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
 import pyro
 import pytest
 import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+from PIL import Image
 from pyro.infer import Trace_ELBO
 
-from pyro_vae import mlp_vae
+from pyro_vae import Config, mlp_vae
+from pyro_vae.app.build import build_model
+from pyro_vae.app.cli import main
+from pyro_vae.app.distributed import init_distributed
+from pyro_vae.app.load import load_run
 from pyro_vae.app.objective_specs import build_objective
+from pyro_vae.app.plots import plot_class_samples
+from pyro_vae.app.registry import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, load_dataset
+from pyro_vae.app.train import train
+from pyro_vae.app.trainer import Trainer
 from pyro_vae.convention import GuideCall, ModelCall, loss_modules
-from pyro_vae.errors import ModelError
+from pyro_vae.data import prepare_data
+from pyro_vae.datasets import Dataset
+from pyro_vae.errors import ConfigError, DataError, ModelError
 from pyro_vae.estimators import evaluate_vae
 from pyro_vae.families import CVAE, ConditionalNormalPrior, mlp_cvae
 from pyro_vae.objectives.structured import structured_vae
@@ -207,3 +228,181 @@ def test_a_tiny_cvae_on_two_classes_generates_class_typical_means(mnist5k):
         generated = cvae.sample(torch.full((200,), label)).mean(0)
         distances = ((class_means - generated) ** 2).flatten(1).sum(1)
         assert distances[label] < distances[1 - label], (label, distances)  # nearer its own class
+
+
+# -- the application: config, build, train, resume, evaluate, sample, plots --------------------
+
+
+def cvae_config(tiny_npz, out, **changes):
+    values = dict(model="cvae", dataset=str(tiny_npz), epochs=1, batch_size=50, latent_dim=3,
+                  hidden=[32], eval_k=20, out=str(out), threads=1)  # fmt: skip
+    return Config(**{**values, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(conditional_prior=True), "only the cvae model has a prior p\\(z\\|y\\)"),
+        (dict(model="cvae", conditional_prior=True, prior="mog"), "prior 'mog' would be ignored"),
+        (dict(model="cvae", prior="vamp"), "vamp mixes the encoder's q\\(z\\|u\\)"),
+    ],
+)
+def test_settings_that_cannot_mean_anything_are_refused_at_once(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**changes)
+
+
+COMPOSED = [
+    *[dict(prior=p) for p in sorted(PRIORS) if p != "vamp"],
+    dict(conditional_prior=True),
+    *[dict(guide=g, network=n) for g in sorted(GUIDES) for n in sorted(NETWORKS)],
+    *[dict(likelihood=name) for name in ("continuous-bernoulli", "gaussian", "categorical-256")],
+]
+
+
+@pytest.mark.parametrize("changes", COMPOSED, ids=lambda c: ",".join(map(str, c.values())))
+def test_the_built_in_cvae_composes_with_every_part(changes, mnist5k, tmp_path):
+    cfg = cvae_config("mnist5k", tmp_path, prior_components=2, **changes)
+    torch.manual_seed(0)
+    cvae = build_model(cfg, SHAPE, num_classes=10)
+    assert isinstance(cvae, CVAE) and cvae.conditional_prior == cfg.conditional_prior
+    tiny = Dataset("tiny", mnist5k.x_train[::450], mnist5k.y_train[::450], mnist5k.x_test[::50],
+                   mnist5k.y_test[::50])  # fmt: skip
+    likelihood = LIKELIHOODS[cfg.likelihood].build(cfg, SHAPE)
+    data = prepare_data(tiny, likelihood.support, cfg.likelihood, "auto", seed=0)
+    trainer = Trainer(cfg.replace(batch_size=10), cvae, data)
+    before = {k: v.detach().clone() for k, v in cvae.named_parameters()}
+    loss = trainer.train_step(data.epoch_train(0), 1.0, trainer.y_train)
+    assert math.isfinite(float(loss))
+    for part in ("encoder", "decoder", "prior"):
+        names = [k for k in before if k.startswith(part + ".")]
+        assert all(not torch.equal(before[k], cvae.get_parameter(k)) for k in names), part
+    fast = structured_vae(cvae, cvae.guide_module()) is cvae
+    assert fast == (changes.get("prior") != "hierarchical")  # global latents: Pyro's traces
+
+
+def test_data_without_labels_are_refused_in_one_line_before_any_file(tmp_path, mnist5k):
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x=mnist5k.x_train[:100, 0].numpy())
+    out = tmp_path / "run"
+    args = ["train", "--model", "cvae", "--dataset", str(path), "--out", str(out)]
+    done = subprocess.run([sys.executable, "-m", "pyro_vae", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "model cvae conditions on labels y, but the dataset has none" in done.stderr
+    assert not out.exists()
+    half = tmp_path / "no-test-labels.npz"
+    np.savez(half, x=mnist5k.x_train[:100, 0].numpy(), y=mnist5k.y_train[:100].numpy(),
+             x_test=mnist5k.x_test[:20, 0].numpy())  # fmt: skip
+    with pytest.raises(DataError, match="CVAE takes labels y but .* has none for its test data"):
+        train(cvae_config(half, out), progress=False, log=lambda _: None)
+    assert not out.exists()
+
+
+def test_a_cvae_run_trains_plots_evaluates_and_samples_by_label(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(write_config(cvae_config(tiny_npz, out), tmp_path)),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert {p.name for p in (out / "plots").iterdir()} == {
+        "losses.png",
+        "reconstructions.png",
+        "samples.png",
+        "latent.png",
+    }
+    assert png_title(out / "plots" / "samples.png").startswith("samples E[x|z, y], z ~ p(z)")
+    assert json.loads((out / "run.json").read_text())["num_classes"] == 10
+
+    assert main(["evaluate", str(out), "--k", "10"]) == 0
+    table = capsys.readouterr().out
+    assert "log p(x|y)" in table and "conditional ELBO" in table
+    scores = json.loads((out / "eval.json").read_text())
+    assert scores["conditional"] is True and scores["log_px"] > scores["elbo"]
+
+    assert main(["sample", str(out), "--label", "3", "--n", "16"]) == 0
+    one = out / "plots" / "samples-label3-seed0-n16.png"
+    assert capsys.readouterr().out.strip() == str(one)
+    assert "16 samples of label 3 (E[x|z, y=3], z ~ p(z))" in png_title(one)
+    assert main(["sample", str(out), "--label", "all", "--n", "4"]) == 0
+    every = out / "plots" / "samples-label-all-seed0-n4-each.png"
+    assert "4 samples per label, one row per label" in png_title(every)
+    with Image.open(every) as image:  # 10 rows of 4: taller than wide
+        assert image.height > image.width
+    assert main(["sample", str(out), "--label", "10"]) == 2
+    assert (
+        "--label: expected a class 0..9 of this run or 'all', got '10'" in capsys.readouterr().err
+    )
+
+
+def test_label_is_refused_for_a_run_without_labels(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "vae"
+    train(cvae_config(tiny_npz, out, model="vae"), progress=False, log=lambda _: None)
+    assert main(["sample", str(out), "--label", "3"]) == 2
+    assert "--label draws class-conditional samples from a cvae run" in capsys.readouterr().err
+
+
+def test_class_conditional_samples_use_the_label_on_the_same_draws(tmp_path):
+    cvae = small_cvae()
+    torch.manual_seed(0)
+    first = cvae.sample(torch.zeros(4, dtype=torch.long))
+    torch.manual_seed(0)
+    second = cvae.sample(torch.ones(4, dtype=torch.long))
+    assert not torch.allclose(first, second)
+    assert plot_class_samples(cvae, tmp_path / "s.png", per_class=3, labels=[2, 5])
+    assert png_title(tmp_path / "s.png") == "samples E[x|z, y], z ~ p(z): one row per label"
+
+
+def test_resume_of_a_built_in_cvae_run_is_bit_exact(tiny_npz, tmp_path):
+    quiet = dict(progress=False, log=lambda _: None)
+    whole = train(cvae_config(tiny_npz, tmp_path / "whole", epochs=2, conditional_prior=True),
+                  **quiet)  # fmt: skip
+    cfg = cvae_config(tiny_npz, tmp_path / "stopped", epochs=1, conditional_prior=True)
+    train(cfg, **quiet)
+    resumed = train(resume=tmp_path / "stopped", epochs=2, **quiet)
+    times = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in times} for r in whole.history] == [
+        {k: v for k, v in r.items() if k not in times} for r in resumed.history
+    ]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    loaded = load_run(tmp_path / "stopped").model
+    assert isinstance(loaded, CVAE) and loaded.conditional_prior
+
+
+def write_config(cfg, folder):
+    path = folder / "request.toml"
+    path.write_text(cfg.to_toml())
+    return path
+
+
+def png_title(path):
+    with Image.open(path) as image:
+        return image.text.get("Title", "")
+
+
+def _ddp_worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    ctx, _ = init_distributed("cpu", timeout_seconds=60)
+    cfg = Config(model="cvae", conditional_prior=True, hidden=[16], latent_dim=2, batch_size=64)
+    data = prepare_data(load_dataset("mnist5k"), "binary", "bernoulli", "dynamic", seed=0)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, build_model(cfg, SHAPE, 10), data, ctx)
+    before = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    x = data.epoch_train(0)
+    for batch in data.batch_indices(0, 64, ctx.rank, ctx.world_size)[:2]:
+        trainer.train_step(x[batch], 1.0, trainer.y_train[batch])
+    after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    torch.save({"before": before, "after": after}, f"{out}/rank{rank}.pt")
+    torch_dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_cvae_trains_data_parallel(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert torch.isfinite(ranks[0]["after"]).all()
+    assert torch.equal(ranks[0]["after"], ranks[1]["after"]), "ranks diverged"
+    assert not torch.equal(ranks[0]["after"], ranks[0]["before"]), "nothing trained"

@@ -22,7 +22,8 @@ from torch import nn
 
 from ..convention import convention_of
 from ..data import data_max
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, DataError, ModelError
+from ..families.cvae import CVAE, ConditionalNormalPrior, LabelledDecoder, LabelledEncoder
 from ..networks import with_input_scale
 from ..parts import likelihood_contract
 from ..priors import VampPrior
@@ -34,8 +35,10 @@ from .registry import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 __all__ = [
     "build_model",
     "build_vae",
+    "build_cvae",
     "build_likelihood",
     "build_encoder",
+    "build_guide",
     "build_decoder",
     "build_prior",
 ]
@@ -46,15 +49,18 @@ def build_model(
 ) -> nn.Module:
     """The model ``cfg.model`` names: the built-in VAE, or a user factory's module.
 
-    A factory named by import path gets ``model_args`` plus whichever of ``data_shape``,
-    ``latent_dim``, ``hidden`` and ``num_classes`` (the labels' count, when the data have
-    labels) its signature names; the module it returns must follow
-    :mod:`pyro_vae.convention` (``model``/``guide`` methods).
+    ``num_classes`` is the data's count of labels (None without labels); ``cfg.num_classes``,
+    when set, takes its place. A factory named by import path gets ``model_args`` plus
+    whichever of ``data_shape``, ``latent_dim``, ``hidden`` and ``num_classes`` its
+    signature names; the module it returns must follow :mod:`pyro_vae.convention`
+    (``model``/``guide`` methods).
     """
+    if cfg.model == "cvae":
+        return build_cvae(cfg, data_shape, _classes(cfg, num_classes))
     if cfg.model == "m2":
         from .m2 import build_m2  # it builds its parts with this module's functions
 
-        return build_m2(cfg, data_shape, num_classes)
+        return build_m2(cfg, data_shape, _classes(cfg, num_classes))
     if not is_import_path(cfg.model):
         return build_vae(cfg, data_shape)
     factory = import_object(cfg.model, "model")
@@ -62,7 +68,7 @@ def build_model(
         "data_shape": tuple(data_shape),
         "latent_dim": cfg.latent_dim,
         "hidden": list(cfg.hidden),
-        "num_classes": num_classes,
+        "num_classes": _classes(cfg, num_classes),
     }
     model = call_with_accepted(factory, "model", standard, cfg.model_args)
     if not isinstance(model, nn.Module):
@@ -72,6 +78,50 @@ def build_model(
         )
     convention_of(model)
     return model
+
+
+def _classes(cfg: Config, found: int | None) -> int | None:
+    """The number of classes: ``cfg.num_classes`` when set (at least the labels found), else
+    the count found in the data's labels."""
+    if not cfg.num_classes:
+        return found
+    if found is not None and found > cfg.num_classes:
+        raise DataError(
+            f"num_classes: {cfg.num_classes}, but the data's labels run to {found - 1}; set "
+            f"num_classes = {found} or more (or 0 to count them)"
+        )
+    return cfg.num_classes
+
+
+def build_cvae(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None) -> CVAE:
+    """The conditional VAE from the parts named in ``cfg``, for ``num_classes`` labels.
+
+    The label joins the encoder network's features (so any guide and network serve) and the
+    decoder's input; the prior is ``cfg.prior``, or a learned p(z|y) with
+    ``cfg.conditional_prior``.
+    """
+    if not num_classes:
+        raise DataError(
+            "model cvae conditions on labels y, but the dataset has none; use a dataset with "
+            "labels (mnist5k, mnist, fashion-mnist, or an .npz with an array y)"
+        )
+    data_shape = tuple(data_shape)
+    likelihood = build_likelihood(cfg, data_shape)
+    contract = likelihood_contract(likelihood, data_shape)
+    largest = data_max(contract.support)
+    body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
+    guide = build_guide(cfg, nn.Identity(), features + num_classes, data_shape)
+    encoder = LabelledEncoder(with_input_scale(body, 1.0 / largest), guide)
+    outputs = contract.num_outputs or math.prod(data_shape)
+    network = NETWORKS[cfg.network].decoder(
+        cfg.latent_dim + num_classes, data_shape, list(cfg.hidden), outputs
+    )
+    if cfg.conditional_prior:
+        prior = ConditionalNormalPrior(num_classes, cfg.latent_dim)
+    else:
+        prior = build_prior(cfg, encoder, data_shape, largest)
+    decoder = LabelledDecoder(network)
+    return CVAE(encoder, decoder, prior, likelihood, num_classes, data_shape=data_shape)
 
 
 def build_vae(
@@ -125,7 +175,13 @@ def build_encoder(cfg: Config, data_shape: tuple[int, ...], input_scale: float =
     ``latent_dim`` and ``data_shape`` its signature names.
     """
     body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
-    body = with_input_scale(body, input_scale)
+    return build_guide(cfg, with_input_scale(body, input_scale), features, data_shape)
+
+
+def build_guide(
+    cfg: Config, body: nn.Module, features: int, data_shape: tuple[int, ...]
+) -> nn.Module:
+    """The guide ``cfg.guide`` on ``body``, whose output has ``features`` numbers."""
     if is_import_path(cfg.guide):
         standard = {
             "body": body,

@@ -22,10 +22,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ModelError, PyroVAEError
 from .bench_args import add_bench_arguments
 from .config import Config
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without torch
+    from ..families.cvae import CVAE
+    from .load import LoadedRun
 
 __all__ = ["main", "build_parser"]
 
@@ -54,9 +59,10 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
         if re.search(r"\bdefault[: ]", text):  # the help says it already
             return text
         default = action.default
-        if default is argparse.SUPPRESS:
+        from_config = default is argparse.SUPPRESS
+        if from_config:
             default = next((d for name, d, _ in Config.describe() if name == action.dest), None)
-        if default is None or default is False or default in ("", [], {}):
+        if default is None or (default is False and not from_config) or default in ("", [], {}):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"
@@ -126,14 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
         "sample",
         help="draw images from a trained model",
         description="Decode N draws from the prior, z ~ p(z), into their mean images E[x|z] "
-        "and save them as one titled PNG grid.",
+        "and save them as one titled PNG grid. For a cvae run, --label K draws class K, "
+        "E[x|z, y=K] with z ~ p(z|y=K) (or p(z)), and --label all one row per class.",
         formatter_class=_DefaultsHelpFormatter,
     )
     sample.add_argument("run_dir", type=Path)
-    sample.add_argument("--n", type=int, default=64, help="number of images")
+    sample.add_argument(
+        "--n", type=int, help="number of images (default: 64, or 10 per class with --label all)"
+    )
     sample.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
     sample.add_argument(
-        "--out", type=Path, help="PNG path; default RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png"
+        "--label",
+        metavar="K|all",
+        help="cvae runs only: draw class K, or one row per class with 'all' (the default there)",
+    )
+    sample.add_argument(
+        "--out",
+        type=Path,
+        help="PNG path; default RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png (for a cvae "
+        "run samples-label<K>-seed<SEED>-n<N>.png, or samples-label-all-seed<SEED>-n<N>-each.png)",
     )
     sample.add_argument("--device", default="cpu", help="cpu or cuda")
     _add_threads_flag(sample)
@@ -249,18 +266,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> None:
     from ..convention import data_support, standard_vae
+    from ..families.cvae import CVAE
     from ..rng import isolated_rng
     from .load import load_run
     from .plots import save_image_grid
     from .runtime import apply_threads
 
     apply_threads(args.threads)
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     run = load_run(args.run_dir, args.device)
     if run.note:
         print(run.note, file=sys.stderr)
-    out = args.out or run.folder.plots / f"prior-samples-seed{args.seed}-n{args.n}.png"
     vae = standard_vae(run.model)
     if vae is None:
         raise ModelError(
@@ -268,14 +285,62 @@ def _cmd_sample(args: argparse.Namespace) -> None:
             "which pyro-vae sample cannot draw from; load it with pyro_vae.load_run and draw "
             "with pyro.infer.Predictive(model.model, ...) in Python"
         )
-    with isolated_rng(args.seed, args.device):
-        images = vae.sample(args.n)
     levels = data_support(run.model) == "levels"
     run_name = run.folder.path.resolve().name
-    title = f"{run_name}: {args.n} samples from the prior (E[x|z]), seed {args.seed}"
-    if not save_image_grid(images, out, title=title, levels=levels):
+    if isinstance(vae, CVAE):
+        with isolated_rng(args.seed, args.device):
+            out, drawn = _sample_classes(args, vae, run, run_name, levels)
+    else:
+        if args.label is not None:
+            raise ConfigError(
+                f"--label draws class-conditional samples from a cvae run; the model of "
+                f"{run.folder.path} ({type(vae).__name__}) takes no labels"
+            )
+        n = args.n or 64
+        out = args.out or run.folder.plots / f"prior-samples-seed{args.seed}-n{n}.png"
+        with isolated_rng(args.seed, args.device):
+            images = vae.sample(n)
+        title = f"{run_name}: {n} samples from the prior (E[x|z]), seed {args.seed}"
+        drawn = save_image_grid(images, out, title=title, levels=levels)
+    if not drawn:
         raise ConfigError(f"data shape {run.data_shape} is not an image; nothing to draw")
     print(out)
+
+
+def _sample_classes(
+    args: argparse.Namespace, cvae: CVAE, run: LoadedRun, run_name: str, levels: bool
+) -> tuple[Path, bool]:
+    """``pyro-vae sample --label K|all`` for a cvae run: the PNG path and whether it was drawn."""
+    import torch
+
+    from .plots import plot_class_samples, save_image_grid
+
+    classes = cvae.num_classes
+    prior = "p(z|y)" if cvae.conditional_prior else "p(z)"
+    if args.label in (None, "all"):
+        n = args.n or 10
+        out = args.out or run.folder.plots / f"samples-label-all-seed{args.seed}-n{n}-each.png"
+        title = (
+            f"{run_name}: {n} samples per label, one row per label "
+            f"(E[x|z, y], z ~ {prior}), seed {args.seed}"
+        )
+        return out, plot_class_samples(cvae, out, n, title=title, levels=levels)
+    try:
+        label = int(args.label)
+    except ValueError:
+        label = -1
+    if not 0 <= label < classes:
+        raise ConfigError(
+            f"--label: expected a class 0..{classes - 1} of this run or 'all', got {args.label!r}"
+        )
+    n = args.n or 64
+    out = args.out or run.folder.plots / f"samples-label{label}-seed{args.seed}-n{n}.png"
+    images = cvae.sample(torch.full((n,), label, device=cvae.classes.device))
+    title = (
+        f"{run_name}: {n} samples of label {label} (E[x|z, y={label}], z ~ {prior}), "
+        f"seed {args.seed}"
+    )
+    return out, save_image_grid(images, out, title=title, levels=levels)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:

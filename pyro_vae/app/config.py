@@ -132,6 +132,19 @@ class Config:
         import_path=True,
     )
     model_args: dict = _option({}, "keyword arguments of a model given by import path", "model")
+    num_classes: int = _option(
+        0,
+        "classes of the labels y for a model that takes them (cvae; a factory's num_classes); "
+        "0: from the data's labels",
+        "model",
+        minimum=0,
+        maximum=100_000,
+    )
+    conditional_prior: bool = _option(
+        False,
+        "cvae: a learned prior p(z|y) (a small network of the label) instead of --prior",
+        "model",
+    )
     prior: str = _option(
         "standard-normal",
         "prior p(z): a built-in name or package.module:Name",
@@ -278,6 +291,7 @@ class Config:
             if f.type == "float":  # `lr = 1` in TOML is an int; store it as the float it means
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))
         _check_kl_warmup(self.objective, self.kl_warmup)
+        _check_conditional(self.model, self.prior, self.conditional_prior)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -476,6 +490,24 @@ def _check_kl_warmup(objective: str, kl_warmup: int) -> None:
             f"kl_warmup: objective {objective!r} puts log p(z) - log q(z|x) inside a logsumexp "
             "over particles, where a weight no longer scales a KL term; set kl_warmup = 0 or "
             "use an ELBO-type objective (elbo, analytic-kl, graph, stl, beta)"
+        )
+
+
+def _check_conditional(model: str, prior: str, conditional_prior: bool) -> None:
+    if conditional_prior and model != "cvae":
+        raise ConfigError(
+            f"conditional_prior: only the cvae model has a prior p(z|y), not {model!r}; set "
+            "model = 'cvae' or conditional_prior = false"
+        )
+    if conditional_prior and prior != "standard-normal":
+        raise ConfigError(
+            f"conditional_prior: the learned p(z|y) replaces the prior, so prior {prior!r} "
+            "would be ignored; drop --prior or set conditional_prior = false"
+        )
+    if model == "cvae" and prior == "vamp":
+        raise ConfigError(
+            "prior: vamp mixes the encoder's q(z|u) at pseudo-inputs, which a cvae's encoder "
+            "cannot give without a label; use another prior or conditional_prior = true"
         )
 
 

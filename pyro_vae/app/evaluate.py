@@ -25,6 +25,7 @@ from ..data import draw_bernoulli, prepare_data, seeded_generator
 from ..datasets import Dataset
 from ..errors import ConfigError, DataError
 from ..estimators import Evaluation, evaluate_vae
+from ..families.cvae import CVAE
 from .config import Config
 from .distributed import init_distributed
 from .load import load_run
@@ -94,6 +95,11 @@ def evaluate(
         x = draw_bernoulli(x, generator)
     takes_labels = convention_of(run.model).takes_labels
     y = y.to(torch_device) if takes_labels and y is not None else None
+    if y is None and isinstance(run.model, CVAE):
+        raise DataError(
+            f"{dataset.name} has no labels y, but the run's cvae scores log p(x|y) given them; "
+            "evaluate data with labels (an .npz with an array y)"
+        )
     result = evaluate_vae(run.model, x, k or cfg.eval_k, seed=seed, shard=ctx.shard(), y=y)
     result.data = f"{dataset.name}, {split}, {len(x)} datapoints"
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}

@@ -15,7 +15,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from .config import Config
-from .registry import DATASETS, GUIDES, LIKELIHOODS, NETWORKS, OBJECTIVES, PRIORS
+from .registry import DATASETS, GUIDES, LIKELIHOODS, MODELS, NETWORKS, OBJECTIVES, PRIORS
 
 __all__ = ["describe_builtins", "describe_option"]
 
@@ -35,9 +35,11 @@ def describe_option(name: str) -> str:
     if choices is not None and not callable(choices):
         form = "{" + ",".join(choices) + "}"
     else:
-        form = {"int": "N", "float": "X", "str": "TEXT", "list[int]": "N [N ...]"}[field.type]
+        form = {"int": "N", "float": "X", "str": "TEXT", "list[int]": "N [N ...]", "bool": ""}[
+            field.type
+        ]
     shown = " ".join(map(str, default)) if isinstance(default, list) else default
-    flag = f"--{name.replace('_', '-')} {form}"
+    flag = f"--{name.replace('_', '-')} {form}".rstrip()
     if shown != "":
         flag += f" (default {shown})"
     return f"{flag}: {field.metadata['help']}"
@@ -57,6 +59,7 @@ def _section(title: str, registry: dict[str, Any], shared: tuple[str, ...] = ())
 def describe_builtins() -> str:
     lines = [
         *_section("datasets (--dataset; or a path to your .npz)", DATASETS, DATASET_OPTIONS),
+        *_section("models (--model; or package.module:Name)", MODELS),
         *_section("networks (--network)", NETWORKS),
         *_section("priors (--prior)", PRIORS),
         *_section("likelihoods (--likelihood)", LIKELIHOODS),

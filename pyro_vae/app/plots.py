@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..families.cvae import CVAE  # noqa: E402
 from ..rng import isolated_rng  # noqa: E402
 from ..vae import VAE  # noqa: E402
 
@@ -36,6 +37,7 @@ __all__ = [
     "plot_reconstructions",
     "plot_latent_scatter",
     "plot_manifold",
+    "plot_class_samples",
     "save_run_plots",
 ]
 
@@ -59,10 +61,15 @@ def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
 
 
 def save_image_grid(
-    x: torch.Tensor, path: str | Path, columns: int = 8, title: str = "", levels: bool = False
+    x: torch.Tensor,
+    path: str | Path,
+    columns: int = 8,
+    title: str = "",
+    levels: bool = False,
+    row_labels: Sequence[str] = (),
 ) -> bool:
-    """Save images as a grid PNG with an optional title; False (nothing written) when x is
-    not image-shaped."""
+    """Save images as a grid PNG with an optional title and a label left of each row; False
+    (nothing written) when x is not image-shaped."""
     images = _as_images(x, levels)
     if images is None:
         return False
@@ -76,6 +83,8 @@ def save_image_grid(
     fig, ax = plt.subplots(figsize=(columns * 0.8, rows * 0.8 + (0.4 if title else 0)))
     ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
+    for row, text in enumerate(row_labels):
+        ax.text(-2, (row + 0.5) * (height + 2), text, ha="right", va="center", fontsize=9)
     if title:
         ax.set_title(title, fontsize=9)
     # the title is also the PNG's Title text chunk: image viewers and scripts can read it
@@ -110,10 +119,18 @@ def plot_losses(rows: Sequence[dict[str, Any]], path: str | Path, units: str = "
     return fig
 
 
-def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, levels: bool = False) -> bool:
-    """Rows of 8 inputs (spread over ``x``), each above its reconstruction E[x|z=E[z|x]]."""
-    x = x[torch.linspace(0, len(x) - 1, min(32, len(x))).long()]  # spread over a sorted set
-    recon = vae.reconstruct(x)
+def plot_reconstructions(
+    vae: VAE,
+    x: torch.Tensor,
+    path: str | Path,
+    levels: bool = False,
+    y: torch.Tensor | None = None,
+) -> bool:
+    """Rows of 8 inputs (spread over ``x``), each above its reconstruction E[x|z=E[z|x]]
+    (given its label ``y`` for a CVAE)."""
+    spread = torch.linspace(0, len(x) - 1, min(32, len(x))).long()  # spread over a sorted set
+    x = x[spread]
+    recon = vae.reconstruct(x) if y is None else vae.reconstruct(x, y[spread].to(x.device))
     pairs = []
     for start in range(0, len(x), 8):
         pairs += [x[start : start + 8], recon[start : start + 8]]
@@ -141,7 +158,11 @@ def plot_latent_scatter(
 
     Example: ``plot_latent_scatter(vae, x_test[:2000], y_test[:2000], "latent.png")``
     """
-    loc = torch.cat([vae.encode(chunk)[0] for chunk in x.split(500)]).cpu()
+    if isinstance(vae, CVAE):  # E[z|x, y]: what the label leaves for z to hold
+        pairs = zip(x.split(500), labels.to(x.device).split(500), strict=True)
+        loc = torch.cat([vae.encode(chunk, y)[0] for chunk, y in pairs]).cpu()
+    else:
+        loc = torch.cat([vae.encode(chunk)[0] for chunk in x.split(500)]).cpu()
     if loc.shape[1] <= 2:
         points, note, axes = loc, "E[z|x]", ("$z_1$", "$z_2$" if loc.shape[1] == 2 else "")
         if loc.shape[1] == 1:
@@ -180,6 +201,33 @@ def plot_manifold(vae: VAE, path: str | Path, side: int = 15, levels: bool = Fal
     return save_image_grid(images, path, columns=side, title="latent manifold", levels=levels)
 
 
+def plot_class_samples(
+    cvae: CVAE,
+    path: str | Path,
+    per_class: int = 10,
+    labels: Sequence[int] | None = None,
+    title: str = "",
+    levels: bool = False,
+) -> bool:
+    """Class-conditional samples E[x|z, y], z ~ p(z|y): one row of ``per_class`` per label
+    (every class by default), each row labelled ``y=K``.
+
+    Example: ``plot_class_samples(cvae, "samples.png", per_class=10)``
+    """
+    labels = list(range(cvae.num_classes)) if labels is None else list(labels)
+    device = cvae.classes.device
+    y = torch.tensor(labels, device=device).repeat_interleave(per_class)
+    title = title or f"samples E[x|z, y], z ~ {_prior_name(cvae)}: one row per label"
+    return save_image_grid(
+        cvae.sample(y), path, per_class, title, levels, row_labels=[f"y={k}" for k in labels]
+    )
+
+
+def _prior_name(cvae: CVAE) -> str:
+    """``p(z|y)`` for a learned conditional prior, else ``p(z)``."""
+    return "p(z|y)" if cvae.conditional_prior else "p(z)"
+
+
 def save_run_plots(
     vae: VAE,
     rows: Sequence[dict[str, Any]],
@@ -195,6 +243,8 @@ def save_run_plots(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     device = next(vae.parameters()).device
+    if isinstance(vae, CVAE):
+        return _save_cvae_plots(vae, rows, x_test, y_test, folder, units, levels, seed)
     with isolated_rng(seed, device):
         if rows:
             plot_losses(rows, folder / "losses.png", units)
@@ -210,4 +260,34 @@ def save_run_plots(
         written.append(folder / "latent.png")
         if plot_manifold(vae, folder / "manifold.png", levels=levels):
             written.append(folder / "manifold.png")
+    return written
+
+
+def _save_cvae_plots(
+    cvae: CVAE,
+    rows: Sequence[dict[str, Any]],
+    x_test: torch.Tensor,
+    y_test: torch.Tensor | None,
+    folder: Path,
+    units: str,
+    levels: bool,
+    seed: int,
+) -> list[Path]:
+    """A CVAE run's figures: losses, reconstructions given the labels, class-conditional
+    samples (one row per class) and E[z|x, y] coloured by label."""
+    written = []
+    with isolated_rng(seed, cvae.classes.device):
+        if rows:
+            plot_losses(rows, folder / "losses.png", units)
+            written.append(folder / "losses.png")
+        if y_test is not None and plot_reconstructions(
+            cvae, x_test, folder / "reconstructions.png", levels, y_test
+        ):
+            written.append(folder / "reconstructions.png")
+        if plot_class_samples(cvae, folder / "samples.png", levels=levels):
+            written.append(folder / "samples.png")
+        if y_test is not None:
+            n = min(len(x_test), 2000)
+            plot_latent_scatter(cvae, x_test[:n], y_test[:n], folder / "latent.png")
+            written.append(folder / "latent.png")
     return written

@@ -98,6 +98,11 @@ MODELS: dict[str, ModelSpec] = {
         "the VAE built from --prior, --likelihood, --guide and --network",
         ("latent_dim", "hidden"),
     ),
+    "cvae": ModelSpec(
+        "conditional VAE: the label y enters q(z|x, y) and p(x|z, y); the prior is --prior "
+        "(any but vamp) or, with --conditional-prior, a learned p(z|y); needs labelled data",
+        ("latent_dim", "hidden", "num_classes", "conditional_prior"),
+    ),
     "m2": ModelSpec(
         "semi-supervised M2 (Kingma et al. 2014): p(y) p(z) p(x|y,z) with a classifier q(y|x); "
         "--labels of the training labels are kept, y is summed exactly for the rest",

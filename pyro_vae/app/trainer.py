@@ -153,10 +153,13 @@ class Trainer:
         """The labels on the device, for a model that takes ``y`` (DataError if there are none)."""
         if not self.takes_labels:
             return None, None
-        if self.data.y_train is None or self.data.y_test is None:
+        splits = (("training", self.data.y_train), ("test", self.data.y_test))
+        missing = [split for split, labels in splits if labels is None]
+        if missing:
             raise DataError(
-                f"{type(self.model).__name__} takes labels y but {self.data.name} has none; "
-                "use a dataset with labels (mnist5k, mnist, fashion-mnist, or an .npz with y)"
+                f"{type(self.model).__name__} takes labels y but {self.data.name} has none for "
+                f"its {' and '.join(missing)} data; use a dataset with labels (mnist5k, mnist, "
+                "fashion-mnist, or an .npz with y, and y_test beside x_test)"
             )
         return self.data.y_train.to(self.data.device), self.data.y_test.to(self.data.device)
 
