@@ -130,6 +130,8 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
         ('objective', ['elbo', 'renyi:alpha=0.5,k=5'])
         >>> parse_vary('prior_args={"scale":1},{"scale":2,"df":3}')
         ('prior_args', [{'scale': 1}, {'scale': 2, 'df': 3}])
+        >>> parse_vary("conditional-prior=false,true")
+        ('conditional_prior', [False, True])
     """
     key, sep, rest = text.partition("=")
     key = key.strip().replace("-", "_")
@@ -172,6 +174,11 @@ def _convert(key: str, kind: str, token: str) -> Any:
                 f'\'{key}={{"scale":1}},{{"scale":2}}\''
             )
         return table
+    if kind == "bool":
+        if token.lower() not in ("true", "false"):
+            raise ConfigError(f"--vary {key}: {token!r} is not true or false; write e.g. "
+                              f"--vary {key}=false,true")  # fmt: skip
+        return token.lower() == "true"
     try:
         if kind == "int":
             return int(token)
