@@ -351,3 +351,34 @@ def test_evaluate_reports_accuracy_and_writes_the_plots(tmp_path, tiny_data):
     assert scores.log_px >= scores.elbo - 1.0 and "classifier accuracy" in scores.table()
     for name in ("losses", "class-samples", "analogies", "confusion"):
         assert (run.run_dir / "plots" / f"{name}.png").is_file(), name
+
+
+# -- the experiment scripts, at a tiny budget ------------------------------------------------
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_semisupervised_experiment_smoke(tiny_npz, tmp_path):
+    argv = ["--dataset", str(tiny_npz), "--labels", "10", "--seeds", "0", "--epochs", "1",
+            "--variants", "m2", "supervised", "--hidden", "16", "--latent-dim", "2",
+            "--batch-size", "50", "--eval-k", "2", "--out", str(tmp_path)]  # fmt: skip
+    rows = _script("m2_semisupervised").main(argv)
+    assert [row["variant"] for row in rows] == ["m2", "supervised"]
+    assert all(0 <= row["accuracy"] <= 1 for row in rows)
+    assert "| supervised |" in (tmp_path / "results.md").read_text()
+
+
+def test_speed_experiment_smoke():
+    argv = ["--rounds", "1", "--steps", "2", "--hidden", "16", "--latent-dim", "2"]
+    result = _script("m2_speed").main(argv)
+    assert set(result["step_seconds"]) == {"pyro-vae", "by hand"}
+    assert all(seconds > 0 for seconds in result["epoch_seconds"].values())
