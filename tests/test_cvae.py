@@ -3,9 +3,11 @@
 import json
 import math
 import os
+import runpy
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -406,3 +408,21 @@ def test_a_cvae_trains_data_parallel(tmp_path):
     assert torch.isfinite(ranks[0]["after"]).all()
     assert torch.equal(ranks[0]["after"], ranks[1]["after"]), "ranks diverged"
     assert not torch.equal(ranks[0]["after"], ranks[0]["before"]), "nothing trained"
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.mark.slow
+def test_the_cvae_experiments_run_with_a_tiny_budget(tmp_path, capsys):
+    def run(name, *args):
+        runpy.run_path(str(EXPERIMENTS / f"{name}.py"))["main"](list(args))
+        return capsys.readouterr().out
+
+    small = ["--epochs", "1", "--seeds", "0", "--k", "5", "--per-class", "3",
+             "--classifier-epochs", "1", "--out", str(tmp_path)]  # fmt: skip
+    report = run("cvae_mnist5k", *small)
+    assert "| cvae, p(z\\|y) | log p(x\\|y) " in report and "| vae | log p(x) " in report
+    assert (tmp_path / "summary.md").read_text().strip() in report
+    speed = run("cvae_speed", "--rounds", "1", "--steps", "2", "--objectives", "elbo")
+    assert speed.count("| elbo |") == 1
