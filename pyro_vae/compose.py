@@ -16,10 +16,9 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .data import data_max
 from .guides import NormalGuide
 from .likelihoods import BernoulliLikelihood
-from .networks import mlp_decoder, mlp_encoder, with_input_scale
+from .networks import mlp_decoder, mlp_encoder, with_input_transform
 from .parts import likelihood_contract
 from .priors import StandardNormalPrior
 from .vae import VAE
@@ -47,7 +46,7 @@ def mlp_vae(
     contract = likelihood_contract(likelihood, data_shape)
     if encoder is None:
         body, features = mlp_encoder(data_shape, hidden)
-        body = with_input_scale(body, 1.0 / data_max(contract.support))
+        body = with_input_transform(body, contract.support)
         encoder = NormalGuide(body, features, latent_dim)
     if decoder is None:
         outputs = contract.num_outputs or math.prod(data_shape)

@@ -207,6 +207,11 @@ def _scaled(
             )
         return x.float()
     if support == "counts":
+        if binarize != "none":
+            raise DataError(
+                f"likelihood {likelihood_name!r} models the counts themselves and "
+                f"{_found(x, dataset.name)}; binarizing them makes no sense: use --binarize none"
+            )
         return x.float()
     values = x.float() / 255.0 if dataset.is_8bit else x.float()
     if support == "open-unit" and binarize == "none":

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .data import data_max
 from .errors import ConfigError
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "mlp_decoder",
     "conv_encoder",
     "conv_decoder",
-    "with_input_scale",
+    "with_input_transform",
+    "input_transform",
+    "SignedLog1p",
     "MLPBody",
     "ConvEncoderBody",
     "ConvDecoder",
@@ -158,6 +161,38 @@ def conv_decoder(
     return ConvDecoder(latent_dim, tuple(data_shape), hidden[-1], outputs)
 
 
-def with_input_scale(body: nn.Module, input_scale: float) -> nn.Module:
-    """``body`` that first multiplies its input by ``input_scale`` (``1/255`` for 8-bit levels)."""
-    return body if input_scale == 1.0 else nn.Sequential(Rescale(input_scale), body)
+class SignedLog1p(nn.Module):
+    """``sign(x) log(1 + |x|)``: log1p of counts, defined for any real input (odd, C^1).
+
+    Counts enter the encoder on this log scale, as scVI's encoder sees log1p of counts;
+    VampPrior pseudo-inputs, which are free parameters, may go negative.
+
+    Example:
+        >>> SignedLog1p()(torch.tensor([0.0, 15.0, -15.0]))
+        tensor([ 0.0000,  2.7726, -2.7726])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sign() * x.abs().log1p()
+
+
+def input_transform(support: str) -> nn.Module | None:
+    """What the built-in encoders apply first to data of ``support`` (None: nothing).
+
+    8-bit levels are divided by 255, counts go through :class:`SignedLog1p`; data in
+    [0, 1] and real values enter as they are.
+
+    Example:
+        >>> input_transform("levels"), input_transform("counts"), input_transform("binary")
+        (Rescale(factor=0.00392157), SignedLog1p(), None)
+    """
+    if support == "counts":
+        return SignedLog1p()
+    largest = data_max(support)
+    return None if largest == 1.0 else Rescale(1.0 / largest)
+
+
+def with_input_transform(body: nn.Module, support: str) -> nn.Module:
+    """``body`` preceded by :func:`input_transform` of ``support``."""
+    transform = input_transform(support)
+    return body if transform is None else nn.Sequential(transform, body)

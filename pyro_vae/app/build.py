@@ -24,7 +24,7 @@ from ..convention import convention_of
 from ..data import data_max
 from ..errors import ConfigError, DataError, ModelError
 from ..families.cvae import CVAE, ConditionalNormalPrior, LabelledDecoder, LabelledEncoder
-from ..networks import with_input_scale
+from ..networks import with_input_transform
 from ..parts import likelihood_contract
 from ..priors import VampPrior
 from ..vae import VAE
@@ -111,7 +111,7 @@ def build_cvae(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None
     largest = data_max(contract.support)
     body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
     guide = build_guide(cfg, nn.Identity(), features + num_classes, data_shape)
-    encoder = LabelledEncoder(with_input_scale(body, 1.0 / largest), guide)
+    encoder = LabelledEncoder(with_input_transform(body, contract.support), guide)
     outputs = contract.num_outputs or math.prod(data_shape)
     network = NETWORKS[cfg.network].decoder(
         cfg.latent_dim + num_classes, data_shape, list(cfg.hidden), outputs
@@ -135,8 +135,9 @@ def build_vae(
 ) -> VAE:
     """A :class:`VAE` for data of ``data_shape`` from the parts named in ``cfg``.
 
-    The built-in encoder sees 8-bit levels divided by 255 when the likelihood models
-    levels; the VampPrior gets the encoder. A likelihood's ``num_outputs`` sets the
+    The built-in encoder sees the data through :func:`pyro_vae.networks.input_transform` of
+    the likelihood's support (8-bit levels divided by 255, counts as log(1 + x)); the
+    VampPrior gets the encoder. A likelihood's ``num_outputs`` sets the
     decoder's width (see :class:`pyro_vae.parts.Likelihood`).
     """
     data_shape = tuple(data_shape)
@@ -145,7 +146,7 @@ def build_vae(
     contract = likelihood_contract(likelihood, data_shape)
     largest = data_max(contract.support)
     if encoder is None:
-        encoder = build_encoder(cfg, data_shape, 1.0 / largest)
+        encoder = build_encoder(cfg, data_shape, contract.support)
     if decoder is None:
         decoder = build_decoder(cfg, data_shape, contract.num_outputs or math.prod(data_shape))
     if prior is None:
@@ -168,14 +169,14 @@ def build_likelihood(cfg: Config, data_shape: tuple[int, ...]) -> nn.Module:
     return LIKELIHOODS[cfg.likelihood].build(cfg, data_shape)
 
 
-def build_encoder(cfg: Config, data_shape: tuple[int, ...], input_scale: float = 1.0) -> nn.Module:
-    """The guide ``cfg.guide`` on the network body ``cfg.network``.
+def build_encoder(cfg: Config, data_shape: tuple[int, ...], support: str = "real") -> nn.Module:
+    """The guide ``cfg.guide`` on the network body ``cfg.network``, for data of ``support``.
 
     A guide by import path gets ``guide_args`` and whichever of ``body``, ``features``,
     ``latent_dim`` and ``data_shape`` its signature names.
     """
     body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
-    return build_guide(cfg, with_input_scale(body, input_scale), features, data_shape)
+    return build_guide(cfg, with_input_transform(body, support), features, data_shape)
 
 
 def build_guide(

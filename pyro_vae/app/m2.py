@@ -28,7 +28,7 @@ from torch import nn
 from ..data import data_max
 from ..errors import ConfigError, DataError
 from ..families.m2 import M2, Classifier, M2Decoder, M2Encoder
-from ..networks import MLPBody, with_input_scale
+from ..networks import MLPBody, with_input_transform
 from ..parts import likelihood_contract
 from ..rng import isolated_rng
 from .build import build_likelihood, build_prior
@@ -63,10 +63,10 @@ def build_m2(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None) 
     largest = data_max(contract.support)
     network = NETWORKS[cfg.network]
     body, features = network.encoder(data_shape, list(cfg.hidden))
-    classifier = Classifier(with_input_scale(body, 1.0 / largest), features, num_classes)
+    classifier = Classifier(with_input_transform(body, contract.support), features, num_classes)
     body, features = network.encoder(data_shape, list(cfg.hidden))
     encoder = M2Encoder(
-        with_input_scale(_pre_activation(body), 1.0 / largest),
+        with_input_transform(_pre_activation(body), contract.support),
         features,
         cfg.latent_dim,
         num_classes,

@@ -43,11 +43,10 @@ from pyro.nn import pyro_method
 from torch import nn
 
 from .._private import am_i_wrapped
-from ..data import data_max
 from ..errors import ModelError
 from ..guides import NormalGuide, bounded_scale, unbounded_scale
 from ..likelihoods import BernoulliLikelihood
-from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_scale
+from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import _call, _describe, likelihood_contract
 from ..priors import StandardNormalPrior
 from ..vae import VAE, LogWeights, _moments, data_plate, latent_weight, path_log_prob
@@ -411,7 +410,7 @@ def mlp_cvae(
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)
     body, features = mlp_encoder(data_shape, hidden)
-    body = with_input_scale(body, 1.0 / data_max(contract.support))
+    body = with_input_transform(body, contract.support)
     encoder = LabelledEncoder(body, NormalGuide(nn.Identity(), features + num_classes, latent_dim))
     outputs = contract.num_outputs or math.prod(data_shape)
     decoder = LabelledDecoder(mlp_decoder(latent_dim + num_classes, data_shape, hidden, outputs))

@@ -47,12 +47,11 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from .._private import am_i_wrapped, set_pyro_name
-from ..data import data_max
 from ..distributions import ReparameterizedNormal
 from ..errors import ModelError
 from ..guides import bounded_scale
 from ..likelihoods import BernoulliLikelihood
-from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_scale
+from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import likelihood_contract, prior_has_globals
 from ..priors import StandardNormalPrior, VampPrior
 from ..vae import LogWeights, data_plate, latent_weight, path_log_prob
@@ -388,12 +387,11 @@ def mlp_m2(
     data_shape = tuple(data_shape)
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)
-    input_scale = 1.0 / data_max(contract.support)
     body, features = mlp_encoder(data_shape, hidden)
-    classifier = Classifier(with_input_scale(body, input_scale), features, num_classes)
+    classifier = Classifier(with_input_transform(body, contract.support), features, num_classes)
     pre_activation = MLPBody([math.prod(data_shape), *hidden], len(data_shape), False)
     encoder = M2Encoder(
-        with_input_scale(pre_activation, input_scale), hidden[-1], latent_dim, num_classes
+        with_input_transform(pre_activation, contract.support), hidden[-1], latent_dim, num_classes
     )
     outputs = contract.num_outputs or math.prod(data_shape)
     decoder = M2Decoder(
