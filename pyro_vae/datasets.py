@@ -1,4 +1,5 @@
-"""Where images come from: MNIST, Fashion-MNIST, the offline MNIST subset, and users' files.
+"""Where images come from: MNIST, Fashion-MNIST, the offline MNIST subset, scikit-learn's digits
+(counts 0..16) and users' files.
 
 Every loader returns a :class:`Dataset` of raw arrays as stored (8-bit levels for
 MNIST-like data) with a fixed train/test split; :mod:`pyro_vae.data` turns them
@@ -34,6 +35,7 @@ __all__ = [
     "load_mnist",
     "load_fashion_mnist",
     "load_mnist5k",
+    "load_digits",
     "read_idx",
     "default_data_dir",
 ]
@@ -280,6 +282,44 @@ def _stratified_test_indices(y: np.ndarray, per_class: int, seed: int) -> np.nda
     rng = np.random.default_rng(seed)
     picks = [rng.permutation(np.flatnonzero(y == label))[:per_class] for label in np.unique(y)]
     return np.sort(np.concatenate(picks))
+
+
+# -- scikit-learn's digits: counts 0..16 ------------------------------------------------------
+
+
+def load_digits(data_dir: str | Path | None = None) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, pixels counts 0..16 as float32; 36 per class to test.
+
+    Each pixel counts the set cells of a 4x4 block of a 32x32 bitmap, so the values are
+    counts (support ``counts``), not 8-bit levels: they are kept as they are, never divided
+    by 255. The split is seeded and stratified: 1,437 train / 360 test, labels kept.
+    ``data_dir`` is unused: the data ship inside scikit-learn.
+
+    Example:
+        >>> ds = load_digits()
+        >>> tuple(ds.x_train.shape), tuple(ds.x_test.shape), float(ds.x_train.max()), ds.is_8bit
+        ((1437, 1, 8, 8), (360, 1, 8, 8), 16.0, False)
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise DataError(
+            "dataset digits needs scikit-learn; install it with `pip install scikit-learn`"
+        ) from None
+    bunch = sklearn_digits()
+    x = bunch.images.astype(np.float32)[:, None]
+    y = bunch.target.astype(np.int64)
+    test_idx = _stratified_test_indices(y, per_class=36, seed=0)
+    train_mask = np.ones(len(y), dtype=bool)
+    train_mask[test_idx] = False
+    return Dataset(
+        name="digits",
+        x_train=torch.from_numpy(x[train_mask]),
+        y_train=torch.from_numpy(y[train_mask]),
+        x_test=torch.from_numpy(x[test_idx]),
+        y_test=torch.from_numpy(y[test_idx]),
+        source="sklearn.datasets.load_digits",
+    )
 
 
 # -- users' own .npz files ----------------------------------------------------------------------

@@ -89,8 +89,11 @@ CASES = [
 ]
 
 
+COUNTS = {"poisson", "negative-binomial", "zinb"}  # tested in test_count_likelihoods.py
+
+
 def test_cases_cover_every_builtin_likelihood():
-    assert {name for name, _ in CASES} == set(LIKELIHOODS)
+    assert {name for name, _ in CASES} | COUNTS == set(LIKELIHOODS)
 
 
 def make(name, **changes):
@@ -145,7 +148,8 @@ def test_declared_support_scale_and_units():
     for name in LIKELIHOODS:
         lik = make(name)
         assert lik.support in SUPPORTS and lik.units
-        assert lik.scale == {"binary": "binary", "levels": "8-bit"}.get(lik.support, "continuous")
+        expected = {"binary": "binary", "levels": "8-bit", "counts": "counts"}
+        assert lik.scale == expected.get(lik.support, "continuous")
         assert lik.num_outputs == lik.params_per_pixel * PIXELS
 
 

