@@ -248,6 +248,8 @@ class Evaluation:
             rows.append((f"KL per dim ({self.kl_per_dim_method})", values))
         else:
             rows.append(("KL per dim", self.kl_per_dim_note))
+        if self.scale == "continuous":
+            rows.append(("note", "log-densities: may be positive, never ranked against masses"))
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -306,6 +308,7 @@ def evaluate_vae(
     batch_size: int = 500,
     shard: Shard | None = None,
     y: torch.Tensor | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> Evaluation:
     """Score ``vae`` on the datapoints ``x`` with ``k`` importance samples per datapoint.
 
@@ -317,8 +320,10 @@ def evaluate_vae(
     they would decode to over ``MAX_DECODED_VALUES`` numbers (``batch_size`` caps the
     datapoints per chunk), whatever ``k`` and ``len(x)``. Each chunk draws
     from its own seeded stream, so with a ``shard`` of several processes they score every
-    world-size-th chunk and the reduced result is that of one process.
+    world-size-th chunk and the reduced result is that of one process. ``progress`` is
+    called with the number of datapoints of each chunk this process finishes.
     """
+    progress = progress or _no_progress
     if k < 1 or len(x) < 1:
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
     shard = shard or Shard()
@@ -326,10 +331,11 @@ def evaluate_vae(
         from .semisupervised import evaluate_m2
 
         return evaluate_m2(
-            vae, x, k, seed=seed, max_samples=max_samples, batch_size=batch_size, shard=shard, y=y
-        )
+            vae, x, k, seed=seed, max_samples=max_samples, batch_size=batch_size, shard=shard, y=y,
+            progress=progress,
+        )  # fmt: skip
     if _fast_vae(vae) is None:
-        result = _evaluate_traced(vae, x, y, k, seed, max_samples, batch_size, shard)
+        result = _evaluate_traced(vae, x, y, k, seed, max_samples, batch_size, shard, progress)
         result.conditional = y is not None and convention_of(vae).takes_labels
         return result
     labels = _labels(vae, y)
@@ -354,6 +360,7 @@ def evaluate_vae(
             chunk_labels = {name: v[start : start + points] for name, v in labels.items()}
             scores = _score_chunk(vae, chunk, chunk_labels, k, particles, sums)
             log_px[start : start + points] = scores[0]
+        progress(len(chunk))
         if index // shard.world_size % TRIM_EVERY == TRIM_EVERY - 1:
             release_freed_memory()
     sums.reduce(shard)
@@ -473,6 +480,7 @@ def _evaluate_traced(
     max_samples: int,
     batch_size: int,
     shard: Shard,
+    progress: Callable[[int], Any],
 ) -> Evaluation:
     """IS log p(x) and the ELBO of any convention-following model, from Pyro traces."""
     was_training = model.training
@@ -505,6 +513,7 @@ def _evaluate_traced(
                 log_w_sum = log_w_sum + log_w.sum(0)
         chunk_log_px, elbo = lse - math.log(k), log_w_sum / k
         log_px[start : start + points] = chunk_log_px
+        progress(len(chunk))
         sums.add("log_px", chunk_log_px)
         sums.add("log_px_sq", chunk_log_px**2)
         sums.add("mc_var", ((lse2 - 2 * lse).exp() - 1.0 / k).clamp(min=0))
@@ -549,3 +558,7 @@ def _evaluate_traced(
         seed=seed,
         log_px_per_datapoint=log_px.float().cpu(),
     )
+
+
+def _no_progress(done: int) -> None:
+    """The default progress callback: nothing to show."""

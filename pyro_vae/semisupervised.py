@@ -33,7 +33,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -385,6 +387,7 @@ def evaluate_m2(
     batch_size: int = 500,
     shard: Shard | None = None,
     y: torch.Tensor | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> Evaluation:
     """Score an M2 on ``x`` with the label summed out; with ``y``, its classifier too.
 
@@ -429,6 +432,8 @@ def evaluate_m2(
                 log_lik = log_lik + n * (q_y * terms.log_lik.double().mean(0)).sum(0)
         chunk_log_px = lse - math.log(k)
         log_px[start : start + points] = chunk_log_px
+        if progress is not None:
+            progress(len(chunk))
         elbo, log_lik = elbo / k, log_lik / k
         for name, value in (("log_px", chunk_log_px), ("elbo", elbo)):
             sums.add(name, value)

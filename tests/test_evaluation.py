@@ -198,3 +198,36 @@ def test_evaluating_data_of_another_shape_is_a_clear_error(trained_run, tmp_path
     done = run_cli("evaluate", trained_run, "--data", path, "--k", "5")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "models shape (1, 28, 28)" in done.stderr
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_progress_counts_every_datapoint_once(labels):
+    from pyro_vae.convention import ModelCall
+
+    vae = build_vae(Config(latent_dim=2, hidden=[8]), (1, 28, 28))
+    x = torch.bernoulli(torch.full((23, 1, 28, 28), 0.5))
+    model = vae
+    if labels:  # a model outside the fast path: scored through Pyro's traces
+
+        class Traced(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.vae = vae
+
+            def model(self, x, y):
+                return self.vae.model(x)
+
+            def guide(self, x, y):
+                return self.vae.guide(x)
+
+        model = Traced()
+        assert ModelCall(model).convention.takes_labels
+    done = []
+    evaluate_vae(model, x, k=7, max_samples=40, y=torch.zeros(23).long(), progress=done.append)
+    assert sum(done) == 23 and len(done) > 1
+
+
+def test_the_table_says_a_density_may_be_positive():
+    vae = build_vae(Config(latent_dim=2, hidden=[8], likelihood="gaussian"), (1, 28, 28))
+    table = evaluate_vae(vae, torch.rand(4, 1, 28, 28), k=3).table()
+    assert "log-densities: may be positive" in table

@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     _add_threads_flag(evaluate)
     evaluate.add_argument("--out", type=Path, help="JSON path; default RUN_DIR/eval.json")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     compare = commands.add_parser(
@@ -361,6 +362,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         out=args.out,
         log=lambda line: print(line, file=sys.stderr),
+        progress=not args.no_progress and launched_as_main(),
     )
     if launched_as_main():
         print(result.table())

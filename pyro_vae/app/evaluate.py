@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..convention import convention_of, data_support
 from ..data import draw_bernoulli, prepare_data, seeded_generator
@@ -47,6 +48,7 @@ def evaluate(
     out: str | Path | None = None,
     model: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> Evaluation:
     """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
 
@@ -59,7 +61,8 @@ def evaluate(
     numbers are those of one process. Labels reach a model that takes ``y``; an M2 is scored
     with its label summed out, and its classifier's accuracy and confusion matrix
     (``plots/confusion.png``) are added. ``log``
-    receives a note when the folder's config.toml disagrees with the checkpoint.
+    receives a note when the folder's config.toml disagrees with the checkpoint;
+    ``progress`` shows a bar over the datapoints (this rank's share under torchrun).
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
@@ -100,7 +103,12 @@ def evaluate(
             f"{dataset.name} has no labels y, but the run's cvae scores log p(x|y) given them; "
             "evaluate data with labels (an .npz with an array y)"
         )
-    result = evaluate_vae(run.model, x, k or cfg.eval_k, seed=seed, shard=ctx.shard(), y=y)
+    k = k or cfg.eval_k
+    description = f"log p(x), K={k}"
+    with tqdm(total=len(x), desc=description, unit="datapoint", disable=not progress) as bar:
+        result = evaluate_vae(
+            run.model, x, k, seed=seed, shard=ctx.shard(), y=y, progress=bar.update
+        )
     result.data = f"{dataset.name}, {split}, {len(x)} datapoints"
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
     if ctx.is_main:
