@@ -118,11 +118,11 @@ def cycled(loader: DataLoader):
         yield from loader
 
 
-def pyro_pipeline(data, seed: int, batch_size: int, z_dim: int, hidden: int):
-    """One epoch runner of Pyro's pipeline over the same unlabelled and labelled data."""
+def pyro_pipeline(data, seed: int, batch_size: int, z_dim: int, hidden: int, aux: float = 46.0):
+    """(one epoch's runner, the SSVAE) of Pyro's pipeline over the same data and schedule."""
     torch.manual_seed(seed)
     pyro.clear_param_store()
-    ssvae = PyroSSVAE(z_dim=z_dim, hidden=hidden)
+    ssvae = PyroSSVAE(classes=data.num_classes, z_dim=z_dim, hidden=hidden, aux=aux)
     optimizer = pyro.optim.Adam({"lr": 1e-3})
     guide = config_enumerate(ssvae.guide, "parallel", expand=True)
     enum = SVI(
@@ -133,9 +133,10 @@ def pyro_pipeline(data, seed: int, batch_size: int, z_dim: int, hidden: int):
     )
     aux = SVI(ssvae.model_classify, ssvae.guide_classify, optimizer, Trace_ELBO())
     x, y = data.train, data.y_train.long()
-    unlabelled = DataLoader(CachedItems(x[data.unlabelled], y[data.unlabelled].clamp(min=0), 10),
-                            batch_size=batch_size, shuffle=True, drop_last=True)  # fmt: skip
-    labelled_set = CachedItems(x[data.labelled], y[data.labelled], 10)
+    classes = data.num_classes
+    unlabelled_set = CachedItems(x[data.unlabelled], y[data.unlabelled].clamp(min=0), classes)
+    unlabelled = DataLoader(unlabelled_set, batch_size=batch_size, shuffle=True, drop_last=True)
+    labelled_set = CachedItems(x[data.labelled], y[data.labelled], classes)
     labelled = cycled(DataLoader(labelled_set, batch_size=min(batch_size, len(labelled_set)),
                                  shuffle=True, drop_last=True))  # fmt: skip
 
@@ -146,7 +147,7 @@ def pyro_pipeline(data, seed: int, batch_size: int, z_dim: int, hidden: int):
             enum.step(xl, yl)
             aux.step(xl, yl)
 
-    return epoch
+    return epoch, ssvae
 
 
 def handwritten(m2, num_unlabelled: int, num_labelled: int, aux_loss: float, split):
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         "pyro-vae": pyro_vae_epoch,
         "Pyro ss_vae_M2 pipeline": pyro_pipeline(
             data, 0, args.batch_size, args.latent_dim, args.hidden
-        ),
+        )[0],
     }
     times: dict[str, list[float]] = {name: [] for name in epochs}
     for _ in range(args.rounds):

@@ -382,3 +382,10 @@ def test_speed_experiment_smoke():
     result = _script("m2_speed").main(argv)
     assert set(result["step_seconds"]) == {"pyro-vae", "by hand"}
     assert all(seconds > 0 for seconds in result["epoch_seconds"].values())
+
+
+def test_pyro_reference_experiment_smoke(tiny_npz):
+    argv = ["--dataset", str(tiny_npz), "--labels", "10", "--seeds", "0", "--epochs", "1",
+            "--hidden", "16", "--latent-dim", "2", "--batch-size", "50"]  # fmt: skip
+    (row,) = _script("m2_pyro_reference").main(argv)
+    assert 0 <= row["accuracy"] <= 1
