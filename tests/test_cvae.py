@@ -3,7 +3,9 @@
 import json
 import math
 import os
+import re
 import runpy
+import shlex
 import socket
 import subprocess
 import sys
@@ -426,3 +428,17 @@ def test_the_cvae_experiments_run_with_a_tiny_budget(tmp_path, capsys):
     assert (tmp_path / "summary.md").read_text().strip() in report
     speed = run("cvae_speed", "--rounds", "1", "--steps", "2", "--objectives", "elbo")
     assert speed.count("| elbo |") == 1
+
+
+def test_the_readmes_cvae_commands_do_what_it_says(tmp_path, monkeypatch, capsys):
+    readme = (EXPERIMENTS.parent / "README.md").read_text()
+    block = readme.split("## Conditional VAE\n", 1)[1].split("```bash\n", 1)[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    for line in block.splitlines():
+        words = shlex.split(line.split("#")[0])[1:]  # a tiny budget: one epoch, K = 5
+        words += {"train": ["--epochs", "1"], "evaluate": ["--k", "5"]}.get(words[0], [])
+        assert main(words) == 0, line
+        if words[0] == "evaluate":
+            assert "log p(x|y)" in capsys.readouterr().out
+    for name in re.findall(r"plots/(\S+\.png)", block):
+        assert (tmp_path / "runs" / "cvae" / "plots" / name).is_file(), name

@@ -158,18 +158,20 @@ def plot_latent_scatter(
 
     Example: ``plot_latent_scatter(vae, x_test[:2000], y_test[:2000], "latent.png")``
     """
+    mean = "E[z|x]"
     if isinstance(vae, CVAE):  # E[z|x, y]: what the label leaves for z to hold
         pairs = zip(x.split(500), labels.to(x.device).split(500), strict=True)
         loc = torch.cat([vae.encode(chunk, y)[0] for chunk, y in pairs]).cpu()
+        mean = "E[z|x, y]"
     else:
         loc = torch.cat([vae.encode(chunk)[0] for chunk in x.split(500)]).cpu()
     if loc.shape[1] <= 2:
-        points, note, axes = loc, "E[z|x]", ("$z_1$", "$z_2$" if loc.shape[1] == 2 else "")
+        points, note, axes = loc, mean, ("$z_1$", "$z_2$" if loc.shape[1] == 2 else "")
         if loc.shape[1] == 1:
             points = torch.cat([loc, torch.zeros_like(loc)], 1)
     else:
         points, share = _pca_2d(loc)
-        note = f"E[z|x], first 2 principal components of {loc.shape[1]} dims"
+        note = f"{mean}, first 2 principal components of {loc.shape[1]} dims"
         axes = tuple(f"PC {i + 1} ({100 * float(share[i]):.0f}% of variance)" for i in range(2))
     fig, ax = plt.subplots(figsize=(5, 4.5))
     colours = None if labels is None else labels.cpu().numpy()
