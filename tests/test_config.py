@@ -66,7 +66,7 @@ def test_out_of_range_values_are_rejected(changes, message):
     "key, value, listed",
     [
         ("prior", "gauss", "standard-normal"),
-        ("likelihood", "poisson", "bernoulli"),
+        ("likelihood", "multinomial", "negative-binomial"),
         ("network", "resnet", "mlp"),
         ("device", "tpu", "cuda"),
         ("dataset", "cifar", "mnist5k"),
