@@ -283,3 +283,12 @@ def test_printed_commands_run_as_a_scheduler_would_then_compare_collects(
     assert (cell / "checkpoint.pt").stat().st_mtime_ns == trained["checkpoint.pt"]
     assert main([*argv, "--eval-k", "7", "--print-commands"]) == 0
     assert capsys.readouterr().out.startswith("# every cell is done")
+
+
+def test_conditional_and_unconditional_scores_are_not_ranked_together():
+    from pyro_vae.app.comparison_report import CONDITIONAL, ranking_refusal
+
+    rows = [{"model": "vae", "scale": "binary"}, {"model": "cvae", "scale": "binary" + CONDITIONAL}]
+    refusal = ranking_refusal(rows, ["model"])
+    assert "Not ranked" in refusal and "log p(x|y), not log p(x)" in refusal
+    assert ranking_refusal(rows[:1] * 2, ["model"]) == ""

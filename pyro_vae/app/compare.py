@@ -44,7 +44,7 @@ from typing import Any
 
 from ..errors import ConfigError, PyroVAEError
 from .atomic import atomic_write_text
-from .comparison_report import Report, label_of, write_report
+from .comparison_report import CONDITIONAL, Report, label_of, write_report
 from .config import Config
 from .run_folder import RunFolder
 
@@ -491,6 +491,7 @@ def _row(cell: Cell, out: Path, k: int) -> dict[str, Any]:
         "final_test_elbo": metrics[-1]["test_elbo"] if metrics else float("nan"),
         "train_seconds": round(sum(row["seconds"] for row in metrics), 1),
         **{name: values[name] for name in _EVAL_COLUMNS},
+        "scale": values["scale"] + (CONDITIONAL if values.get("conditional") else ""),
         "test_elbo_curve": [row["test_elbo"] for row in metrics],
     }
 

@@ -34,7 +34,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .atomic import atomic_write_text  # noqa: E402
 from .config import Config  # noqa: E402
 
-__all__ = ["Report", "label_of", "summarize", "ranking_refusal", "write_report", "SCALE_MEANINGS"]
+__all__ = [
+    "Report",
+    "label_of",
+    "summarize",
+    "ranking_refusal",
+    "write_report",
+    "describe_scale",
+    "SCALE_MEANINGS",
+    "CONDITIONAL",
+]
 
 SCALE_MEANINGS = {
     "binary": "nats of a probability mass on binarized pixels",
@@ -42,6 +51,18 @@ SCALE_MEANINGS = {
     "8-bit": "a probability mass over 256 levels per pixel (bits per dimension)",
     "counts": "nats of a probability mass on counts (non-negative integers)",
 }
+CONDITIONAL = ", given y"  # a scale's suffix when a run scored log p(x|y) (a CVAE), not log p(x)
+
+
+def describe_scale(scale: str) -> str:
+    """What the numbers of a scale are, saying so when they are conditional on the label."""
+    base = scale.removesuffix(CONDITIONAL)
+    meaning = SCALE_MEANINGS.get(base, "an unknown scale")
+    if scale.endswith(CONDITIONAL):
+        meaning += "; conditional on the label: log p(x|y), not log p(x)"
+    return meaning
+
+
 _STATS = ("log_px", "final_test_elbo", "kl", "active_units", "bits_per_dim", "train_seconds")
 
 
@@ -99,8 +120,7 @@ def ranking_refusal(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     if len(set(scales.values())) <= 1:
         return ""
     described = "; ".join(
-        f"{value}: {scale}, {SCALE_MEANINGS.get(scale, 'an unknown scale')}"
-        for value, scale in scales.items()
+        f"{value}: {scale}, {describe_scale(scale)}" for value, scale in scales.items()
     )
     return (
         f"Not ranked: the numbers live on different scales ({described}). A probability mass "
