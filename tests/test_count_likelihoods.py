@@ -1,6 +1,8 @@
 """Count likelihoods (poisson, negative-binomial, zinb), the digits dataset, the counts' path."""
 
 import math
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -26,6 +28,7 @@ from pyro_vae.networks import SignedLog1p
 COUNTS = ["poisson", "negative-binomial", "zinb"]
 ZINB_PATH = "pyro_vae.count_likelihoods:ZeroInflatedNegativeBinomialLikelihood"
 SHAPE = (1, 2, 3)  # not square, so a wrong reshape shows
+ROOT = Path(__file__).resolve().parents[1]
 D = 6
 
 
@@ -231,3 +234,22 @@ def test_count_likelihoods_rank_among_themselves_but_not_against_densities():
     assert "poisson: counts, nats of a probability mass on counts" in ranking_refusal(
         mixed, ["likelihood"]
     )
+
+
+def test_the_dispersion_experiment_runs_on_a_smoke_budget(capsys):
+    experiment = runpy.run_path(str(ROOT / "experiments" / "count_likelihoods.py"), run_name="x")
+    assert experiment["main"](["dispersion", "--n", "300", "--features", "4", "--epochs", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all("theta median" in line for line in lines[1:]), lines
+
+
+@pytest.mark.slow
+def test_the_digits_experiment_runs_on_a_smoke_budget(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the Binomial16 reference is named by import path from here
+    experiment = runpy.run_path(str(ROOT / "experiments" / "count_likelihoods.py"), run_name="x")
+    two = ["zinb", "experiments.count_likelihoods:Binomial16"]
+    tiny = ["--epochs", "1", "--eval-k", "4", "--seeds", "0", "--hidden", "16", "--jobs", "2",
+            "--no-progress", "--out", str(tmp_path), "--likelihoods", *two]  # fmt: skip
+    assert experiment["main"](["digits", *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by log p(x)" in out and "mean gate" in out and out.count("residual") == 2
