@@ -1,5 +1,10 @@
 """Shared fixtures: the real offline MNIST subset and small files cut from it.
 
+The tests mirror the package module by module: ``tests/unit/`` test one module in
+process, ``tests/integration/`` start processes or train to a run folder, and every
+test there (and the few subprocess tests in ``unit/``) is marked ``integration``:
+``pytest -m "not integration"`` runs the unit tests alone.
+
 Every test runs torch on one CPU thread, and so does every process a test starts (it
 inherits the environment): on a shared 2-core machine, threads waiting for busy cores
 made an epoch up to 30x slower.
@@ -18,6 +23,12 @@ from pyro_vae.app.registry import load_dataset
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

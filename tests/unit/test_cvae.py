@@ -285,6 +285,7 @@ def test_the_built_in_cvae_composes_with_every_part(changes, mnist5k, tmp_path):
     assert fast == (changes.get("prior") != "hierarchical")  # global latents: Pyro's traces
 
 
+@pytest.mark.integration
 def test_data_without_labels_are_refused_in_one_line_before_any_file(tmp_path, mnist5k):
     path = tmp_path / "unlabelled.npz"
     np.savez(path, x=mnist5k.x_train[:100, 0].numpy())
@@ -412,9 +413,10 @@ def test_a_cvae_trains_data_parallel(tmp_path):
     assert not torch.equal(ranks[0]["after"], ranks[0]["before"]), "nothing trained"
 
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_cvae_experiments_run_with_a_tiny_budget(tmp_path, capsys):
     def run(name, *args):

@@ -93,6 +93,7 @@ def test_a_bare_pickle_is_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.integration
 def test_cli_refuses_a_code_carrying_checkpoint(finished_run, tmp_path):
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
@@ -165,6 +166,7 @@ def test_extra_entries_are_allowed(finished_run):
     assert check_checkpoint({**state, "added_later": [1, 2]}, "ckpt.pt")["added_later"] == [1, 2]
 
 
+@pytest.mark.integration
 def test_cli_names_a_checkpoint_without_its_model_or_data_shape(finished_run, tmp_path):
     state = torch.load(finished_run / "checkpoint.pt", weights_only=True)
     commands = {"model": ["train", "--resume"], "data_shape": ["sample"]}
@@ -247,6 +249,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
 
 
+@pytest.mark.integration
 def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temp_file(tiny_npz, tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(

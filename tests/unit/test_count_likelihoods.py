@@ -28,7 +28,7 @@ from pyro_vae.networks import SignedLog1p
 COUNTS = ["poisson", "negative-binomial", "zinb"]
 ZINB_PATH = "pyro_vae.count_likelihoods:ZeroInflatedNegativeBinomialLikelihood"
 SHAPE = (1, 2, 3)  # not square, so a wrong reshape shows
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 D = 6
 
 

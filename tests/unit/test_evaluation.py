@@ -174,6 +174,7 @@ def run_cli(*args):
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_evaluate_cli_writes_eval_json_and_prints_a_table(trained_run):
     done = run_cli("evaluate", trained_run, "--k", "20")
     assert done.returncode == 0, done.stderr
@@ -190,6 +191,7 @@ def test_evaluate_defaults_to_the_runs_eval_k_and_takes_another_dataset(trained_
     assert json.loads((tmp_path / "other.json").read_text())["dataset"] == "mnist5k"
 
 
+@pytest.mark.integration
 def test_evaluating_data_of_another_shape_is_a_clear_error(trained_run, tmp_path):
     path = tmp_path / "small.npz"
     np.savez(path, x=np.zeros((20, 14, 14), dtype=np.uint8))

@@ -177,7 +177,7 @@ def test_a_labelled_model_on_data_without_labels_fails_before_any_file(python_us
 
 
 def test_the_readmes_own_model_example_runs_as_written(tmp_path, monkeypatch):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     (block,) = [b for b in blocks if "class ConditionalVAE" in b]
     monkeypatch.chdir(tmp_path)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "custom_prior.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "custom_prior.py"
 
 
 def load_script():

@@ -30,6 +30,7 @@ CORE = sorted(  # every module of the core, subpackages included (not the CLI's 
 )
 
 
+@pytest.mark.integration
 def test_the_core_loads_no_application_module():
     code = (
         "import importlib, sys\n"
@@ -40,6 +41,7 @@ def test_the_core_loads_no_application_module():
     assert len(CORE) > 25 and done.stdout.strip() == "[]", done.stdout
 
 
+@pytest.mark.integration
 def test_the_application_is_loaded_on_first_use_of_its_names():
     code = "import pyro_vae, sys; pyro_vae.Config; print('pyro_vae.app.config' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -183,10 +183,13 @@ def test_a_trained_run_loads_back_with_every_learned_part(changes, tiny_npz, tmp
         )
 
 
-@pytest.mark.parametrize("prior, likelihood, guide", [
-    *[("standard-normal", name, "normal") for name in sorted(LIKELIHOODS)],
-    *[(name, "bernoulli", "iaf") for name in sorted(PRIORS) if name != "hierarchical"],
-])  # fmt: skip  (a prior with a global latent has no fast path: it is always traced)
+@pytest.mark.parametrize(
+    "prior, likelihood, guide",
+    [
+        *[("standard-normal", name, "normal") for name in sorted(LIKELIHOODS)],
+        *[(name, "bernoulli", "iaf") for name in sorted(PRIORS) if name != "hierarchical"],
+    ],
+)  # fmt: skip  (a prior with a global latent has no fast path: it is always traced)
 def test_fast_path_equals_pyros_traced_trace_elbo(prior, likelihood, guide, prepared):
     from pyro.infer import Trace_ELBO
 
