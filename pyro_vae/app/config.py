@@ -264,8 +264,9 @@ class Config:
     )
     on_nan: str = _option(
         "recover",
-        "on a non-finite loss or gradient: recover (restore the last good state, halve the "
-        "learning rate, at most 3 times), stop, or off (no check, no per-step host sync)",
+        "on a non-finite loss, gradient, parameter or optimizer state: recover (restore the "
+        "last good state, halve the learning rate, at most 3 times), stop, or off (no check, "
+        "no per-step host sync)",
         "training",
         choices=("recover", "stop", "off"),
     )
