@@ -84,6 +84,7 @@ def test_run_plots_show_mean_images_for_every_likelihood(likelihood, prepared, t
     assert float((shown >= 1).float().mean()) < 0.5
 
 
+@pytest.mark.integration
 def test_cli_flags_choose_every_part_and_the_run_records_them(tiny_npz, tmp_path):
     out = tmp_path / "run"
     code = main([
@@ -107,6 +108,7 @@ def test_cli_flags_choose_every_part_and_the_run_records_them(tiny_npz, tmp_path
     assert {p.name for p in run.plots.iterdir()} == PLOTS
 
 
+@pytest.mark.integration
 def test_config_file_chooses_every_part(tiny_npz, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(

@@ -236,6 +236,7 @@ def test_count_likelihoods_rank_among_themselves_but_not_against_densities():
     )
 
 
+@pytest.mark.integration
 def test_the_dispersion_experiment_runs_on_a_smoke_budget(capsys):
     experiment = runpy.run_path(str(ROOT / "experiments" / "count_likelihoods.py"), run_name="x")
     assert experiment["main"](["dispersion", "--n", "300", "--features", "4", "--epochs", "1"]) == 0
@@ -243,6 +244,7 @@ def test_the_dispersion_experiment_runs_on_a_smoke_budget(capsys):
     assert len(lines) == 4 and all("theta median" in line for line in lines[1:]), lines
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_digits_experiment_runs_on_a_smoke_budget(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the Binomial16 reference is named by import path from here

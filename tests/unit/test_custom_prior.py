@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "custom_prior.py"
@@ -23,6 +24,7 @@ def test_user_prior_is_about_15_lines_and_a_valid_prior():
     assert p.event_shape == (4,) and p.batch_shape == ()
 
 
+@pytest.mark.integration
 def test_script_trains_one_epoch_and_prints_its_test_elbo(capsys):
     elbo = load_script().main(["--epochs", "1"])
     out = capsys.readouterr().out

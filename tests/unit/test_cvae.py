@@ -303,6 +303,7 @@ def test_data_without_labels_are_refused_in_one_line_before_any_file(tmp_path, m
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_a_cvae_run_trains_plots_evaluates_and_samples_by_label(tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(write_config(cvae_config(tiny_npz, out), tmp_path)),
@@ -337,6 +338,7 @@ def test_a_cvae_run_trains_plots_evaluates_and_samples_by_label(tiny_npz, tmp_pa
     )
 
 
+@pytest.mark.integration
 def test_label_is_refused_for_a_run_without_labels(tiny_npz, tmp_path, capsys):
     out = tmp_path / "vae"
     train(cvae_config(tiny_npz, out, model="vae"), progress=False, log=lambda _: None)
@@ -401,6 +403,7 @@ def _ddp_worker(rank, port, out):
     torch_dist.destroy_process_group()
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_cvae_trains_data_parallel(tmp_path):
     with socket.socket() as s:
@@ -432,6 +435,7 @@ def test_the_cvae_experiments_run_with_a_tiny_budget(tmp_path, capsys):
     assert speed.count("| elbo |") == 1
 
 
+@pytest.mark.integration
 def test_the_readmes_cvae_commands_do_what_it_says(tmp_path, monkeypatch, capsys):
     readme = (EXPERIMENTS.parent / "README.md").read_text()
     block = readme.split("## Conditional VAE\n", 1)[1].split("```bash\n", 1)[1].split("```")[0]

@@ -367,6 +367,7 @@ def _script(name: str):
     return module
 
 
+@pytest.mark.integration
 def test_semisupervised_experiment_smoke(tiny_npz, tmp_path):
     argv = ["--dataset", str(tiny_npz), "--labels", "10", "--seeds", "0", "--epochs", "1",
             "--variants", "m2", "supervised", "--hidden", "16", "--latent-dim", "2",
@@ -377,6 +378,7 @@ def test_semisupervised_experiment_smoke(tiny_npz, tmp_path):
     assert "| supervised |" in (tmp_path / "results.md").read_text()
 
 
+@pytest.mark.integration
 def test_speed_experiment_smoke():
     argv = ["--rounds", "1", "--steps", "2", "--hidden", "16", "--latent-dim", "2"]
     result = _script("m2_speed").main(argv)
@@ -384,6 +386,7 @@ def test_speed_experiment_smoke():
     assert all(seconds > 0 for seconds in result["epoch_seconds"].values())
 
 
+@pytest.mark.integration
 def test_pyro_reference_experiment_smoke(tiny_npz):
     argv = ["--dataset", str(tiny_npz), "--labels", "10", "--seeds", "0", "--epochs", "1",
             "--hidden", "16", "--latent-dim", "2", "--batch-size", "50"]  # fmt: skip

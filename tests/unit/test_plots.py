@@ -59,6 +59,7 @@ def test_an_image_grid_title_is_in_the_png(tmp_path):
     assert Image.open(tmp_path / "g.png").info["Title"] == "four images"
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_sample_writes_a_titled_grid_named_after_seed_and_count(tiny_npz, tmp_path):
     run = tmp_path / "my-run"
