@@ -15,8 +15,8 @@ score-function gradients, instead of summed), ``no-aux`` (``--aux-loss 0``), ``a
     python experiments/m2_semisupervised.py --dataset fashion-mnist --labels 100 600 3000 \
         --seeds 0 --epochs 5 --out experiments/out/m2-fashion
 
-Writes ``OUT/results.csv`` (one row per run) and ``OUT/results.md`` (mean and std over the
-seeds) and prints the table.
+Writes ``OUT/results.csv`` (one row per run, earlier runs in OUT kept) and ``OUT/results.md``
+(mean and std over the seeds) and prints the table.
 """
 
 from __future__ import annotations
@@ -107,6 +107,18 @@ def run_supervised(args, labels: str, seed: int, folder: Path) -> dict:
     return result
 
 
+def _merged(path: Path, rows: list[dict]) -> list[dict]:
+    """The rows of an earlier results.csv in ``path``, updated with ``rows`` (one per run)."""
+    merged = {}
+    if path.is_file():
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                merged[(row["dataset"], row["labels"], row["variant"], str(row["seed"]))] = row
+    for row in rows:
+        merged[(row["dataset"], row["labels"], row["variant"], str(row["seed"]))] = row
+    return list(merged.values())
+
+
 def summarize(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -161,11 +173,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
+    table_rows = _merged(args.out / "results.csv", rows)
     with (args.out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
-    table = summarize(rows)
+        writer.writerows(table_rows)
+    table = summarize(table_rows)
     (args.out / "results.md").write_text(table + "\n")
     print(table)
     return rows
