@@ -187,3 +187,21 @@ def test_the_readmes_own_model_example_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "cvae" / "checkpoint.pt").is_file()
     assert scores.log_px >= scores.elbo and scores.num_datapoints == 500
     assert result.history[-1]["test_elbo"] > -550  # one epoch learns beyond 784 log(1/2)
+
+
+def test_an_objective_instance_trains_as_its_name_does(python_user, tmp_path):
+    from pyro_vae.objectives import IWAE_ELBO
+
+    def run(name, spec, **given):
+        cfg = pyro_vae.Config(
+            dataset="mnist5k", epochs=1, batch_size=500, objective=spec, out=str(tmp_path / name)
+        )
+        result = pyro_vae.train(
+            cfg, model=python_user(), progress=False, log=lambda _: None, **given
+        )
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
+
+    by_instance = run("instance", "elbo", objective=IWAE_ELBO(k=2))  # the instance wins
+    assert by_instance == run("name", "iwae:k=2") and by_instance != run("elbo", "elbo")
+    info = json.loads((tmp_path / "instance" / "run.json").read_text())
+    assert info["objective_class"] == "IWAE_ELBO" and info["model_source"] == "python"
