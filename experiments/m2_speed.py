@@ -47,7 +47,6 @@ from pyro_vae.app.registry import load_dataset
 from pyro_vae.app.runtime import apply_threads, make_adam
 from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
-from pyro_vae.fast_bernoulli import BernoulliLogits
 from pyro_vae.guides import MAX_SCALE, MIN_SCALE
 from pyro_vae.semisupervised import semi_supervised
 
@@ -194,11 +193,6 @@ def handwritten(m2, num_unlabelled: int, num_labelled: int, aux_loss: float, spl
     return step
 
 
-def _torch_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-    logits, value = torch.broadcast_tensors(self.logits, value)
-    return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-
-
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="epochs per contender")
@@ -206,16 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--hidden", type=int, default=500)
-    parser.add_argument(
-        "--torch-bernoulli",
-        action="store_true",
-        help="score pyro-vae's Bernoulli with torch's binary_cross_entropy_with_logits, as the "
-        "hand-written step does (how much of the step ratio the log-mass kernel explains)",
-    )
     args = parser.parse_args(argv)
     apply_threads(1)
-    if args.torch_bernoulli:
-        BernoulliLogits.log_prob = _torch_log_prob
     cfg = Config(model="m2", dataset="mnist5k", labels="100", latent_dim=args.latent_dim,
                  hidden=[args.hidden], batch_size=args.batch_size, binarize="static",
                  threads=1)  # fmt: skip

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import DiscretizedLogistic, LevelsCategorical
-from .fast_bernoulli import BernoulliLogits
 from .parts import Likelihood
 
 __all__ = [
@@ -87,7 +86,7 @@ class BernoulliLikelihood(Likelihood):
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         (logits,) = self.split(params)
-        return self.event(BernoulliLogits(logits=logits))
+        return self.event(dist.Bernoulli(logits=logits))
 
 
 class ContinuousBernoulliLikelihood(Likelihood):
