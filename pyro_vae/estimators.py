@@ -273,11 +273,75 @@ def _kl_per_dim_method(q: Distribution, p: Distribution) -> tuple[str, str]:
     return "analytic", ""
 
 
+IMPORTANCE_SUMS = ("log_px", "log_px_sq", "mc_var", "ess", "elbo", "elbo_sq")
+
+
 class _Sums:
     """Running sums over datapoints, in float64."""
 
     def __init__(self):
         self.values: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def zeros(cls, names: tuple[str, ...], device: torch.device) -> _Sums:
+        """Scalar sums, all zero (a rank that scores no chunk still reduces every name)."""
+        sums = cls()
+        sums.values = {n: torch.zeros((), dtype=torch.float64, device=device) for n in names}
+        return sums
+
+    def add_importance(
+        self, lse: torch.Tensor, lse2: torch.Tensor, elbo: torch.Tensor, k: int
+    ) -> torch.Tensor:
+        """Add one chunk's importance-sampling sums; return its log p(x) per datapoint.
+
+        ``lse`` and ``lse2`` are logsumexp over the k particles of log w and of 2 log w.
+        """
+        log_px = lse - math.log(k)
+        self.add("log_px", log_px)
+        self.add("log_px_sq", log_px**2)
+        self.add("mc_var", ((lse2 - 2 * lse).exp() - 1.0 / k).clamp(min=0))
+        self.add("ess", (2 * lse - lse2).exp() / k)
+        self.add("elbo", elbo)
+        self.add("elbo_sq", elbo**2)
+        return log_px
+
+    def mean(self, name: str, n: int) -> float:
+        return float(self[name]) / n
+
+    def std_error(self, name: str, n: int) -> float:
+        """Standard error over the n datapoints of the mean of ``name``."""
+        variance = (float(self[f"{name}_sq"]) - float(self[name]) ** 2 / n) / max(n - 1, 1)
+        return math.sqrt(max(variance, 0.0) / n)
+
+    def importance_fields(
+        self, model: nn.Module, x: torch.Tensor, k: int, seed: int, log_px: torch.Tensor
+    ) -> dict[str, Any]:
+        """The :class:`Evaluation` fields every path computes alike from these sums."""
+        n = len(x)
+        scale, units = units_of(model)
+        num_dims = math.prod(x.shape[1:])
+        mean_log_px, mean_elbo = self.mean("log_px", n), self.mean("elbo", n)
+
+        def bits(value: float) -> float | None:
+            return -value / (num_dims * math.log(2)) if scale == "8-bit" else None
+
+        return {
+            "num_datapoints": n,
+            "k": k,
+            "log_px": mean_log_px,
+            "log_px_se": self.std_error("log_px", n),
+            "log_px_mc_se": math.sqrt(max(float(self["mc_var"]), 0.0)) / n,
+            "elbo": mean_elbo,
+            "elbo_se": self.std_error("elbo", n),
+            "ess_fraction": self.mean("ess", n),
+            "scale": scale,
+            "units": units,
+            "num_dims": num_dims,
+            "bits_per_dim": bits(mean_log_px),
+            "elbo_bits_per_dim": bits(mean_elbo),
+            "seed": seed,
+            "log_px_per_datapoint": log_px.float().cpu(),
+        }
 
     def add(self, name: str, value: torch.Tensor) -> None:
         value = value.double().sum(0)
@@ -394,14 +458,7 @@ def _score_chunk(
             kl_dims = kl_dims + (q.log_prob(z) - p.log_prob(z)).double().sum(0) / k
         elif method == "analytic" and start == 0:
             kl_dims = kl_divergence(terms.q.base_dist, terms.p.base_dist)
-    log_px = lse - math.log(k)
-    elbo = log_w_sum / k
-    sums.add("log_px", log_px)
-    sums.add("log_px_sq", log_px**2)
-    sums.add("mc_var", ((lse2 - 2 * lse).exp() - 1.0 / k).clamp(min=0))
-    sums.add("ess", (2 * lse - lse2).exp() / k)
-    sums.add("elbo", elbo)
-    sums.add("elbo_sq", elbo**2)
+    log_px = sums.add_importance(lse, lse2, log_w_sum / k, k)
     sums.add("log_lik", log_lik_sum / k)
     sums.add("kl", kl_sum / k)
     if method != "none":
@@ -417,44 +474,18 @@ def _summarize(
     method: str, note: str,
 ) -> Evaluation:  # fmt: skip
     n = len(x)
-
-    def mean(name: str) -> float:
-        return float(sums[name]) / n
-
-    def std_error(name: str) -> float:
-        variance = (float(sums[f"{name}_sq"]) - float(sums[name]) ** 2 / n) / max(n - 1, 1)
-        return math.sqrt(max(variance, 0.0) / n)
-
     means = sums["mean"] / n
     spread = ((sums["mean_sq"] - n * means**2) / max(n - 1, 1)).clamp(min=0)
-    scale, units = units_of(vae)
-    num_dims = math.prod(x.shape[1:])
-    log_px, elbo = mean("log_px"), mean("elbo")
-    bits = (lambda v: -v / (num_dims * math.log(2))) if scale == "8-bit" else (lambda v: None)
     return Evaluation(
-        num_datapoints=n,
-        k=k,
-        log_px=log_px,
-        log_px_se=std_error("log_px"),
-        log_px_mc_se=math.sqrt(max(float(sums["mc_var"]), 0.0)) / n,
-        elbo=elbo,
-        elbo_se=std_error("elbo"),
-        reconstruction=mean("log_lik"),
-        kl=mean("kl"),
+        **sums.importance_fields(vae, x, k, seed, per_datapoint),
+        reconstruction=sums.mean("log_lik", n),
+        kl=sums.mean("kl", n),
         kl_per_dim=None if method == "none" else (sums["kl_dims"] / n).tolist(),
         kl_per_dim_method=method,
         kl_per_dim_note=note,
         active_units=int((spread > ACTIVE_UNIT_THRESHOLD).sum()),
         latent_dim=len(spread),
         posterior_mean_variance=spread.tolist(),
-        ess_fraction=mean("ess"),
-        scale=scale,
-        units=units,
-        num_dims=num_dims,
-        bits_per_dim=bits(log_px),
-        elbo_bits_per_dim=bits(elbo),
-        seed=seed,
-        log_px_per_datapoint=per_datapoint.float().cpu(),
     )
 
 
@@ -488,9 +519,7 @@ def _evaluate_traced(
     model_call, guide_call = ModelCall(model), GuideCall(model)
     points = max(1, min(batch_size, max_samples // k, len(x)))
     particles = max(1, max_samples // points)
-    names = ("log_px", "log_px_sq", "mc_var", "ess", "elbo", "elbo_sq")
-    sums = _Sums()
-    sums.values = {n: torch.zeros((), dtype=torch.float64, device=x.device) for n in names}
+    sums = _Sums.zeros(IMPORTANCE_SUMS, x.device)
     log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     objective = Trace_ELBO()
     for index, start in enumerate(range(0, len(x), points)):
@@ -511,36 +540,13 @@ def _evaluate_traced(
                 lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
                 lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
                 log_w_sum = log_w_sum + log_w.sum(0)
-        chunk_log_px, elbo = lse - math.log(k), log_w_sum / k
-        log_px[start : start + points] = chunk_log_px
+        log_px[start : start + points] = sums.add_importance(lse, lse2, log_w_sum / k, k)
         progress(len(chunk))
-        sums.add("log_px", chunk_log_px)
-        sums.add("log_px_sq", chunk_log_px**2)
-        sums.add("mc_var", ((lse2 - 2 * lse).exp() - 1.0 / k).clamp(min=0))
-        sums.add("ess", (2 * lse - lse2).exp() / k)
-        sums.add("elbo", elbo)
-        sums.add("elbo_sq", elbo**2)
     sums.reduce(shard)
     shard.reduce(log_px)
     model.train(was_training)
-    n = len(x)
-
-    def std_error(name: str) -> float:
-        variance = (float(sums[f"{name}_sq"]) - float(sums[name]) ** 2 / n) / max(n - 1, 1)
-        return math.sqrt(max(variance, 0.0) / n)
-
-    scale, units = units_of(model)
-    mean_log_px, mean_elbo = float(sums["log_px"]) / n, float(sums["elbo"]) / n
-    bits = (lambda v: -v / (num_dims * math.log(2))) if scale == "8-bit" else (lambda v: None)
-    num_dims = math.prod(x.shape[1:])
     return Evaluation(
-        num_datapoints=n,
-        k=k,
-        log_px=mean_log_px,
-        log_px_se=std_error("log_px"),
-        log_px_mc_se=math.sqrt(max(float(sums["mc_var"]), 0.0)) / n,
-        elbo=mean_elbo,
-        elbo_se=std_error("elbo"),
+        **sums.importance_fields(model, x, k, seed, log_px),
         reconstruction=None,
         kl=None,
         kl_per_dim=None,
@@ -549,14 +555,6 @@ def _evaluate_traced(
         active_units=None,
         latent_dim=None,
         posterior_mean_variance=None,
-        ess_fraction=float(sums["ess"]) / n,
-        scale=scale,
-        units=units,
-        num_dims=num_dims,
-        bits_per_dim=bits(mean_log_px),
-        elbo_bits_per_dim=bits(mean_elbo),
-        seed=seed,
-        log_px_per_datapoint=log_px.float().cpu(),
     )
 
 

@@ -47,13 +47,13 @@ from .convention import loss_modules
 from .data import TrainingData
 from .errors import ConfigError, DataError, ModelError
 from .estimators import (
+    IMPORTANCE_SUMS,
     MAX_DECODED_VALUES,
     MAX_SAMPLES,
     Evaluation,
     Shard,
     _Sums,
     chunk_rng,
-    units_of,
 )
 from .families.m2 import M2
 from .objectives.elbo import FastTrace_ELBO
@@ -409,9 +409,7 @@ def evaluate_m2(
     max_samples = max(classes, min(max_samples, MAX_DECODED_VALUES // decoded))
     points = max(1, min(batch_size, max_samples // (k * classes), len(x)))
     particles = max(1, max_samples // (points * classes))
-    names = ("log_px", "log_px_sq", "mc_var", "ess", "elbo", "elbo_sq", "log_lik")
-    sums = _Sums()
-    sums.values = {n: torch.zeros((), dtype=torch.float64, device=x.device) for n in names}
+    sums = _Sums.zeros((*IMPORTANCE_SUMS, "log_lik"), x.device)
     log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     confusion = torch.zeros(classes, classes, dtype=torch.float64, device=x.device)
     for index, start in enumerate(range(0, len(x), points)):
@@ -430,17 +428,10 @@ def evaluate_m2(
                 elbo = elbo + n * enumerated_elbo(terms).double()
                 q_y = terms.log_qy.exp().double()
                 log_lik = log_lik + n * (q_y * terms.log_lik.double().mean(0)).sum(0)
-        chunk_log_px = lse - math.log(k)
-        log_px[start : start + points] = chunk_log_px
+        log_px[start : start + points] = sums.add_importance(lse, lse2, elbo / k, k)
         if progress is not None:
             progress(len(chunk))
-        elbo, log_lik = elbo / k, log_lik / k
-        for name, value in (("log_px", chunk_log_px), ("elbo", elbo)):
-            sums.add(name, value)
-            sums.add(f"{name}_sq", value**2)
-        sums.add("mc_var", ((lse2 - 2 * lse).exp() - 1.0 / k).clamp(min=0))
-        sums.add("ess", (2 * lse - lse2).exp() / k)
-        sums.add("log_lik", log_lik)
+        sums.add("log_lik", log_lik / k)
         if y is not None:
             truth = y[start : start + points].long()
             predicted = model.classify(chunk)
@@ -465,42 +456,18 @@ def _summary(
     confusion: torch.Tensor | None,
 ) -> Evaluation:
     n = len(x)
-
-    def mean(name: str) -> float:
-        return float(sums[name]) / n
-
-    def std_error(name: str) -> float:
-        variance = (float(sums[f"{name}_sq"]) - float(sums[name]) ** 2 / n) / max(n - 1, 1)
-        return math.sqrt(max(variance, 0.0) / n)
-
-    scale, units = units_of(model)
-    num_dims = math.prod(x.shape[1:])
-    bits = (lambda v: -v / (num_dims * math.log(2))) if scale == "8-bit" else (lambda v: None)
     counts = None if confusion is None else confusion.round().long()
+    reconstruction, elbo = sums.mean("log_lik", n), sums.mean("elbo", n)
     return Evaluation(
-        num_datapoints=n,
-        k=k,
-        log_px=mean("log_px"),
-        log_px_se=std_error("log_px"),
-        log_px_mc_se=math.sqrt(max(float(sums["mc_var"]), 0.0)) / n,
-        elbo=mean("elbo"),
-        elbo_se=std_error("elbo"),
-        reconstruction=mean("log_lik"),
-        kl=mean("log_lik") - mean("elbo"),
+        **sums.importance_fields(model, x, k, seed, log_px),
+        reconstruction=reconstruction,
+        kl=reconstruction - elbo,
         kl_per_dim=None,
         kl_per_dim_method="none",
         kl_per_dim_note="not split: M2's KL is that of q(y, z|x) from p(y, z), label included",
         active_units=None,
         latent_dim=int(model.prior().event_shape[0]),
         posterior_mean_variance=None,
-        ess_fraction=mean("ess"),
-        scale=scale,
-        units=units,
-        num_dims=num_dims,
-        bits_per_dim=bits(mean("log_px")),
-        elbo_bits_per_dim=bits(mean("elbo")),
-        seed=seed,
-        log_px_per_datapoint=log_px.float().cpu(),
         accuracy=None if counts is None else float(counts.diagonal().sum()) / n,
         confusion=None if counts is None else counts.tolist(),
     )
