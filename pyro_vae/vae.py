@@ -30,7 +30,7 @@ import copy
 import itertools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -44,7 +44,14 @@ from .distributions import score_through_value
 from .errors import ModelError
 from .parts import check_parts, prior_has_globals
 
-__all__ = ["VAE", "GuideModule", "LogWeights", "path_log_prob", "scored_from_parts"]
+__all__ = [
+    "AmortizedModel",
+    "VAE",
+    "GuideModule",
+    "LogWeights",
+    "path_log_prob",
+    "scored_from_parts",
+]
 
 _names = itertools.count()
 
@@ -93,7 +100,53 @@ def latent_weight(kl_scale: float | torch.Tensor):
     return poutine.scale(scale=kl_scale)
 
 
-class VAE(PyroModule):
+class AmortizedModel(PyroModule):
+    """What every model family here shares, whatever its ``model`` and ``guide``.
+
+    Each instance has its own name in Pyro's parameter store (a deep copy gets a fresh
+    one), so two models in one process never share store entries; a flat batch
+    ``[batch, prod(data_shape)]`` is reshaped by :meth:`shaped`; ``forward`` is the model
+    and :meth:`guide_module` wraps the guide, so ``objective(m, m.guide_module())`` works.
+    """
+
+    name_prefix: ClassVar[str] = "model"
+
+    def __init__(self, data_shape: Sequence[int] | None):
+        super().__init__(name=f"{self.name_prefix}{next(_names)}")
+        self.data_shape: tuple[int, ...] | None = None if data_shape is None else tuple(data_shape)
+
+    def __deepcopy__(self, memo: dict) -> AmortizedModel:
+        """An independent copy with its own Pyro name, so classic ``SVI`` trains it apart."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            copied.__dict__[key] = copy.deepcopy(value, memo)
+        set_pyro_name(copied, f"{self.name_prefix}{next(_names)}")
+        return copied
+
+    def shaped(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused."""
+        if self.data_shape is None or tuple(x.shape[1:]) == self.data_shape:
+            return x
+        if x.dim() >= 1 and math.prod(x.shape[1:]) == math.prod(self.data_shape):
+            return x.reshape(x.shape[0], *self.data_shape)
+        raise ModelError(
+            f"a batch of shape {tuple(x.shape)} does not fit this {type(self).__name__}, built "
+            f"for datapoints of shape {self.data_shape}; pass [batch, "
+            f"{', '.join(map(str, self.data_shape))}] or flat rows [batch, "
+            f"{math.prod(self.data_shape)}]"
+        )
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """The model, so that ``Trace_ELBO()(m, m.guide_module())`` works."""
+        return self.model(*args, **kwargs)
+
+    def guide_module(self) -> GuideModule:
+        """An ``nn.Module`` whose forward is this model's guide (for ``ELBO.__call__``)."""
+        return GuideModule(self)
+
+
+class VAE(AmortizedModel):
     """A variational autoencoder built from a prior, an encoder, a decoder and a likelihood.
 
     The parts may be plain ``nn.Module`` s: ``model`` and ``guide`` are
@@ -108,6 +161,8 @@ class VAE(PyroModule):
     A subclass whose parts take more than ``x`` (a label, say) passes ``check=False``.
     """
 
+    name_prefix = "vae"
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -118,42 +173,20 @@ class VAE(PyroModule):
         data_shape: Sequence[int] | None = None,
         check: bool = True,
     ):
-        super().__init__(name=f"vae{next(_names)}")
+        if data_shape is None:
+            data_shape = getattr(likelihood, "data_shape", None)
+        super().__init__(data_shape)
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior
         self.likelihood = likelihood
-        if data_shape is None:
-            data_shape = getattr(likelihood, "data_shape", None)
-        self.data_shape: tuple[int, ...] | None = None if data_shape is None else tuple(data_shape)
         if check and self.data_shape is not None:
             check_parts(encoder, decoder, prior, likelihood, self.data_shape)
-
-    def __deepcopy__(self, memo: dict) -> VAE:
-        """An independent copy with its own Pyro name, so classic ``SVI`` trains it apart."""
-        copied = type(self).__new__(type(self))
-        memo[id(self)] = copied
-        for key, value in self.__dict__.items():
-            copied.__dict__[key] = copy.deepcopy(value, memo)
-        set_pyro_name(copied, f"vae{next(_names)}")
-        return copied
 
     @property
     def has_global_latents(self) -> bool:
         """Whether the prior samples global latent variables (see :class:`pyro_vae.parts.Prior`)."""
         return prior_has_globals(self.prior)
-
-    def shaped(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused."""
-        if self.data_shape is None or tuple(x.shape[1:]) == self.data_shape:
-            return x
-        if x.dim() >= 1 and math.prod(x.shape[1:]) == math.prod(self.data_shape):
-            return x.reshape(x.shape[0], *self.data_shape)
-        raise ModelError(
-            f"a batch of shape {tuple(x.shape)} does not fit this VAE, built for datapoints of "
-            f"shape {self.data_shape}; pass [batch, {', '.join(map(str, self.data_shape))}] "
-            f"or flat rows [batch, {math.prod(self.data_shape)}]"
-        )
 
     @pyro_method
     def model(
@@ -204,14 +237,6 @@ class VAE(PyroModule):
         x = self.shaped(x)
         with data_plate(x, num_data), latent_weight(kl_scale):
             pyro.sample("z", self.encoder(x))
-
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        """The model, so that ``Trace_ELBO()(vae, vae.guide_module())`` works."""
-        return self.model(*args, **kwargs)
-
-    def guide_module(self) -> GuideModule:
-        """An ``nn.Module`` whose forward is this VAE's guide (for ``ELBO.__call__``)."""
-        return GuideModule(self)
 
     def log_weights(
         self, x: torch.Tensor, num_particles: int = 1, path_derivative: bool = False
@@ -284,14 +309,14 @@ class VAE(PyroModule):
 
 
 class GuideModule(nn.Module):
-    """Wraps a VAE so that its guide is the ``forward`` of a module."""
+    """Wraps a model (a VAE, an M2) so that its guide is the ``forward`` of a module."""
 
-    def __init__(self, vae: VAE):
+    def __init__(self, owner: AmortizedModel):
         super().__init__()
-        self.vae = vae
+        self.owner = owner
 
     def forward(self, *args, **kwargs) -> None:
-        return self.vae.guide(*args, **kwargs)
+        return self.owner.guide(*args, **kwargs)
 
 
 def scored_from_parts(owner: object) -> VAE | None:

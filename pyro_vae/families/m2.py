@@ -33,8 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -43,10 +41,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule, pyro_method
+from pyro.nn import pyro_method
 from torch import nn
 
-from .._private import am_i_wrapped, set_pyro_name
+from .._private import am_i_wrapped
 from ..distributions import ReparameterizedNormal
 from ..errors import ModelError
 from ..guides import bounded_scale
@@ -54,11 +52,10 @@ from ..likelihoods import BernoulliLikelihood
 from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import likelihood_contract, prior_has_globals
 from ..priors import StandardNormalPrior, VampPrior
-from ..vae import LogWeights, data_plate, latent_weight, path_log_prob
+from ..vae import AmortizedModel, LogWeights, data_plate, latent_weight, path_log_prob
 
 __all__ = [
     "M2",
-    "M2Guide",
     "LabelTerms",
     "M2Encoder",
     "M2Decoder",
@@ -66,8 +63,6 @@ __all__ = [
     "mlp_m2",
     "standard_m2",
 ]
-
-_names = itertools.count()
 
 
 class LabelTerms(NamedTuple):
@@ -140,7 +135,7 @@ class M2Decoder(nn.Module):
         return self.network(torch.cat([z, one_hot.expand(*z.shape[:-1], -1)], -1))
 
 
-class M2(PyroModule):
+class M2(AmortizedModel):
     """The semi-supervised VAE: p(y) p(z) p(x|y,z) with the guide q(y|x) q(z|x,y).
 
     ``data_shape`` (default: the likelihood's) is the shape of one datapoint; flat rows
@@ -148,6 +143,8 @@ class M2(PyroModule):
     VampPrior (whose components are q(z|u) at pseudo-inputs u, and q(z|x,y) needs a
     label too).
     """
+
+    name_prefix = "m2_"
 
     def __init__(
         self,
@@ -160,7 +157,9 @@ class M2(PyroModule):
         *,
         data_shape: Sequence[int] | None = None,
     ):
-        super().__init__(name=f"m2_{next(_names)}")
+        if data_shape is None:
+            data_shape = getattr(likelihood, "data_shape", None)
+        super().__init__(data_shape)
         if num_classes < 2:
             raise ModelError(f"M2 needs at least 2 classes, got num_classes={num_classes}")
         if isinstance(prior, VampPrior) or prior_has_globals(prior):
@@ -175,30 +174,7 @@ class M2(PyroModule):
         self.prior = prior
         self.likelihood = likelihood
         self.num_classes = num_classes
-        if data_shape is None:
-            data_shape = getattr(likelihood, "data_shape", None)
-        self.data_shape: tuple[int, ...] | None = None if data_shape is None else tuple(data_shape)
         self.register_buffer("label_logits", torch.zeros(num_classes))  # p(y) = 1/C
-
-    def __deepcopy__(self, memo: dict) -> M2:
-        """An independent copy with its own Pyro name, so classic ``SVI`` trains it apart."""
-        copied = type(self).__new__(type(self))
-        memo[id(self)] = copied
-        for key, value in self.__dict__.items():
-            copied.__dict__[key] = copy.deepcopy(value, memo)
-        set_pyro_name(copied, f"m2_{next(_names)}")
-        return copied
-
-    def shaped(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused."""
-        if self.data_shape is None or tuple(x.shape[1:]) == self.data_shape:
-            return x
-        if x.dim() >= 1 and math.prod(x.shape[1:]) == math.prod(self.data_shape):
-            return x.reshape(x.shape[0], *self.data_shape)
-        raise ModelError(
-            f"a batch of shape {tuple(x.shape)} does not fit this M2, built for datapoints of "
-            f"shape {self.data_shape}"
-        )
 
     def label_prior(self) -> dist.Categorical:
         """p(y): uniform over the classes."""
@@ -246,14 +222,6 @@ class M2(PyroModule):
                 y = pyro.sample("y", dist.Categorical(logits=self.classifier(x)))
             with latent_weight(kl_scale):
                 pyro.sample("z", self.encoder(x, y))
-
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        """The model, so that ``objective(m2, m2.guide_module())`` works."""
-        return self.model(*args, **kwargs)
-
-    def guide_module(self) -> M2Guide:
-        """An ``nn.Module`` whose forward is this M2's guide (for ``ELBO.__call__``)."""
-        return M2Guide(self)
 
     # -- the fast path: log weights from the parts ----------------------------------------------
 
@@ -356,17 +324,6 @@ def standard_m2(model: object) -> M2 | None:
         return None
     unchanged = all(getattr(type(model), n) is getattr(M2, n) for n in ("model", "guide"))
     return model if unchanged else None
-
-
-class M2Guide(nn.Module):
-    """Wraps an M2 so that its guide is the ``forward`` of a module."""
-
-    def __init__(self, m2: M2):
-        super().__init__()
-        self.m2 = m2
-
-    def forward(self, *args, **kwargs) -> None:
-        return self.m2.guide(*args, **kwargs)
 
 
 def mlp_m2(

@@ -45,7 +45,8 @@ import torch
 from pyro.infer import ELBO
 
 from ..errors import ConfigError, ModelError
-from ..families.m2 import M2, LabelTerms, M2Guide, standard_m2
+from ..families.m2 import M2, LabelTerms, standard_m2
+from ..vae import GuideModule
 from .structured import plate_scale
 
 __all__ = [
@@ -76,8 +77,8 @@ def enumerated_pair(model: Callable, guide: Callable) -> M2 | None:
 def _owner(fn: Callable, role: str) -> M2 | None:
     if role == "model" and isinstance(fn, M2):
         return fn
-    if role == "guide" and isinstance(fn, M2Guide):
-        return fn.m2
+    if role == "guide" and isinstance(fn, GuideModule):
+        return fn.owner if isinstance(fn.owner, M2) else None
     owner = getattr(fn, "__self__", None)
     return owner if isinstance(owner, M2) and fn.__name__ == role else None
 

@@ -41,7 +41,7 @@ def _owner(fn, role: str) -> VAE | None:
     if role == "model" and isinstance(fn, VAE):
         vae = fn
     elif role == "guide" and isinstance(fn, GuideModule):
-        vae = fn.vae
+        vae = fn.owner
     else:
         vae = getattr(fn, "__self__", None)
         own = getattr(type(vae), role, None)
