@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from objective_grid import ALL
 from PIL import Image
 from pyro.infer import Trace_ELBO
 
@@ -40,18 +41,6 @@ from pyro_vae.objectives.structured import structured_vae
 from pyro_vae.objectives.traces import traced_log_weights
 
 SHAPE = (1, 28, 28)
-ALL = [
-    "elbo:num_particles=2",
-    "analytic-kl:num_particles=2",
-    "graph:num_particles=2",
-    "stl:num_particles=2",
-    "beta:b=2,of=stl",
-    "beta:b=0.5,of=analytic-kl",
-    "iwae:k=3,num_particles=2",
-    "dreg:k=4",
-    "renyi:alpha=0.3,k=4",
-    "tail-adaptive:k=4",
-]
 
 
 def small_vae():

@@ -6,6 +6,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from linear_gaussian import LinearGaussian
+from objective_grid import ALL
 from pyro import poutine
 from pyro.infer import SVI
 from torch.func import functional_call
@@ -19,18 +20,6 @@ from pyro_vae.objectives.structured import structured_vae
 from pyro_vae.vae import path_log_prob
 
 SHAPE = (1, 28, 28)
-ALL = [
-    "elbo:num_particles=2",
-    "analytic-kl:num_particles=2",
-    "graph:num_particles=2",
-    "stl:num_particles=2",
-    "beta:b=2,of=stl",
-    "beta:b=0.5,of=analytic-kl",
-    "iwae:k=3,num_particles=2",
-    "dreg:k=4",
-    "renyi:alpha=0.3,k=4",
-    "tail-adaptive:k=4",
-]
 
 
 def small_vae(seed=0):
