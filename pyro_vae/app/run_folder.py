@@ -126,6 +126,20 @@ def _shown(path: str | Path) -> str:
     return text if len(text) <= 80 else text[:60] + "..."
 
 
+def _busy(path: Path, holder: str) -> RunFolderError:
+    return RunFolderError(
+        f"{path}: another process{holder} is training into this run folder; wait for it to "
+        "finish or stop it, or choose another --out"
+    )
+
+
+def _holds_another_run(path: Path) -> RunFolderError:
+    return RunFolderError(
+        f"{path} already holds a run; pass --overwrite to replace it, --resume to continue it, "
+        "or choose another --out"
+    )
+
+
 class RunFolder:
     """Paths and atomic writers for one run's files."""
 
@@ -155,10 +169,7 @@ class RunFolder:
             run._settle()
             if run.holds_run():
                 if not overwrite:
-                    raise RunFolderError(
-                        f"{run.path} already holds a run; pass --overwrite to replace it, "
-                        "--resume to continue it, or choose another --out"
-                    )
+                    raise _holds_another_run(run.path)
                 run._set_aside_previous()
             run.check_writable()
         except OSError as err:
@@ -171,6 +182,23 @@ class RunFolder:
             run._undo(made, locked)
             raise
         return run
+
+    @classmethod
+    def check_can_create(cls, path: str | Path, overwrite: bool = False) -> None:
+        """Refuse, touching nothing, a folder :meth:`create` would refuse: a bad path, another
+        run without ``overwrite``, or no writable folder to make it in (checked first, so a
+        run fails before its data are loaded)."""
+        run = cls(path)
+        check_path(run.path, "choose another --out")
+        run._refuse_if_locked()
+        if run.holds_run() and not overwrite:
+            raise _holds_another_run(run.path)
+        existing = next((p for p in (run.path, *run.path.parents) if p.exists()), Path("."))
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise RunFolderError(
+                f"cannot write to run folder {run.path} ({existing} is not a writable folder); "
+                "choose a writable --out"
+            )
 
     @classmethod
     def open(cls, path: str | Path, write: bool = False) -> RunFolder:
@@ -254,10 +282,7 @@ class RunFolder:
                         f"cannot lock run folder {self.path} ({err.strerror or err}); "
                         "use a folder on a local disk"
                     ) from None
-                raise RunFolderError(
-                    f"{self.path}: another process{holder} is training into this run folder; "
-                    "wait for it to finish or stop it, or choose another --out"
-                ) from None
+                raise _busy(self.path, holder) from None
             if _same_file(fd, lock):
                 break
             os.close(fd)  # its holder removed the file while we opened it: take the new one
@@ -265,6 +290,22 @@ class RunFolder:
         os.write(fd, f"{os.getpid()}\n".encode())
         _held[key] = (fd, lock)
         return True
+
+    def _refuse_if_locked(self) -> None:
+        """Raise if another process holds the lock, without taking it or making any file."""
+        if os.path.realpath(self.path) in _held:
+            return
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # no lock file: nobody trains here
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while a writer holds LOCK_EX
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise _busy(self.path, _pid_in(fd)) from None
+        finally:
+            os.close(fd)  # closing also drops the shared lock, if it was granted
 
     def release(self) -> None:
         """Let other processes write here again (a no-op when this process holds no lock)."""

@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from .distributed import (
 from .m2 import save_m2_plots
 from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
-from .run_folder import RunFolder, check_path, default_run_dir
+from .run_folder import RunFolder, default_run_dir
 from .runtime import apply_threads, seed_everything
 from .trainer import Trainer
 
@@ -120,22 +119,6 @@ def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFold
     return folder or RunFolder(path), cfg.replace(out=path)
 
 
-def _preflight_out(cfg: Config, overwrite: bool) -> None:
-    """Refuse an output folder that cannot be used, before any data are loaded."""
-    if not cfg.out:
-        return
-    path = Path(cfg.out)
-    check_path(path, "choose another --out")
-    if RunFolder(path).holds_run() and not overwrite:
-        RunFolder.create(path, overwrite=False)  # raises, naming the choices
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RunFolderError(
-            f"cannot write to run folder {path} ({existing} is not a writable folder); "
-            "choose a writable --out"
-        )
-
-
 def _num_classes(dataset: Dataset) -> int | None:
     if dataset.y_train is None or len(dataset.y_train) == 0:
         return None
@@ -171,8 +154,8 @@ def train(
         cfg = run.read_config()
     cfg = cfg or Config()
     apply_threads(cfg.threads)
-    if run is None:
-        _preflight_out(cfg, overwrite)
+    if run is None and cfg.out:
+        RunFolder.check_can_create(cfg.out, overwrite)  # before any data are loaded
     ctx, device = init_distributed(cfg.device, cfg.dist_timeout)  # fails before any writing
     say = log if ctx.is_main else (lambda _: None)
     if epochs is not None:
