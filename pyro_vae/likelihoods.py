@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributions import DiscretizedLogistic, LevelsCategorical
+from .distributions import BernoulliPixels, DiscretizedLogistic, LevelsCategorical
 from .parts import Likelihood
 
 __all__ = [
@@ -86,7 +86,7 @@ class BernoulliLikelihood(Likelihood):
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         (logits,) = self.split(params)
-        return self.event(dist.Bernoulli(logits=logits))
+        return BernoulliPixels(dist.Bernoulli(logits=logits), len(self.data_shape))
 
 
 class ContinuousBernoulliLikelihood(Likelihood):

@@ -189,3 +189,22 @@ def test_discretized_logistic_gradients_stay_finite_at_extremes():
 
 def test_bits_per_dim():
     assert bits_per_dim(-784 * math.log(2) * 3.5, (1, 28, 28)) == pytest.approx(3.5)
+
+
+def test_bernoulli_pixels_are_torchs_bernoulli_bit_for_bit():
+    """Negating the summed cross-entropy, not every pixel, changes no value and no gradient,
+    with particles broadcast against the batch; validation and the interface stay torch's."""
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(4, 5, *SHAPE)).requires_grad_()  # [particles, batch, *SHAPE]
+    x = random_data("bernoulli", 5)
+    ours = make("bernoulli")(logits.flatten(2))
+    theirs = pyro.distributions.Bernoulli(logits=logits).to_event(len(SHAPE))
+    weights = torch.randn(4, 5)  # any gradient reaching the log-probabilities
+    (grad_ours,) = torch.autograd.grad((ours.log_prob(x) * weights).sum(), logits)
+    (grad_theirs,) = torch.autograd.grad((theirs.log_prob(x) * weights).sum(), logits)
+    assert torch.equal(ours.log_prob(x), theirs.log_prob(x)) and torch.equal(grad_ours, grad_theirs)
+    assert ours.batch_shape == (4, 5) and ours.event_shape == SHAPE
+    assert torch.equal(ours.mean, theirs.mean) and ours.sample((2,)).shape == (2, 4, 5, *SHAPE)
+    assert type(ours.expand((3, 4, 5))) is type(ours)
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="support"):
+        ours.log_prob(torch.full_like(x, 0.5))
