@@ -1,9 +1,10 @@
 """Numerical faults: find a non-finite loss, gradient or optimizer state, and where.
 
-Every step scans the loss and the gradients on the device (:func:`non_finite_kind`),
-without a host sync. On CPU the trainer reads the result at once, before the
-optimizer moves (a read is free there: :func:`raise_if_non_finite`); on a GPU it
-notes the first bad step in a :class:`FaultRecord`, reads that every few steps and
+Every step scans the loss and the gradients on the device. On CPU the trainer reads
+the result at once, before the optimizer moves (a read is free there): a
+:class:`StepScan`, one fused pass into a flag, and only when the flag is up
+:func:`non_finite_kind` to name the part; on a GPU it scans with :func:`non_finite_kind`
+(no host sync), notes the first bad step in a :class:`FaultRecord`, reads that every few steps and
 at every checkpoint, and in between the fused Adam kernel skips any flagged step on
 the device (the ``found_inf`` mechanism of mixed precision), so a NaN never reaches
 the parameters, a checkpoint or a later step either way.
@@ -47,6 +48,7 @@ __all__ = [
     "NonFiniteStep",
     "NumericalFault",
     "FaultRecord",
+    "StepScan",
     "non_finite_kind",
     "non_finite_state",
     "name_non_finite_state",
@@ -76,6 +78,36 @@ class NonFiniteStep(Exception):
 
 class NumericalFault(PyroVAEError):
     """Training stopped on a non-finite loss, gradient or state; says where and what was tried."""
+
+
+class StepScan:
+    """Whether a step's loss or any of its gradients is NaN or infinite: the per-step guard on CPU.
+
+    One fused pass over the loss and every gradient (the kernel of
+    :func:`non_finite_kind`) into a flag allocated once: three small operations where
+    :func:`non_finite_kind` takes eight, and each costs microseconds on one CPU thread.
+    The caller reads the flag and, only when it is up, asks :func:`non_finite_kind`
+    which part broke.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> w.grad = torch.tensor([1.0, float("inf")])
+        >>> scan, loss = StepScan(torch.device("cpu")), torch.tensor(3.0)
+        >>> scan.flag(loss, [w]).tolist(), non_finite_kind(loss, [w]).tolist()
+        ([1.0], [0.5])
+    """
+
+    def __init__(self, device: torch.device):
+        self.found = torch.zeros(1, device=device)
+        self.one = torch.ones(1, device=device)
+
+    def flag(self, loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+        """A 1-element device tensor (this scan's own, rewritten by every call): 1 if the loss
+        or a gradient holds a NaN or an infinity, else 0. Nothing is changed."""
+        tensors = [loss.detach().reshape(1)] + [p.grad for p in parameters if p.grad is not None]
+        self.found.zero_()
+        _scan_non_finite(tensors, self.found, self.one)
+        return self.found
 
 
 def non_finite_kind(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
@@ -170,10 +202,14 @@ def _same_shape(value: object, parameter: torch.Tensor) -> bool:
     return torch.is_tensor(value) and value.shape == parameter.shape
 
 
-def _scan_non_finite(tensors: list[torch.Tensor], found: torch.Tensor) -> None:
-    """Set the 1-element ``found`` to 1 if any tensor holds a NaN or an infinity."""
+def _scan_non_finite(
+    tensors: list[torch.Tensor], found: torch.Tensor, one: torch.Tensor | None = None
+) -> None:
+    """Set the 1-element ``found`` to 1 if any tensor holds a NaN or an infinity (``one``: a
+    1-element tensor of 1 on the same device, the kernel's unscale factor, which changes nothing).
+    """
     try:
-        amp_non_finite_check(tensors, found, torch.ones_like(found))
+        amp_non_finite_check(tensors, found, torch.ones_like(found) if one is None else one)
     except (RuntimeError, NotImplementedError):  # no kernel for these tensors: one pass each
         bad = ~torch.stack([torch.isfinite(t).all() for t in tensors]).all()
         found.copy_(torch.where(bad, 1.0, found))

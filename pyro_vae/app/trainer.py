@@ -59,6 +59,7 @@ from .faults import (
     FaultRecord,
     NonFiniteStep,
     NumericalFault,
+    StepScan,
     absurd_elbo_warning,
     name_non_finite_state,
     non_finite_kind,
@@ -127,6 +128,7 @@ class Trainer:
         self.parameters = list(model.parameters())
         self.optimizer = make_adam(self.parameters, cfg.lr)
         self.faults = FaultRecord(data.device)
+        self.scan = StepScan(data.device)
         skips_on_device = bool(self.optimizer.defaults.get("fused"))
         if fault_read_every is None:
             on_gpu = data.device.type == "cuda" and skips_on_device
@@ -207,11 +209,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.on_nan != "off":
-            kind = all_reduce_max(non_finite_kind(loss, self.parameters), self.ctx)
             if self.fault_read_every == 1:
-                code = float(kind)  # one host sync: free on CPU
-                raise_if_non_finite(code, self.position.epoch + 1, self.position.step + 1)
+                self._raise_if_non_finite(loss)
             else:
+                kind = all_reduce_max(non_finite_kind(loss, self.parameters), self.ctx)
                 self.faults.note(kind, self.position.step + 1)
                 flag = (kind > 0).float().view(())  # read by the fused kernel
                 setattr(self.optimizer, FUSED_ADAM_FOUND_INF, flag)
@@ -220,6 +221,13 @@ class Trainer:
         self.optimizer.step()
         self._validated = True
         return loss.detach()
+
+    def _raise_if_non_finite(self, loss: torch.Tensor) -> None:
+        """NonFiniteStep if the loss or a gradient is not finite on any rank; one host read
+        (free on CPU) of the fused scan's flag, and the part named only when it is up."""
+        if float(all_reduce_max(self.scan.flag(loss, self.parameters), self.ctx)):
+            kind = float(all_reduce_max(non_finite_kind(loss, self.parameters), self.ctx))
+            raise_if_non_finite(kind, self.position.epoch + 1, self.position.step + 1)
 
     def run_epoch(
         self,

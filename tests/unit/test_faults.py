@@ -9,6 +9,7 @@ from pyro_vae.app.faults import (
     MAX_RECOVERIES,
     NonFiniteStep,
     NumericalFault,
+    StepScan,
     absurd_elbo_warning,
     name_non_finite_state,
     non_finite_kind,
@@ -150,12 +151,19 @@ def test_gradient_scan_finds_nan_and_inf_and_leaves_gradients_untouched(monkeypa
     for p in params:
         p.grad = torch.randn_like(p)
     before = [p.grad.clone() for p in params]
-    loss = torch.tensor(2.0)
+    loss, scan = torch.tensor(2.0), StepScan(torch.device("cpu"))
     assert non_finite_kind(loss, params).tolist() == [0.0]
+    assert scan.flag(loss, params).tolist() == [0.0] and loss.item() == 2.0
     assert all(torch.equal(p.grad, b) for p, b in zip(params, before, strict=True))
     params[1].grad[2] = float("inf")
     assert non_finite_kind(loss, params).tolist() == [0.5]  # a gradient
+    assert scan.flag(loss, params).tolist() == [1.0]
+    params[1].grad[2] = 0.0
+    assert scan.flag(loss, params).tolist() == [0.0]  # the flag is the latest step's
+    params[1].grad[2] = float("inf")
     assert non_finite_kind(torch.tensor(float("nan")), params).tolist() == [1.0]  # the loss
+    params[1].grad[2] = 0.0
+    assert scan.flag(torch.tensor(float("-inf")), params).tolist() == [1.0]
 
 
 def test_deferred_read_skips_the_bad_step_on_the_device(tiny, tmp_path):
