@@ -191,18 +191,24 @@ def test_bits_per_dim():
     assert bits_per_dim(-784 * math.log(2) * 3.5, (1, 28, 28)) == pytest.approx(3.5)
 
 
-def test_bernoulli_pixels_are_torchs_bernoulli_bit_for_bit():
-    """Negating the summed cross-entropy, not every pixel, changes no value and no gradient,
-    with particles broadcast against the batch; validation and the interface stay torch's."""
+def test_bernoulli_pixels_score_as_torchs_bernoulli():
+    """The same log-mass as torch's Bernoulli to float rounding (and to float64, extreme
+    logits included), the same gradient bit for bit, with particles broadcast against the
+    batch; validation and the rest of the interface stay torch's."""
     torch.manual_seed(0)
-    logits = (3 * torch.randn(4, 5, *SHAPE)).requires_grad_()  # [particles, batch, *SHAPE]
+    logits = 4 * torch.randn(4, 5, *SHAPE)  # [particles, batch, *SHAPE]
+    logits[0, 0, 0, 0] = torch.tensor([-100.0, -30.0, 30.0, 100.0])
+    logits.requires_grad_()
     x = random_data("bernoulli", 5)
     ours = make("bernoulli")(logits.flatten(2))
     theirs = pyro.distributions.Bernoulli(logits=logits).to_event(len(SHAPE))
     weights = torch.randn(4, 5)  # any gradient reaching the log-probabilities
     (grad_ours,) = torch.autograd.grad((ours.log_prob(x) * weights).sum(), logits)
     (grad_theirs,) = torch.autograd.grad((theirs.log_prob(x) * weights).sum(), logits)
-    assert torch.equal(ours.log_prob(x), theirs.log_prob(x)) and torch.equal(grad_ours, grad_theirs)
+    assert torch.equal(grad_ours, grad_theirs)
+    torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-6, atol=1e-5)
+    exact = pyro.distributions.Bernoulli(logits=logits.double()).to_event(3).log_prob(x.double())
+    torch.testing.assert_close(ours.log_prob(x).double(), exact, rtol=1e-6, atol=1e-5)
     assert ours.batch_shape == (4, 5) and ours.event_shape == SHAPE
     assert torch.equal(ours.mean, theirs.mean) and ours.sample((2,)).shape == (2, 4, 5, *SHAPE)
     assert type(ours.expand((3, 4, 5))) is type(ours)
