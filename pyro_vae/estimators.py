@@ -46,7 +46,7 @@ from .families.m2 import standard_m2
 from .objectives.traces import traced_log_weights
 from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
-from .vae import VAE
+from .vae import VAE, _moments
 
 __all__ = [
     "elbo_per_datapoint",
@@ -258,19 +258,19 @@ def _factorized(d: Distribution) -> bool:
     return isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1
 
 
-def _kl_per_dim_method(q: Distribution, p: Distribution) -> tuple[str, str]:
-    """("analytic" | "monte-carlo" | "none", note) for the per-dimension KL of this pair."""
+def _kl_per_dim_method(q: Distribution, p: Distribution) -> tuple[str, str, torch.Tensor | None]:
+    """("analytic" | "monte-carlo" | "none", note, the analytic KL per datapoint and dimension
+    where there is one) for the per-dimension KL of this pair."""
     for role, d in (("the guide q(z|x)", q), ("the prior p(z)", p)):
         if not _factorized(d):
             return "none", (
                 f"not defined: {role} ({type(d).__name__}) does not factorize over latent "
                 "dimensions"
-            )
+            ), None  # fmt: skip
     try:
-        kl_divergence(q.base_dist, p.base_dist)
+        return "analytic", "", kl_divergence(q.base_dist, p.base_dist)
     except NotImplementedError:
-        return "monte-carlo", ""
-    return "analytic", ""
+        return "monte-carlo", "", None
 
 
 IMPORTANCE_SUMS = ("log_px", "log_px_sq", "mc_var", "ess", "elbo", "elbo_sq")
@@ -439,7 +439,10 @@ def _score_chunk(
     vae: VAE, x: torch.Tensor, labels: dict[str, torch.Tensor], k: int, particles: int, sums: _Sums
 ) -> tuple[torch.Tensor, str, str]:
     """Stream the k particles of one chunk of datapoints (with their ``labels`` for a model
-    that takes them) into ``sums``; return log p(x) (log p(x|y))."""
+    that takes them) into ``sums``; return log p(x) (log p(x|y)).
+
+    The posterior means E_q[z] come from the chunk's own q(z|x) (the encoder runs once).
+    """
     lse = lse2 = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
     log_w_sum = log_lik_sum = kl_sum = kl_dims = 0.0
     method = note = ""
@@ -452,18 +455,18 @@ def _score_chunk(
         log_lik_sum = log_lik_sum + terms.log_lik.double().sum(0)
         kl_sum = kl_sum + (terms.log_q - terms.log_prior).double().sum(0)
         if start == 0:
-            method, note = _kl_per_dim_method(terms.q, terms.p)
+            q_of_x = terms.q
+            method, note, analytic = _kl_per_dim_method(terms.q, terms.p)
+            kl_dims = analytic if method == "analytic" else kl_dims
         if method == "monte-carlo":  # E_q[log q_d(z_d) - log p_d(z_d)] from the same draws
             q, p, z = terms.q.base_dist, terms.p.base_dist, terms.z
             kl_dims = kl_dims + (q.log_prob(z) - p.log_prob(z)).double().sum(0) / k
-        elif method == "analytic" and start == 0:
-            kl_dims = kl_divergence(terms.q.base_dist, terms.p.base_dist)
     log_px = sums.add_importance(lse, lse2, log_w_sum / k, k)
     sums.add("log_lik", log_lik_sum / k)
     sums.add("kl", kl_sum / k)
     if method != "none":
         sums.add("kl_dims", kl_dims)
-    posterior_mean = vae.encode(x, **labels)[0].double()
+    posterior_mean = _moments(q_of_x)[0].double()
     sums.add("mean", posterior_mean)
     sums.add("mean_sq", posterior_mean**2)
     return log_px, method, note
