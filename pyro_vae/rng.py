@@ -26,12 +26,18 @@ __all__ = ["isolated_rng", "release_freed_memory"]
 def isolated_rng(seed: int, device: torch.device | str) -> Iterator[None]:
     """Run a block with its own seeded torch RNG, leaving the caller's stream untouched.
 
-    Evaluation and plotting use it, so how often they run never changes training.
+    Evaluation and plotting use it, so how often they run never changes training. Only the
+    generators of ``device`` (and the CPU's) are seeded: ``torch.manual_seed`` would also
+    queue a seed for every CUDA device, recording a stack trace each time (0.17 ms, once
+    per chunk of an evaluation), and leave those devices' streams changed.
     """
     device = torch.device(device)
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(devices[0]):
+                torch.cuda.manual_seed(seed)
         yield
 
 
