@@ -66,6 +66,16 @@ def test_bench_training_smoke_measures_each_thread_count_with_progress(tmp_path)
     assert all(line.endswith(" s") for line in progress)  # each phase says how long it took
 
 
+def test_profile_step_tables_both_steps_op_by_op():
+    done = run_script("profile_step", "--batch", "16", "--steps", "2", "--warmup", "1")
+    table = done.stdout.splitlines()
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table if "|" in line}
+    assert "`aten::_fused_adam_`" in rows and "all operators" in rows
+    counts = [float(cell) for cell in rows["all operators"][::2][:2]]  # pyro-vae, hand
+    assert all(count > 50 for count in counts)  # both steps were profiled, op by op
+    assert table[0].startswith("batch 16: step wall")
+
+
 def test_pyro_vae_bench_is_the_same_benchmark(tmp_path):
     out = tmp_path / "bench.csv"
     done = subprocess.run(
