@@ -175,8 +175,8 @@ class BernoulliPixels(dist.Independent):
     in six, then two more to negate every pixel and its gradient. The values agree to
     float rounding (each pixel's log-mass within an ulp of the larger of l and its
     softplus; torch's formula rounds the same way with x and 1 - x swapped), the
-    gradients exactly: together 1.0 ms of a 1024-image MNIST training step at one thread,
-    and 30% of the likelihood's time in an importance-sampled log p(x).
+    gradients exactly. At one thread the forward pass over a 1024-image MNIST batch takes
+    0.7 ms less, and the likelihood of an importance-sampled log p(x) 30% less time.
 
     Example:
         >>> logits, x = torch.randn(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
