@@ -202,6 +202,8 @@ class Evaluation:
     log_px_per_datapoint: torch.Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
     accuracy: float | None = None  # a classifier's (M2's q(y|x)) accuracy on labelled data
     confusion: list[list[int]] | None = None  # its counts: rows true label, columns predicted
+    active_units_per_layer: list[int] | None = None  # stacked layers, bottom first
+    latent_dims: list[int] | None = None  # the stacked layers' widths, bottom first
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -236,6 +238,10 @@ class Evaluation:
                     f"(Cov_x E_q[z_d] > {ACTIVE_UNIT_THRESHOLD})",
                 )
             )
+        if self.active_units_per_layer is not None and self.latent_dims is not None:
+            pairs = zip(self.active_units_per_layer, self.latent_dims, strict=True)
+            layers = ", ".join(f"z{i + 1}: {a} / {d}" for i, (a, d) in enumerate(pairs))
+            rows.append(("  per layer", layers))
         rows.append(("effective sample size", f"{100 * self.ess_fraction:.1f}% of K"))
         if self.accuracy is not None:
             rows.append(("classifier accuracy q(y|x)", f"{100 * self.accuracy:.2f}%"))
@@ -258,9 +264,14 @@ def _factorized(d: Distribution) -> bool:
     return isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1
 
 
-def _kl_per_dim_method(q: Distribution, p: Distribution) -> tuple[str, str, torch.Tensor | None]:
+def _kl_per_dim_method(
+    q: Distribution | None, p: Distribution | None
+) -> tuple[str, str, torch.Tensor | None]:
     """("analytic" | "monte-carlo" | "none", note, the analytic KL per datapoint and dimension
     where there is one) for the per-dimension KL of this pair."""
+    if q is None or p is None:  # a StackedVAE: no single q(z|x), p(z) pair
+        note = "not defined: the latents are stacked layers (see active units per layer)"
+        return "none", note, None
     for role, d in (("the guide q(z|x)", q), ("the prior p(z)", p)):
         if not _factorized(d):
             return "none", (
@@ -466,7 +477,10 @@ def _score_chunk(
     sums.add("kl", kl_sum / k)
     if method != "none":
         sums.add("kl_dims", kl_dims)
-    posterior_mean = _moments(q_of_x)[0].double()
+    if q_of_x is None:  # a StackedVAE: the means of every layer, from its own encode
+        posterior_mean = vae.encode(x, **labels)[0].double()
+    else:
+        posterior_mean = _moments(q_of_x)[0].double()
     sums.add("mean", posterior_mean)
     sums.add("mean_sq", posterior_mean**2)
     return log_px, method, note
@@ -479,6 +493,10 @@ def _summarize(
     n = len(x)
     means = sums["mean"] / n
     spread = ((sums["mean_sq"] - n * means**2) / max(n - 1, 1)).clamp(min=0)
+    dims = list(getattr(vae, "latent_dims", ())) or None  # a StackedVAE's layers
+    per_layer = None
+    if dims is not None:
+        per_layer = [int((layer > ACTIVE_UNIT_THRESHOLD).sum()) for layer in spread.split(dims)]
     return Evaluation(
         **sums.importance_fields(vae, x, k, seed, per_datapoint),
         reconstruction=sums.mean("log_lik", n),
@@ -489,6 +507,8 @@ def _summarize(
         active_units=int((spread > ACTIVE_UNIT_THRESHOLD).sum()),
         latent_dim=len(spread),
         posterior_mean_variance=spread.tolist(),
+        active_units_per_layer=per_layer,
+        latent_dims=dims,
     )
 
 

@@ -62,7 +62,7 @@ def build_model(
 
         return build_m2(cfg, data_shape, _classes(cfg, num_classes))
     if not is_import_path(cfg.model):
-        return build_vae(cfg, data_shape)
+        return build_vae(cfg, data_shape)  # several latent_dim: the stacked VAE
     factory = import_object(cfg.model, "model")
     standard = {
         "data_shape": tuple(data_shape),
@@ -133,7 +133,8 @@ def build_vae(
     prior: nn.Module | None = None,
     likelihood: nn.Module | None = None,
 ) -> VAE:
-    """A :class:`VAE` for data of ``data_shape`` from the parts named in ``cfg``.
+    """A :class:`VAE` for data of ``data_shape`` from the parts named in ``cfg`` (a
+    :class:`~pyro_vae.families.StackedVAE` when ``cfg.latent_dim`` lists several layers).
 
     The built-in encoder sees the data through :func:`pyro_vae.networks.input_transform` of
     the likelihood's support (8-bit levels divided by 255, counts as log(1 + x)); the
@@ -141,6 +142,15 @@ def build_vae(
     decoder's width (see :class:`pyro_vae.parts.Likelihood`).
     """
     data_shape = tuple(data_shape)
+    if len(cfg.latent_dims) > 1:
+        if encoder is not None or decoder is not None:
+            raise ConfigError(
+                f"latent_dim {cfg.latent_dim} stacks layers, whose encoder and decoder are built "
+                "with the layers between them; build a StackedVAE from parts instead"
+            )
+        from .stacked import build_stacked_vae  # it builds its parts with this module
+
+        return build_stacked_vae(cfg, data_shape, prior=prior, likelihood=likelihood)
     if likelihood is None:
         likelihood = build_likelihood(cfg, data_shape)
     contract = likelihood_contract(likelihood, data_shape)

@@ -88,7 +88,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = 
             continue
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
-        if f.type == "list[int]":
+        if f.type in ("list[int]", "int | list[int]"):
             kwargs.update(nargs="+", type=int, metavar="N")
         elif f.type == "bool":
             kwargs.update(action=argparse.BooleanOptionalAction)

@@ -184,11 +184,16 @@ def _convert(key: str, kind: str, token: str) -> Any:
             return int(token)
         if kind == "float":
             return float(token)
-        if kind == "list[int]":
+        if kind == "list[int]" or (kind == "int | list[int]" and inner != token):
             return [int(item) for item in inner.split(",")]
+        if kind == "int | list[int]":
+            return int(token)
     except ValueError:
         what = {"int": "an integer", "float": "a number"}.get(kind, "a list of integers")
-        example = "'hidden=[400,200],[64]'" if kind == "list[int]" else f"{key}=2,10"
+        example = {
+            "list[int]": "'hidden=[400,200],[64]'",
+            "int | list[int]": f"'{key}=150,[100,50]'",
+        }.get(kind, f"{key}=2,10")
         raise ConfigError(
             f"--vary {key}: {token!r} is not {what}; write e.g. --vary {example}"
         ) from None

@@ -120,8 +120,21 @@ class Config:
     hidden: list[int] = _option(
         [400], "hidden layer sizes of the MLP networks", "model", minimum=1, maximum=16_384
     )
-    latent_dim: int = _option(
-        10, "dimension of the latent code z", "model", minimum=1, maximum=4096
+    latent_dim: int | list[int] = _option(
+        10,
+        "dimension of the latent code z; several numbers stack stochastic layers, bottom (next "
+        "to x) first: 100 50 is the model z2 -> z1 -> x with the guide x -> z1 -> z2",
+        "model",
+        minimum=1,
+        maximum=4096,
+    )
+    latent_hidden: list[int] = _option(
+        [100, 100],
+        "stacked layers (several --latent-dim): hidden sizes of the MLPs of p(z_l|z_l+1) and "
+        "q(z_l+1|z_l)",
+        "model",
+        minimum=1,
+        maximum=16_384,
     )
     model: str = _option(
         "vae",
@@ -293,7 +306,14 @@ class Config:
             if f.type == "float":  # `lr = 1` in TOML is an int; store it as the float it means
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))
         _check_kl_warmup(self.objective, self.kl_warmup)
+        _check_layers(self)
         _check_conditional(self.model, self.prior, self.conditional_prior)
+
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        """The widths of the stochastic layers, bottom first (one for a plain VAE)."""
+        dims = self.latent_dim
+        return tuple(dims) if isinstance(dims, list) else (dims,)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -443,6 +463,14 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
             raise bad_type()
         if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
             raise bad_type()
+    elif expected == "int | list[int]":
+        items = value if isinstance(value, list) else [value]
+        if not items or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+            raise ConfigError(
+                f"{name}: expected an integer or a list of integers (one per stochastic layer, "
+                f"bottom first), got {type(value).__name__} {value!r}; example: {name} = 10 or "
+                f"{name} = [100, 50]"
+            )
 
     minimum = f.metadata["minimum"]
     if minimum is not None:
@@ -492,6 +520,17 @@ def _check_kl_warmup(objective: str, kl_warmup: int) -> None:
             f"kl_warmup: objective {objective!r} puts log p(z) - log q(z|x) inside a logsumexp "
             "over particles, where a weight no longer scales a KL term; set kl_warmup = 0 or "
             "use an ELBO-type objective (elbo, analytic-kl, graph, stl, beta)"
+        )
+
+
+def _check_layers(cfg: Config) -> None:
+    """One layer is written as an integer; several are for the built-in vae only."""
+    if isinstance(cfg.latent_dim, list) and len(cfg.latent_dim) == 1:
+        object.__setattr__(cfg, "latent_dim", cfg.latent_dim[0])
+    if isinstance(cfg.latent_dim, list) and cfg.model in ("cvae", "m2"):
+        raise ConfigError(
+            f"latent_dim: {cfg.latent_dim} stacks stochastic layers, which model {cfg.model!r} "
+            "does not have; give one integer (e.g. latent_dim = 50) or use model = 'vae'"
         )
 
 

@@ -35,9 +35,8 @@ def describe_option(name: str) -> str:
     if choices is not None and not callable(choices):
         form = "{" + ",".join(choices) + "}"
     else:
-        form = {"int": "N", "float": "X", "str": "TEXT", "list[int]": "N [N ...]", "bool": ""}[
-            field.type
-        ]
+        forms = {"int": "N", "float": "X", "str": "TEXT", "bool": ""}
+        form = forms.get(field.type, "N [N ...]")  # list[int], int | list[int]
     shown = " ".join(map(str, default)) if isinstance(default, list) else default
     flag = f"--{name.replace('_', '-')} {form}".rstrip()
     if shown != "":

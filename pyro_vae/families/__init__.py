@@ -1,5 +1,6 @@
 """Model families beyond the plain VAE, each following :mod:`pyro_vae.convention`:
-the conditional VAE (:mod:`.cvae`) and the semi-supervised M2 (:mod:`.m2`).
+the conditional VAE (:mod:`.cvae`), the semi-supervised M2 (:mod:`.m2`) and the VAE
+with stacked stochastic layers (:mod:`.stacked`).
 
 Example:
     >>> from pyro_vae.families import mlp_m2
@@ -9,6 +10,7 @@ Example:
 
 from .cvae import CVAE, ConditionalNormalPrior, LabelledDecoder, LabelledEncoder, mlp_cvae
 from .m2 import M2, mlp_m2
+from .stacked import StackedVAE, mlp_stacked_vae
 
 __all__ = [
     "CVAE",
@@ -18,4 +20,6 @@ __all__ = [
     "mlp_cvae",
     "M2",
     "mlp_m2",
+    "StackedVAE",
+    "mlp_stacked_vae",
 ]

@@ -9,7 +9,10 @@ Limits: with a prior or guide that has no registered KL (a mixture, a VampPrior,
 flow) Pyro silently falls back to Monte Carlo. Here the fallback is logged (once per
 pair, logger ``pyro_vae.objectives.analytic_kl``) and ``kl_method`` records which
 ran ("analytic" or "monte-carlo"). It assumes a mean-field guide (one latent site per
-datapoint in a VAE). ``beta`` and KL warm-up apply as in ``elbo``.
+datapoint in a VAE). ``beta`` and KL warm-up apply as in ``elbo``. A
+:class:`~pyro_vae.families.StackedVAE` is scored by Monte Carlo (``kl_method``
+"monte-carlo"): each layer's KL term is conditional on draws of the layers around it;
+only the top layer's, given z_{L-1}, could be closed-form, which is not done.
 
 Example:
     >>> import torch
@@ -57,7 +60,10 @@ class AnalyticKL_ELBO(SurrogateLoss, TraceMeanField_ELBO):
             return TraceMeanField_ELBO.differentiable_loss(self, model, guide, *args, **kwargs)
         x, num_data, kl_scale, labels = vae_arguments(vae, *args, **kwargs)
         terms = vae.log_weights(x, self.num_particles, **labels)
-        kl = self._closed_form_kl("z", terms.q, terms.p)
+        if terms.q is None:  # stacked layers (see above)
+            kl, self.kl_method = None, "monte-carlo"
+        else:
+            kl = self._closed_form_kl("z", terms.q, terms.p)
         if kl is None:
             kl = (terms.log_q - terms.log_prior).mean(0)
         elbo = terms.log_lik.mean(0) - (kl_scale * self.beta) * kl
