@@ -263,8 +263,10 @@ class StackedVAE(VAE):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of every layer's q(z_l|x), joined: ``[batch, sum(dims)]``.
 
-        Layer 1 is q(z_1|x) itself; deeper layers are marginals over the layers below,
-        estimated from ``ENCODE_DRAWS`` draws through the guide's chain.
+        Layer 1 is q(z_1|x) itself; a deeper layer's marginal moments average its
+        conditional ones over ``ENCODE_DRAWS`` draws of the layer below (E[z_l|x] is the mean
+        of E[z_l|z_l-1], so an inactive unit's constant mean carries no Monte Carlo noise into
+        the active-unit count; the variance is the law of total variance).
         """
         x = self.shaped(x)
         q = self.encoder(x)
@@ -272,9 +274,11 @@ class StackedVAE(VAE):
         means, stds = [loc], [scale]
         z = q.sample((ENCODE_DRAWS,))
         for layer in self.guide_layers:
-            z = layer(z).sample()
-            means.append(z.mean(0))
-            stds.append(z.std(0))
+            q = layer(z)
+            loc, scale = _moments(q)
+            means.append(loc.mean(0))
+            stds.append((scale.pow(2).mean(0) + loc.var(0)).sqrt())
+            z = q.sample()
         return torch.cat(means, -1), torch.cat(stds, -1)
 
     @torch.no_grad()

@@ -180,6 +180,15 @@ def test_evaluation_reports_active_units_per_layer(stack):
     assert "per layer" in result.table() and "z2: " in result.table()
 
 
+def test_a_layer_that_ignores_the_one_below_has_no_active_units_despite_its_spread(stack):
+    """E[z2|x] is averaged from E[z2|z1], not from draws of z2 (whose noise would count)."""
+    with torch.no_grad():
+        stack.vae.guide_layers[0].loc.weight.zero_()
+        stack.vae.guide_layers[0].log_scale.zero_()  # q(z2|z1) = N(b, I) whatever z1
+    result = evaluate_vae(stack.vae, stack.data(300), k=10)
+    assert result.active_units_per_layer == [3, 0]
+
+
 def test_config_takes_a_list_of_layers_and_round_trips_through_toml():
     cfg = Config(latent_dim=[100, 50], latent_hidden=[64])
     assert cfg.latent_dims == (100, 50)
