@@ -189,7 +189,8 @@ def _convert(key: str, kind: str, token: str) -> Any:
         if kind == "int | list[int]":
             return int(token)
     except ValueError:
-        what = {"int": "an integer", "float": "a number"}.get(kind, "a list of integers")
+        what = {"int": "an integer", "float": "a number", "int | list[int]": "an integer or a "
+                "bracketed list of integers"}.get(kind, "a list of integers")  # fmt: skip
         example = {
             "list[int]": "'hidden=[400,200],[64]'",
             "int | list[int]": f"'{key}=150,[100,50]'",

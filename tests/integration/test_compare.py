@@ -62,7 +62,11 @@ def test_vary_converts_values_to_the_type_of_their_key():
     "text, message",
     [
         ("latnet_dim=2", "unknown config key 'latnet_dim'; valid keys: .*latent_dim"),
-        ("latent_dim=two", r"--vary latent_dim: 'two' is not an integer; write e.g."),
+        (
+            "latent_dim=two",
+            r"--vary latent_dim: 'two' is not an integer or a bracketed list of "
+            r"integers; write e.g. --vary 'latent_dim=150,\[100,50\]'",
+        ),
         ("lr=fast", r"--vary lr: 'fast' is not a number"),
         ("hidden=[400,x]", r"--vary hidden: '\[400,x\]' is not a list of integers"),
         ("hidden=[400,200", r"--vary hidden: unbalanced brackets"),

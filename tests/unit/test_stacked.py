@@ -17,6 +17,7 @@ from torch.func import functional_call
 from pyro_vae import evaluate_vae
 from pyro_vae.app.build import build_model
 from pyro_vae.app.cli import main
+from pyro_vae.app.compare import parse_vary
 from pyro_vae.app.config import Config
 from pyro_vae.app.load import load_run
 from pyro_vae.app.objective_specs import build_objective
@@ -251,6 +252,12 @@ def test_config_takes_a_list_of_layers_and_round_trips_through_toml():
 def test_a_bad_layer_spec_is_one_clear_error(values, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_dict(values)
+
+
+def test_compare_varies_one_layer_against_a_stack():
+    assert parse_vary("latent-dim=150,[100,50]") == ("latent_dim", [150, [100, 50]])
+    with pytest.raises(ConfigError, match=r"'\[100,x\]' is not an integer or a bracketed list"):
+        parse_vary("latent_dim=150,[100,x]")
 
 
 def test_a_bad_latent_dim_flag_exits_2_with_one_line(capsys):
