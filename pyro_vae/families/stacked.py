@@ -18,10 +18,10 @@ The sites are ``z1`` .. ``zL`` and ``x``, all inside ``pyro.plate("data")``, so 
 own ELBOs and ``SVI`` work on ``model``/``guide``; :meth:`StackedVAE.log_weights` is the
 objectives' and the evaluation's fast path, with every layer in the weight
 log w = log p(x|z_1) + sum_l log p(z_l|z_{l+1}) + log p(z_L) - sum_l log q(z_l|z_{l-1}).
-Its ``z`` is the layers joined, ``[particles, batch, sum(latent_dims)]``, and every term of
-log w reads its layer from that tensor, so DReG's hook on it weighs each path from a
-guide parameter once. With ``path_derivative`` (STL, DReG) each conditional layer's
-log q is differentiated through its value and its parent, not its parameters
+Its ``z`` is the layers joined, ``[particles, batch, sum(latent_dims)]``. With
+``path_derivative`` (STL, DReG) every term of log w reads its layer from that tensor, so
+DReG's hook on it weighs each path from a guide parameter once, and each conditional
+layer's log q is differentiated through its value and its parent, not its parameters
 (:func:`conditional_path_log_prob`).
 
 Example:
@@ -56,6 +56,7 @@ from ..vae import VAE, LogWeights, _moments, data_plate, latent_weight, path_log
 __all__ = [
     "StackedVAE",
     "TopGuide",
+    "check_stacked_parts",
     "conditional_layer",
     "conditional_path_log_prob",
     "mlp_stacked_vae",
@@ -369,7 +370,8 @@ def mlp_stacked_vae(
 ) -> StackedVAE:
     """Burda et al.'s stacked VAE: MLPs of ``hidden`` sizes between x and z_1, of
     ``latent_hidden`` sizes between consecutive layers, diagonal Gaussian layers, a Normal
-    guide, N(0, I) on the top layer (or ``prior``) and Bernoulli pixels by default.
+    guide, N(0, I) on the top layer (or ``prior``) and Bernoulli pixels by default. The
+    MLPs use ReLU, like every network here (Burda et al. used tanh).
 
     Example:
         >>> mlp_stacked_vae((1, 28, 28), (6, 4, 2), [16], [8]).num_layers
