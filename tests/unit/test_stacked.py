@@ -318,7 +318,7 @@ def test_resume_of_a_stacked_run_is_bit_exact_and_load_run_rebuilds_it(tiny_npz,
 def test_a_stacked_run_draws_samples_reconstructions_and_its_top_layers_manifold(tmp_path):
     vae = mlp_stacked_vae((1, 28, 28), (6, 2), hidden=[16], latent_hidden=[8])
     x = torch.bernoulli(torch.full((20, 1, 28, 28), 0.3))
-    written = {p.name for p in save_run_plots(vae, [], x, None, tmp_path)}
+    written = {p.name for p in save_run_plots(vae, [], x, torch.arange(20) % 10, tmp_path)}
     assert {"samples.png", "reconstructions.png", "latent.png", "manifold.png"} <= written
     assert vae.decode(torch.zeros(3, 2)).shape == (3, 1, 28, 28)  # from top-layer codes
 
