@@ -488,7 +488,7 @@ def _row(cell: Cell, out: Path, k: int) -> dict[str, Any]:
     run = RunFolder(cell.path)
     values = json.loads(run.eval_path.read_text())
     metrics = run.read_metrics()
-    return {
+    row = {
         **cell.values,
         "seed": cell.seed,
         "dataset_used": run.read_info().get("dataset_used", values["dataset"]),
@@ -500,6 +500,8 @@ def _row(cell: Cell, out: Path, k: int) -> dict[str, Any]:
         "scale": values["scale"] + (CONDITIONAL if values.get("conditional") else ""),
         "test_elbo_curve": [row["test_elbo"] for row in metrics],
     }
+    row.update(cell.values)  # a varied key beats the evaluation's field of that name (latent_dim)
+    return row
 
 
 _EVAL_COLUMNS = (

@@ -128,3 +128,17 @@ def test_custom_model_resumes_both_user_models_bit_exactly():
     done = run_script("custom_model", "--epochs", "2")
     lines = [line for line in done.stdout.splitlines() if "killed and resumed" in line]
     assert len(lines) == 2 and all("bit-exact" in line for line in lines), done.stdout
+
+
+def test_stacked_layers_smoke_compares_one_and_two_layers(tiny_npz, tmp_path):
+    module = runpy.run_path(str(EXPERIMENTS / "stacked_layers.py"), run_name="smoke")
+    out = tmp_path / "out"
+    tiny = ["--dataset", str(tiny_npz), "--epochs", "1", "--eval-k", "4", "--seeds", "0",
+            "--hidden", "16", "--latent-hidden", "8", "--batch-size", "50", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert module["main"](tiny) == 0
+    with (out / "comparison.csv").open() as handle:  # not the evaluation's total latent_dim
+        assert {row["latent_dim"] for row in csv.DictReader(handle)} == {"150", "[100,50]"}
+    table = (out / "layers.md").read_text()
+    assert "| 150 |" in table and "| 100 50 |" in table, table
+    assert "/ 100, " in table and "/ 50 |" in table
