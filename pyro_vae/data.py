@@ -12,9 +12,13 @@ A likelihood declares the data it needs (its ``support``):
 - ``counts``: non-negative integers, kept as they are.
 
 A mismatch fails here, before training, naming the likelihood, the range found and
-the flag that fixes it. The whole split lives on the device; an epoch is a
-permutation of indices drawn from a generator keyed by (seed, epoch), so the data
-order of any epoch can be recreated exactly (for resuming and for distributed ranks).
+the flag that fixes it. Missing entries (NaN in float data, or False in the dataset's
+boolean masks) stay NaN through scaling and binarization (a dynamic draw keeps them
+missing every epoch) and are ignored by these checks; ``TrainingData.missing`` says
+whether there are any (see :mod:`pyro_vae.missing`). The whole split lives on the
+device; an epoch is a permutation of indices drawn from a generator keyed by (seed,
+epoch), so the data order of any epoch can be recreated exactly (for resuming and for
+distributed ranks).
 
 Example:
     >>> from pyro_vae.datasets import load_mnist5k
@@ -26,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +45,7 @@ __all__ = [
     "prepare_data",
     "SUPPORTS",
     "draw_bernoulli",
+    "draw_binary",
     "seeded_generator",
     "data_max",
 ]
@@ -101,6 +107,7 @@ class TrainingData:
     y_test: torch.Tensor | None
     dynamic: bool
     seed: int
+    missing: bool = False  # some entry is NaN (missing); binarized draws keep it NaN
 
     @property
     def num_train(self) -> int:
@@ -119,7 +126,7 @@ class TrainingData:
         if not self.dynamic:
             return self.train
         generator = seeded_generator(self.seed, epoch, purpose="binarize", device=self.device)
-        return draw_bernoulli(self.train, generator)
+        return draw_binary(self.train, generator, self.missing)
 
     def batch_indices(
         self, epoch: int, batch_size: int, rank: int = 0, world_size: int = 1
@@ -170,11 +177,14 @@ def prepare_data(
             raise DataError(f"{dataset.name}: the {split} split is empty; it needs images")
     train = _scaled(dataset.x_train, dataset, support, likelihood_name, binarize)
     test = _scaled(dataset.x_test, dataset, support, likelihood_name, binarize)
+    train = _masked(train, dataset.mask_train)
+    test = _masked(test, dataset.mask_test)
+    missing = _any_missing(train, test, dataset.name)
     dynamic = binarize == "dynamic"
     if binarize == "static":
-        train = draw_bernoulli(train, seeded_generator(seed, purpose="static-binarize"))
+        train = draw_binary(train, seeded_generator(seed, purpose="static-binarize"), missing)
     if binarize in ("static", "dynamic"):
-        test = draw_bernoulli(test, seeded_generator(0, purpose="test-binarize"))
+        test = draw_binary(test, seeded_generator(0, purpose="test-binarize"), missing)
     if binarize == "none":
         for split, x in (("train", train), ("test", test)):
             _check_support(x, dataset.name, split, support, likelihood_name)
@@ -186,7 +196,41 @@ def prepare_data(
         y_test=dataset.y_test,
         dynamic=dynamic,
         seed=seed,
+        missing=missing,
     )
+
+
+def draw_binary(p: torch.Tensor, generator: torch.Generator, missing: bool) -> torch.Tensor:
+    """:func:`draw_bernoulli` of ``p``; with ``missing``, NaN (missing) entries stay NaN."""
+    draws = draw_bernoulli(p, generator)
+    return torch.where(torch.isnan(p), p, draws) if missing else draws
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with NaN where ``mask`` (True = observed) is False; ``x`` itself without a mask."""
+    if mask is None or bool(mask.all()):
+        return x
+    return torch.where(mask, x, math.nan)
+
+
+def _any_missing(train: torch.Tensor, test: torch.Tensor, name: str) -> bool:
+    """Whether either split has a missing entry; DataError when a split has no observed one."""
+    missing = False
+    for split, x in (("train", train), ("test", test)):
+        holes = torch.isnan(x)
+        if bool(holes.all()):
+            raise DataError(
+                f"{name}: every entry of the {split} split is missing (NaN or masked out); "
+                "there is nothing to learn from or score"
+            )
+        missing = missing or bool(holes.any())
+    return missing
+
+
+def _observed(x: torch.Tensor) -> torch.Tensor:
+    """The observed (non-NaN) entries of ``x``, flattened; ``x`` itself when none is missing."""
+    holes = torch.isnan(x)
+    return x[~holes] if bool(holes.any()) else x
 
 
 def _scaled(
@@ -218,7 +262,7 @@ def _scaled(
         if dataset.is_8bit:
             return (x.float() + 0.5) / 256.0
         return values.clamp(OPEN_UNIT_MARGIN, 1 - OPEN_UNIT_MARGIN)
-    if binarize != "none" and bool(((values < 0) | (values > 1) | values.isnan()).any()):
+    if binarize != "none" and bool(((values < 0) | (values > 1)).any()):
         raise DataError(
             f"binarizing draws each pixel from Bernoulli(value), which needs values in [0, 1], "
             f"but {_found(values, dataset.name)}; rescale the data, or use --likelihood "
@@ -235,14 +279,20 @@ def _scaled(
 
 def _found(x: torch.Tensor, name: str, split: str = "") -> str:
     where = f"{name} {split}".strip()
+    x = _observed(x)
     return f"{where} values range over [{float(x.min()):g}, {float(x.max()):g}]"
 
 
 def _check_support(
     x: torch.Tensor, name: str, split: str, support: str, likelihood_name: str
 ) -> None:
-    if not torch.isfinite(x).all():
-        raise DataError(f"{name}: the {split} split holds NaN or infinite values; remove them")
+    """Refuse values outside the likelihood's support; missing (NaN) entries are skipped."""
+    if bool(torch.isinf(x).any()):
+        raise DataError(
+            f"{name}: the {split} split holds infinite values; remove them, or mark them "
+            "missing (NaN)"
+        )
+    x = _observed(x)
     low, high = float(x.min()), float(x.max())
     found = _found(x, name, split)
     if support == "binary" and not bool(((x == 0) | (x == 1)).all()):

@@ -32,6 +32,7 @@ from .errors import DataError
 __all__ = [
     "Dataset",
     "load_npz",
+    "load_npz_points",
     "load_mnist",
     "load_fashion_mnist",
     "load_mnist5k",
@@ -49,10 +50,12 @@ DOWNLOAD_SOCKET_TIMEOUT = 20.0
 class Dataset:
     """Raw images and labels with a fixed train/test split.
 
-    ``x_*`` are uint8 levels 0..255 (8-bit sources) or finite float32 values (which
-    values a likelihood accepts is checked by :func:`pyro_vae.data.prepare_data`), shaped
-    ``[N, *data_shape]`` with images as ``[N, C, H, W]``. ``note`` says what
-    happened while loading (for example a fallback), ``source`` where it came from.
+    ``x_*`` are uint8 levels 0..255 (8-bit sources) or float32 values (which values a
+    likelihood accepts is checked by :func:`pyro_vae.data.prepare_data`), shaped
+    ``[N, *data_shape]`` with images as ``[N, C, H, W]``. An entry is missing where a
+    float ``x`` is NaN or where the optional boolean ``mask_*`` (same shape, True =
+    observed) is False. ``note`` says what happened while loading (for example a
+    fallback), ``source`` where it came from.
     """
 
     name: str
@@ -62,6 +65,8 @@ class Dataset:
     y_test: torch.Tensor | None
     source: str = ""
     note: str = ""
+    mask_train: torch.Tensor | None = None
+    mask_test: torch.Tensor | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -75,8 +80,13 @@ class Dataset:
         y_train: torch.Tensor | None = None,
         y_test: torch.Tensor | None = None,
         name: str = "tensors",
+        *,
+        mask_train: torch.Tensor | None = None,
+        mask_test: torch.Tensor | None = None,
     ) -> Dataset:
         """A dataset of your own tensors (uint8 levels or floats; integer labels optional).
+
+        Missing entries are NaN in float ``x``, or False in a boolean mask of x's shape.
 
         Example:
             >>> ds = Dataset.from_tensors(torch.rand(8, 3), torch.rand(2, 3), torch.zeros(8).long(),
@@ -94,6 +104,12 @@ class Dataset:
                     f"y_{split} must be a 1-D integer tensor with one label per datapoint "
                     f"({len(x)}); got {tuple(y.shape)} {y.dtype}"
                 )
+        for split, x, mask in (("train", x_train, mask_train), ("test", x_test, mask_test)):
+            if mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape):
+                raise DataError(
+                    f"mask_{split} must be a boolean tensor of x_{split}'s shape "
+                    f"{tuple(x.shape)} (True = observed); got {mask.dtype} {tuple(mask.shape)}"
+                )
         if x_train.shape[1:] != x_test.shape[1:]:
             raise DataError(
                 f"x_train holds datapoints of shape {tuple(x_train.shape[1:])} but x_test of "
@@ -108,7 +124,7 @@ class Dataset:
 
         return cls(
             name, values(x_train), labels(y_train), values(x_test), labels(y_test),
-            source="tensors given from Python",
+            source="tensors given from Python", mask_train=mask_train, mask_test=mask_test,
         )  # fmt: skip
 
     @property
@@ -325,24 +341,35 @@ def load_digits(data_dir: str | Path | None = None) -> Dataset:
 # -- users' own .npz files ----------------------------------------------------------------------
 
 
-NPZ_KEYS = ("x", "y", "x_test", "y_test")
+NPZ_KEYS = ("x", "y", "x_test", "y_test", "mask", "mask_test")
 
 
 def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
     """Load ``x`` (and optional ``y``, ``x_test``, ``y_test``) from a NumPy ``.npz`` file.
 
     ``x`` is ``[N, D]``, ``[N, H, W]`` or ``[N, C, H, W]``; uint8 levels 0..255, other
-    integers, or finite floats of any range (the likelihood's own range is checked later,
-    by :func:`pyro_vae.data.prepare_data`). Without ``x_test`` a seeded ``test_fraction``
-    of ``x`` becomes the test set. No array is allocated before its header is checked.
+    integers, or floats of any range (the likelihood's own range is checked later,
+    by :func:`pyro_vae.data.prepare_data`). Missing entries are NaN in a float ``x``, or
+    False in an optional boolean array ``mask`` of x's shape (True = observed; and
+    ``mask_test`` for ``x_test``). Without ``x_test`` a seeded ``test_fraction`` of ``x``
+    becomes the test set. No array is allocated before its header is checked.
     """
     path = Path(path)
     arrays = _read_npz(path)
     x = _check_images(arrays["x"], path, "x")
     y = _check_labels(arrays.get("y"), len(x), path, "y")
+    mask = _check_mask(arrays.get("mask"), arrays["x"].shape, path, "mask", "x")
+    mask_test = None
+    if "mask_test" in arrays and "x_test" not in arrays:
+        raise DataError(
+            f"{path}: has 'mask_test' but no 'x_test' for it to mask; save the test images "
+            "as x_test, or drop mask_test"
+        )
     if "x_test" in arrays:
         x_test = _check_images(arrays["x_test"], path, "x_test")
         y_test = _check_labels(arrays.get("y_test"), len(x_test), path, "y_test")
+        shape = arrays["x_test"].shape
+        mask_test = _check_mask(arrays.get("mask_test"), shape, path, "mask_test", "x_test")
         if x_test.shape[1:] != x.shape[1:]:
             raise DataError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
         if x_test.dtype != x.dtype:  # levels and values are scaled differently
@@ -360,6 +387,7 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
         test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
         x, x_test = x[train], x[test]
         y, y_test = (None, None) if y is None else (y[train], y[test])
+        mask, mask_test = (None, None) if mask is None else (mask[train], mask[test])
     return Dataset(
         name=str(path),
         x_train=torch.from_numpy(np.ascontiguousarray(x)),
@@ -367,7 +395,51 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
         x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
         y_test=None if y_test is None else torch.from_numpy(y_test),
         source=str(path),
+        mask_train=_tensor(mask),
+        mask_test=_tensor(mask_test),
     )
+
+
+def load_npz_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...]]:
+    """Every datapoint of an ``.npz`` file's ``x``, in order, its boolean ``mask`` (or None)
+    and the shape ``x`` was stored with; checked as :func:`load_npz` checks them.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "holes.npz"
+        >>> np.savez(path, x=np.array([[0.5, np.nan]], dtype=np.float32))
+        >>> x, mask, shape = load_npz_points(path)
+        >>> x, mask, shape
+        (tensor([[0.5000,    nan]]), None, (1, 2))
+    """
+    path = Path(path)
+    arrays = _read_npz(path)
+    x = _check_images(arrays["x"], path, "x")
+    mask = _check_mask(arrays.get("mask"), arrays["x"].shape, path, "mask", "x")
+    return _tensor(x), _tensor(mask), tuple(arrays["x"].shape)
+
+
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _check_mask(
+    mask: np.ndarray | None, shape: tuple[int, ...], path: Path, key: str, of: str
+) -> np.ndarray | None:
+    """A boolean mask of ``of``'s stored ``shape`` (True = observed), shaped as its images."""
+    if mask is None:
+        return None
+    if mask.dtype != bool:
+        raise DataError(
+            f"{path}: array '{key}' has dtype {mask.dtype} but must be boolean (True = "
+            f"observed, False = missing); save it as {key}=array.astype(bool)"
+        )
+    if mask.shape != shape:
+        raise DataError(
+            f"{path}: array '{key}' has shape {mask.shape} but '{of}' has shape {shape}; the "
+            f"mask needs one entry per value of {of}"
+        )
+    return mask[:, None] if mask.ndim == 3 else mask
 
 
 _SAVE_HINT = "save it with numpy.savez(path, x=images, y=labels)"
@@ -509,10 +581,11 @@ def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         return x.astype(np.uint8)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf below
         values = x.astype(np.float32)
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
+    if np.isinf(values).any():
+        bad = int(np.isinf(values).sum())
         raise DataError(
-            f"{path}: array '{key}' holds {bad} NaN or infinite values (as float32); remove them"
+            f"{path}: array '{key}' holds {bad} infinite values (as float32); remove them, or "
+            "mark them missing with NaN (or with a boolean array 'mask', True = observed)"
         )
     return values
 

@@ -43,6 +43,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 from .convention import GuideCall, ModelCall, convention_of, standard_vae
 from .errors import ConfigError, ModelError
 from .families.m2 import standard_m2
+from .missing import handles_missing, has_missing
 from .objectives.traces import traced_log_weights
 from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
@@ -204,6 +205,7 @@ class Evaluation:
     confusion: list[list[int]] | None = None  # its counts: rows true label, columns predicted
     active_units_per_layer: list[int] | None = None  # stacked layers, bottom first
     latent_dims: list[int] | None = None  # the stacked layers' widths, bottom first
+    missing_fraction: float = 0.0  # entries missing (NaN): log p(x) is then log p(x_obs)
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -214,6 +216,8 @@ class Evaluation:
         """The scores as a small aligned table."""
         u = self.units
         px, elbo = ("log p(x|y)", "conditional ELBO") if self.conditional else ("log p(x)", "ELBO")
+        if self.missing_fraction:  # scored over the observed entries alone
+            px = px.replace("x", "x_obs", 1)
         rows = [
             ("data", self.data or f"{self.num_datapoints} datapoints"),
             ("importance samples K", f"{self.k}"),
@@ -402,6 +406,11 @@ def evaluate_vae(
     if k < 1 or len(x) < 1:
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
     shard = shard or Shard()
+    if not handles_missing(vae) and has_missing(x):
+        raise ModelError(
+            "x holds missing (NaN) entries but the model scores every entry: call "
+            "pyro_vae.missing.allow_missing(model) first, to score log p(x_obs)"
+        )
     if standard_m2(vae) is not None:  # log p(x) with y summed out, and the classifier
         from .semisupervised import evaluate_m2
 

@@ -178,6 +178,7 @@ class BetaLikelihood(Likelihood):
 
     support = "open-unit"
     params_per_pixel = 2
+    missing_fill = 0.5  # its density at 0 is 0 or infinite
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         raw_a, raw_b = self.split(params)

@@ -110,11 +110,14 @@ class Likelihood(nn.Module):
     Declares, as class attributes, what the data must be (``support``, one of
     :data:`SUPPORTS`), the ``scale`` and ``units`` of its log-likelihoods (one of
     :data:`SCALES`) and ``params_per_pixel``; ``num_outputs`` is how many numbers
-    the decoder must output per datapoint.
+    the decoder must output per datapoint. ``missing_fill`` is a value inside the support
+    where log p and its gradients are finite: it stands in for a missing entry before that
+    entry is masked out (see :mod:`pyro_vae.missing`).
     """
 
     support: ClassVar[str] = "real"
     params_per_pixel: ClassVar[int] = 1
+    missing_fill: ClassVar[float] = 0.0
     scale: ClassVar[str] = "continuous"
     units: ClassVar[str] = "nats (density)"
 

@@ -111,8 +111,8 @@ def test_npz_images_gain_a_channel_axis(tiny_npz):
     "arrays, message",
     [
         ({"images": np.zeros((5, 4))}, r"no array named 'x' \(found: images\)"),
-        ({"x": np.full((5, 4), np.nan)}, r"20 NaN or infinite values"),
-        ({"x": np.full((5, 4), 1e39)}, r"20 NaN or infinite values \(as float32\)"),
+        ({"x": np.full((5, 4), np.inf)}, r"20 infinite values"),
+        ({"x": np.full((5, 4), 1e39)}, r"20 infinite values \(as float32\)"),
         ({"x": np.zeros((5, 4), np.uint8), "x_test": np.zeros((2, 4))}, r"x holds 8-bit levels"),
         ({"x": np.zeros((0, 4))}, r"is empty"),
         ({"x": np.zeros(5)}, r"shape \(5,\); expected \[N, D\]"),

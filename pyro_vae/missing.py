@@ -1,0 +1,239 @@
+"""Missing entries: NaN in the data, a likelihood masked per entry, an encoder that sees a fill.
+
+A missing entry is carried as NaN in ``x`` itself (:func:`mark_missing` turns a boolean
+mask, True = observed, into NaN), so no mask travels beside the data through the trainer,
+the objectives or the estimators. :func:`allow_missing` prepares a model for such data:
+
+- its likelihood p(x|z) is masked per entry: log p(x_obs|z) sums the log-probabilities
+  of the observed entries only (:class:`MaskedObservations`), so every objective scores
+  the observed entries alone and ``iwae`` becomes MIWAE (Mattei & Frellsen 2019);
+- its encoder sees each missing entry as :data:`MISSING_FILL` (0, after the input
+  transform too: 8-bit levels and counts map 0 to 0), unless the encoder was built with
+  :class:`MissingInput` (``with_mask=True`` also gives it the mask as extra channels).
+
+Both are forward hooks: nothing changes in the model's parameters or its checkpoint, and
+a model that never sees missing data never runs them (the default path pays nothing).
+A likelihood can be masked when its distribution is ``Independent`` over scalar entries
+(every built-in one is); it declares ``missing_fill``, a value inside its support where
+its log-probability and gradients are finite, that stands in for missing entries before
+they are masked out (0 by default, 0.5 for the Beta).
+
+Example:
+    >>> from pyro_vae import mlp_vae
+    >>> vae = allow_missing(mlp_vae((4,), latent_dim=2, hidden=[8]))
+    >>> x = mark_missing(torch.ones(3, 4), torch.tensor([True, True, False, False]))
+    >>> x[0]
+    tensor([1., 1., nan, nan])
+    >>> bool(vae.log_weights(x, 5).log_w.isfinite().all())
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.distributions import Independent
+
+from .convention import standard_vae
+from .errors import ModelError
+
+__all__ = [
+    "MISSING_FILL",
+    "MaskedObservations",
+    "MissingInput",
+    "allow_missing",
+    "handles_missing",
+    "has_missing",
+    "mark_missing",
+    "observed",
+    "fill_missing",
+    "mask_per_entry",
+]
+
+MISSING_FILL = 0.0  # what the encoder sees in place of a missing entry
+_SCALAR = torch.Size()
+
+
+def observed(x: torch.Tensor) -> torch.Tensor:
+    """True where an entry of ``x`` is observed (not NaN)."""
+    return ~torch.isnan(x)
+
+
+def has_missing(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds a missing (NaN) entry."""
+    return bool(torch.isnan(x).any())
+
+
+def mark_missing(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` as floats with NaN where the boolean ``mask`` is False (True = observed).
+
+    Example:
+        >>> mark_missing(torch.tensor([1.0, 2.0]), torch.tensor([False, True]))
+        tensor([nan, 2.])
+    """
+    if mask.dtype != torch.bool:
+        raise ValueError(f"the mask must be boolean (True = observed), got {mask.dtype}")
+    return torch.where(mask, x.float(), math.nan)
+
+
+def fill_missing(x: torch.Tensor, value: float = MISSING_FILL) -> torch.Tensor:
+    """``x`` with every NaN replaced by ``value`` (other entries unchanged, bit for bit)."""
+    return torch.where(torch.isnan(x), value, x)
+
+
+class MaskedObservations(dist.TorchDistribution):
+    """An ``Independent`` distribution over entries whose ``log_prob`` skips NaN entries.
+
+    ``log_prob(x)`` is the sum over the observed entries of the per-entry log-probability:
+    the log-likelihood of x_obs. Missing entries are replaced by ``fill`` before scoring
+    (so neither the value nor its gradient can be NaN) and then multiplied out by a
+    ``where``: changing them changes neither the value nor any gradient. With nothing
+    missing the result is bit-identical to the wrapped ``Independent``'s. Sampling, mean
+    and variance are the wrapped distribution's (over all entries).
+
+    Example:
+        >>> base = dist.Normal(torch.zeros(2, 3), 1.0).to_event(1)
+        >>> x = torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]])
+        >>> per_entry = dist.Normal(0.0, 1.0).log_prob(torch.tensor(0.0))
+        >>> (MaskedObservations(base).log_prob(x) / per_entry).round()   # 2 and 3 entries seen
+        tensor([2., 3.])
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, base: Independent, fill: float = MISSING_FILL):
+        self.base = base
+        self.fill = fill
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    @property
+    def has_rsample(self) -> bool:
+        return self.base.has_rsample
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.base.mean
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.base.variance
+
+    def sample(self, sample_shape: torch.Size = _SCALAR) -> torch.Tensor:
+        return self.base.sample(sample_shape)
+
+    def rsample(self, sample_shape: torch.Size = _SCALAR) -> torch.Tensor:
+        return self.base.rsample(sample_shape)
+
+    def expand(self, batch_shape, _instance=None) -> MaskedObservations:
+        return MaskedObservations(self.base.expand(batch_shape), self.fill)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        seen = observed(value)
+        filled = torch.where(seen, value, self.fill)
+        per_entry = self.base.base_dist.log_prob(filled)
+        per_entry = torch.where(seen, per_entry, 0.0)
+        dims = self.base.reinterpreted_batch_ndims  # summed as Independent sums them
+        return per_entry.reshape(per_entry.shape[: per_entry.dim() - dims] + (-1,)).sum(-1)
+
+
+def mask_per_entry(d: object, fill: float, owner: str = "the likelihood") -> MaskedObservations:
+    """``d`` masked per entry; ModelError when ``d`` does not factorize over scalar entries."""
+    if isinstance(d, MaskedObservations):
+        return d
+    if not isinstance(d, Independent) or d.base_dist.event_shape != ():
+        raise ModelError(
+            f"{owner} returns {type(d).__name__}, which cannot be masked per entry: data with "
+            "missing entries need a likelihood that factorizes over entries (an Independent "
+            "of scalar distributions, as every built-in likelihood is); use one of those, or "
+            "impute the data before training"
+        )
+    return MaskedObservations(d, fill)
+
+
+class MissingInput(nn.Module):
+    """The encoder's first layer for data with missing entries: NaN becomes ``fill``.
+
+    With ``with_mask`` the observed mask (1. observed, 0. missing) is appended along the
+    first data dimension (channels of ``[C, H, W]`` images, features of ``[D]`` rows), so
+    the network after it takes twice as many channels or features.
+
+    Example:
+        >>> MissingInput(with_mask=True, data_dims=1)(torch.tensor([[2.0, float("nan")]]))
+        tensor([[2., 0., 1., 0.]])
+    """
+
+    def __init__(self, with_mask: bool = False, data_dims: int = 3, fill: float = MISSING_FILL):
+        super().__init__()
+        self.with_mask, self.data_dims, self.fill = with_mask, data_dims, fill
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        filled = fill_missing(x, self.fill)
+        if not self.with_mask:
+            return filled
+        return torch.cat([filled, observed(x).to(filled.dtype)], dim=-self.data_dims)
+
+    def extra_repr(self) -> str:
+        return f"with_mask={self.with_mask}, fill={self.fill:g}"
+
+
+def handles_missing(model: nn.Module) -> bool:
+    """Whether :func:`allow_missing` has prepared ``model`` for missing entries."""
+    return bool(getattr(model, "_allows_missing", False))
+
+
+def allow_missing(model: nn.Module) -> nn.Module:
+    """Prepare a VAE (or CVAE) for data with missing (NaN) entries; returns it.
+
+    Masks its likelihood per entry and fills NaN at its encoder's input (see the module
+    docstring); calling it again changes nothing. ModelError, before any work, for a model
+    other than a VAE or CVAE scored from its parts, or a likelihood that cannot be masked.
+    """
+    if handles_missing(model):
+        return model
+    vae = standard_vae(model)
+    if vae is None:
+        raise ModelError(
+            f"{type(model).__name__} cannot take data with missing entries: masking needs a "
+            "VAE or CVAE scored from its parts (encoder, decoder, prior, likelihood); impute "
+            "the data first, or use --model vae"
+        )
+    likelihood = vae.likelihood
+    name = f"likelihood {type(likelihood).__name__}"
+    fill = float(getattr(likelihood, "missing_fill", MISSING_FILL))
+    _check_maskable(vae, fill, name)
+    likelihood.register_forward_hook(_masking_hook(fill, name))
+    if not any(isinstance(m, MissingInput) for m in vae.encoder.modules()):
+        vae.encoder.register_forward_pre_hook(_fill_hook)
+    model._allows_missing = True
+    return model
+
+
+def _check_maskable(vae: nn.Module, fill: float, name: str) -> None:
+    """Decode one latent point and mask the result once: the likelihood's error comes now."""
+    try:
+        z = vae.prior_given_globals().sample((1,))
+    except Exception:  # a prior needing labels (a CVAE's p(z|y)): the first batch will tell
+        return
+    if getattr(vae, "num_classes", None):  # a CVAE's decoder needs a label too
+        return
+    with torch.no_grad():
+        mask_per_entry(vae.likelihood(vae.decoder(z)), fill, name)
+
+
+def _masking_hook(fill: float, name: str):
+    def hook(module: nn.Module, args: tuple, output: object) -> MaskedObservations:
+        return mask_per_entry(output, fill, name)
+
+    return hook
+
+
+def _fill_hook(module: nn.Module, args: tuple) -> tuple:
+    x, *rest = args
+    return (fill_missing(x), *rest)
