@@ -24,7 +24,8 @@ from ..convention import convention_of
 from ..data import data_max
 from ..errors import ConfigError, DataError, ModelError
 from ..families.cvae import CVAE, ConditionalNormalPrior, LabelledDecoder, LabelledEncoder
-from ..networks import with_input_transform
+from ..missing import MissingInput
+from ..networks import input_transform, with_input_transform
 from ..parts import likelihood_contract
 from ..priors import VampPrior
 from ..vae import VAE
@@ -38,6 +39,7 @@ __all__ = [
     "build_cvae",
     "build_likelihood",
     "build_encoder",
+    "encoder_body",
     "build_guide",
     "build_decoder",
     "build_prior",
@@ -109,9 +111,9 @@ def build_cvae(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None
     likelihood = build_likelihood(cfg, data_shape)
     contract = likelihood_contract(likelihood, data_shape)
     largest = data_max(contract.support)
-    body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
+    body, features = encoder_body(cfg, data_shape, contract.support)
     guide = build_guide(cfg, nn.Identity(), features + num_classes, data_shape)
-    encoder = LabelledEncoder(with_input_transform(body, contract.support), guide)
+    encoder = LabelledEncoder(body, guide)
     outputs = contract.num_outputs or math.prod(data_shape)
     network = NETWORKS[cfg.network].decoder(
         cfg.latent_dim + num_classes, data_shape, list(cfg.hidden), outputs
@@ -185,8 +187,29 @@ def build_encoder(cfg: Config, data_shape: tuple[int, ...], support: str = "real
     A guide by import path gets ``guide_args`` and whichever of ``body``, ``features``,
     ``latent_dim`` and ``data_shape`` its signature names.
     """
-    body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
-    return build_guide(cfg, with_input_transform(body, support), features, data_shape)
+    body, features = encoder_body(cfg, data_shape, support)
+    return build_guide(cfg, body, features, data_shape)
+
+
+def encoder_body(
+    cfg: Config, data_shape: tuple[int, ...], support: str = "real"
+) -> tuple[nn.Module, int]:
+    """The network ``cfg.network`` after the input transform of ``support``, and its width.
+
+    With ``cfg.encoder_mask`` the transformed data pass through
+    :class:`~pyro_vae.missing.MissingInput` (missing entries as 0, the observed mask
+    appended along the first data dimension) into a network built for twice as many
+    channels (or features).
+    """
+    data_shape = tuple(data_shape)
+    if not cfg.encoder_mask:
+        body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
+        return with_input_transform(body, support), features
+    doubled = (2 * data_shape[0], *data_shape[1:])
+    body, features = NETWORKS[cfg.network].encoder(doubled, list(cfg.hidden))
+    layers = [MissingInput(with_mask=True, data_dims=len(data_shape)), body]
+    transform = input_transform(support)
+    return nn.Sequential(*([transform] if transform is not None else []), *layers), features
 
 
 def build_guide(

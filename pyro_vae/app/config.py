@@ -184,6 +184,12 @@ class Config:
         import_path=True,
     )
     guide_args: dict = _option({}, "keyword arguments of a guide given by import path", "model")
+    encoder_mask: bool = _option(
+        False,
+        "data with missing entries: the encoder also sees the mask of observed entries, as "
+        "extra input channels (missing entries enter it as 0 either way); vae and cvae",
+        "model",
+    )
     prior_components: int = _option(
         10,
         "K: components of the mog prior, pseudo-inputs of the vamp prior",
@@ -308,6 +314,11 @@ class Config:
         _check_kl_warmup(self.objective, self.kl_warmup)
         _check_layers(self)
         _check_conditional(self.model, self.prior, self.conditional_prior)
+        if self.encoder_mask and self.model not in ("vae", "cvae"):
+            raise ConfigError(
+                f"encoder_mask: only the built-in vae and cvae encoders can take the mask of "
+                f"observed entries, not model {self.model!r}; set encoder_mask = false"
+            )
 
     @property
     def latent_dims(self) -> tuple[int, ...]:

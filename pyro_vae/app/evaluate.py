@@ -22,11 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..convention import convention_of, data_support
-from ..data import draw_bernoulli, prepare_data, seeded_generator
+from ..data import draw_binary, prepare_data, seeded_generator
 from ..datasets import Dataset
 from ..errors import ConfigError, DataError
 from ..estimators import Evaluation, evaluate_vae
 from ..families.cvae import CVAE
+from ..missing import allow_missing
 from .config import Config
 from .distributed import init_distributed
 from .load import load_run
@@ -95,7 +96,9 @@ def evaluate(
         x, y = prepared.test, prepared.y_test
     if prepared.dynamic and split != "test":  # probabilities: one fixed binarization
         generator = seeded_generator(0, purpose="eval", device=x.device)
-        x = draw_bernoulli(x, generator)
+        x = draw_binary(x, generator, prepared.missing)
+    if prepared.missing:  # NaN entries: scored over the observed ones, log p(x_obs)
+        allow_missing(run.model)
     takes_labels = convention_of(run.model).takes_labels
     y = y.to(torch_device) if takes_labels and y is not None else None
     if y is None and isinstance(run.model, CVAE):
@@ -110,6 +113,9 @@ def evaluate(
             run.model, x, k, seed=seed, shard=ctx.shard(), y=y, progress=bar.update
         )
     result.data = f"{dataset.name}, {split}, {len(x)} datapoints"
+    if prepared.missing:
+        result.missing_fraction = float(torch.isnan(x).float().mean())
+        result.data += f", {100 * result.missing_fraction:.1f}% of entries missing"
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
     if ctx.is_main:
         path = Path(out) if out else run.folder.eval_path

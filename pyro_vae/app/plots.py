@@ -42,8 +42,14 @@ __all__ = [
 ]
 
 
+MISSING_COLOUR = (0.85, 0.25, 0.2)  # how a missing (NaN) pixel of a grey image is drawn
+
+
 def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
-    """``[N, H, W]`` or ``[N, H, W, 3]`` in [0, 1], or None when x is not image-shaped."""
+    """``[N, H, W]`` or ``[N, H, W, 3]`` in [0, 1], or None when x is not image-shaped.
+
+    Grey images with missing (NaN) pixels come back in colour, the missing pixels red.
+    """
     x = x.detach().float().cpu()
     if levels:
         x = x / 255.0
@@ -52,12 +58,22 @@ def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
         side = math.isqrt(x.shape[1])
         if side * side != x.shape[1]:
             return None
-        return x.view(-1, side, side)
+        return _with_missing(x.view(-1, side, side))
     if x.dim() == 4 and x.shape[1] == 1:
-        return x[:, 0]
+        return _with_missing(x[:, 0])
     if x.dim() == 4 and x.shape[1] == 3:
         return x.permute(0, 2, 3, 1)
     return None
+
+
+def _with_missing(grey: torch.Tensor) -> torch.Tensor:
+    """Grey ``[N, H, W]`` as is, or as RGB with missing (NaN) pixels in MISSING_COLOUR."""
+    holes = torch.isnan(grey)
+    if not bool(holes.any()):
+        return grey
+    rgb = grey.nan_to_num(0.0).unsqueeze(-1).repeat(1, 1, 1, 3)
+    rgb[holes] = torch.tensor(MISSING_COLOUR)
+    return rgb
 
 
 def save_image_grid(

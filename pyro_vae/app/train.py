@@ -35,6 +35,7 @@ from ..data import TrainingData, prepare_data
 from ..datasets import Dataset
 from ..errors import ConfigError, PyroVAEError, RunFolderError
 from ..families.m2 import M2
+from ..missing import allow_missing
 from ..semisupervised import SemiSupervisedData, parse_labels, semi_supervised
 from .build import build_model
 from .checkpoint import load_checkpoint
@@ -177,6 +178,8 @@ def train(
     prepared = prepare_data(
         dataset, data_support(model), likelihood_name, cfg.binarize, cfg.seed, device
     )
+    if prepared.missing:  # NaN entries: a likelihood masked per entry (iwae becomes MIWAE)
+        allow_missing(model)
     if isinstance(model, M2):  # a balanced, seeded subset keeps its labels
         labels = parse_labels(cfg.labels)
         prepared = semi_supervised(prepared, labels, cfg.seed, model.num_classes)
