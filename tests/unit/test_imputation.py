@@ -1,0 +1,74 @@
+"""pyro_vae.imputation: the conditional mean and multiple imputations against a closed form."""
+
+import pytest
+import torch
+from linear_gaussian import LinearGaussian
+from test_missing import observed_guide
+
+from pyro_vae import ConfigError, ModelError
+from pyro_vae.families.cvae import mlp_cvae
+from pyro_vae.imputation import impute
+from pyro_vae.missing import mark_missing
+
+SEEN, HIDDEN = [0, 2], [1, 3]
+
+
+def conditional(lg: LinearGaussian, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E[x_mis|x_obs] per row and Cov[x_mis|x_obs] of the Gaussian p(x) = N(b, W W^T + s^2 I)."""
+    cov = lg.marginal().covariance_matrix
+    gain = cov[HIDDEN][:, SEEN] @ torch.linalg.inv(cov[SEEN][:, SEEN])
+    mean = lg.b[HIDDEN] + (x[:, SEEN] - lg.b[SEEN]) @ gain.T
+    return mean, cov[HIDDEN][:, HIDDEN] - gain @ cov[SEEN][:, HIDDEN]
+
+
+def _holes(x: torch.Tensor) -> torch.Tensor:
+    mask = torch.zeros(x.shape[1], dtype=torch.bool)
+    mask[SEEN] = True
+    return mark_missing(x, mask.expand_as(x))
+
+
+def test_the_single_imputation_is_the_closed_form_conditional_mean():
+    lg = observed_guide(LinearGaussian(data_dim=4, latent_dim=2, noise=0.5), SEEN)
+    x = lg.data(30)
+    result = impute(lg.vae, _holes(x), k=20_000, seed=0)
+    exact, _ = conditional(lg, x)
+    error = result.mean[:, HIDDEN] - exact
+    assert error.abs().max() < 0.03 and error.mean().abs() < 0.005
+    naive = lg.b[HIDDEN] - exact  # the unconditional mean: what ignoring x_obs gives
+    assert naive.abs().mean() > 20 * error.abs().mean()
+    assert torch.equal(result.mean[:, SEEN], x[:, SEEN])  # observed entries as given
+    assert result.observed[:, SEEN].all() and not result.observed[:, HIDDEN].any()
+
+
+def test_multiple_imputations_draw_from_the_conditional_distribution():
+    lg = observed_guide(LinearGaussian(data_dim=4, latent_dim=2, noise=0.5), SEEN)
+    x = lg.data(3)
+    result = impute(lg.vae, _holes(x), k=5000, draws=4000, seed=1)
+    mean, cov = conditional(lg, x)
+    drawn = result.draws[:, :, HIDDEN]  # [M, 3, 2]
+    assert torch.allclose(drawn.mean(0), mean, atol=0.05)
+    for i in range(3):
+        sample_cov = torch.cov(drawn[:, i].T)
+        assert torch.allclose(sample_cov, cov, atol=0.06), (sample_cov, cov)
+    assert torch.equal(result.draws[:, :, SEEN], x[:, SEEN].expand(4000, 3, 2))
+
+
+def test_complete_rows_come_back_as_they_are():
+    lg = LinearGaussian(data_dim=4, latent_dim=2, noise=0.5)
+    x = lg.data(5)
+    holes = x.clone()
+    holes[0, 1] = float("nan")
+    result = impute(lg.vae, holes, k=50, draws=2)
+    assert torch.equal(result.mean[1:], x[1:]) and torch.equal(
+        result.draws[:, 1:], x[1:].expand(2, 4, 4)
+    )
+    assert torch.isfinite(result.mean).all() and result.mean[0, 1] != x[0, 1]
+
+
+def test_bad_arguments_and_models_are_refused():
+    lg = LinearGaussian(data_dim=4, latent_dim=2)
+    with pytest.raises(ConfigError, match="draws >= 0"):
+        impute(lg.vae, _holes(lg.data(2)), k=10, draws=-1)
+    cvae = mlp_cvae((4,), num_classes=3, latent_dim=2, hidden=[8])
+    with pytest.raises(ModelError, match="without labels"):
+        impute(cvae, _holes(lg.data(2)), k=10)
