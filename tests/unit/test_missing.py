@@ -3,11 +3,13 @@
 import copy
 import math
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from linear_gaussian import LinearGaussian
 from objective_grid import ALL
+from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
 from pyro_vae import ModelError, mlp_vae
@@ -106,6 +108,18 @@ def test_the_training_loss_scores_the_observed_pixels_alone():
     p_x = vae.likelihood(vae.decoder(terms.z)).base  # the unmasked Independent
     by_hand = torch.where(mask, p_x.base_dist.log_prob(x), 0.0).flatten(2).sum(-1)
     assert torch.allclose(terms.log_lik, by_hand, atol=1e-4)
+
+
+def test_classic_svi_trains_on_missing_entries():
+    torch.manual_seed(0)
+    vae = allow_missing(mlp_vae((1, 28, 28), latent_dim=2, hidden=[8]))
+    x = mark_missing(torch.rand(4, 1, 28, 28).round(), torch.rand(4, 1, 28, 28) > 0.5)
+    before = [p.detach().clone() for p in vae.parameters()]
+    with pyro.validation_enabled(True):
+        svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+        losses = [svi.step(x) for _ in range(3)]
+    assert all(math.isfinite(v) for v in losses)
+    assert all(not torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
 
 
 def test_the_encoder_sees_missing_entries_as_zero():
