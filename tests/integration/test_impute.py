@@ -131,3 +131,16 @@ def test_the_readme_example_runs():
     assert filled.mean.shape == (8, 1, 28, 28) and filled.draws.shape == (5, 8, 1, 28, 28)
     seen = ~holes[:8].isnan()
     assert torch.equal(filled.mean[seen], holes[:8][seen]) and filled.mean.isfinite().all()
+
+
+def test_the_missing_values_experiment_runs_on_a_tiny_budget(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "experiments" / "missing_values.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--epochs", "1", "--seeds", "0", "--train-images", "200",
+         "--k", "10", "--draws", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "results.md").read_text()
+    assert "| mcar |" in table and "| bottom-half |" in table
+    assert (tmp_path / "mcar.png").read_bytes()[:4] == b"\x89PNG"
