@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +117,10 @@ def evaluate(
     if prepared.missing:
         result.missing_fraction = float(torch.isnan(x).float().mean())
         result.data += f", {100 * result.missing_fraction:.1f}% of entries missing"
+        if result.bits_per_dim is not None:  # per observed dimension
+            observed_dims = result.num_dims * (1 - result.missing_fraction)
+            result.bits_per_dim = -result.log_px / (observed_dims * math.log(2))
+            result.elbo_bits_per_dim = -result.elbo / (observed_dims * math.log(2))
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
     if ctx.is_main:
         path = Path(out) if out else run.folder.eval_path

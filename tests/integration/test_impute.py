@@ -144,3 +144,19 @@ def test_the_missing_values_experiment_runs_on_a_tiny_budget(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| mcar |" in table and "| bottom-half |" in table
     assert (tmp_path / "mcar.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bits_per_dim_of_missing_8bit_data_count_the_observed_dimensions(tmp_path, mnist5k):
+    from pyro_vae import evaluate
+
+    x = mnist5k.x_train[:150, 0].numpy()
+    mask = np.random.default_rng(1).random(x.shape) >= 0.25
+    np.savez(tmp_path / "levels.npz", x=x, mask=mask)
+    cfg = Config(dataset=str(tmp_path / "levels.npz"), likelihood="discretized-logistic",
+                 out=str(tmp_path / "run"), **TINY)  # fmt: skip
+    train(cfg, progress=False, log=lambda _: None)
+    result = evaluate(tmp_path / "run", data=str(tmp_path / "levels.npz"), k=5)
+    observed = 784 * (1 - result.missing_fraction)
+    assert abs(result.missing_fraction - 0.25) < 0.01
+    assert result.bits_per_dim == pytest.approx(-result.log_px / (observed * np.log(2)))
+    assert "log p(x_obs)" in result.table()
