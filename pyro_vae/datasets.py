@@ -470,10 +470,13 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                             f"{path}: member '{key}' is not a NumPy array (.npy); {_SAVE_HINT}"
                         )
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found; check the path given to --dataset") from None
+        raise DataError(
+            f"{path}: file not found; check the path given to --dataset (or --data)"
+        ) from None
     except OSError as err:
         raise DataError(
-            f"{path}: cannot be read ({err.strerror or err}); check the path given to --dataset"
+            f"{path}: cannot be read ({err.strerror or err}); check the path given to "
+            "--dataset (or --data)"
         ) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as err:
         raise DataError(
