@@ -123,7 +123,7 @@ def _impute_chunk(
         w = (log_w - new_top).exp()
         total = total * rescale + w.sum(0)
         total_sq = total_sq * rescale**2 + (w**2).sum(0)
-        decoded = vae.decode(terms.z).double()
+        decoded = _likelihood_at(vae, terms.z).mean.double()
         weighted = weighted * rescale.view(n, *extra) + (w.view(*w.shape, *extra) * decoded).sum(0)
         top = new_top
         if draws:  # Gumbel-max over the particles seen so far: one resampled particle per draw
@@ -134,5 +134,14 @@ def _impute_chunk(
             best = torch.where(better, scores, best)
             chosen = z if chosen is None else torch.where(better.unsqueeze(-1), z, chosen)
     mean = weighted / total.view(n, *extra)
-    drawn = vae.likelihood(vae.decoder(chosen)).sample() if draws else x.new_zeros((0, *x.shape))
+    drawn = _likelihood_at(vae, chosen).sample() if draws else x.new_zeros((0, *x.shape))
     return mean, drawn, total**2 / total_sq / k
+
+
+def _likelihood_at(vae: nn.Module, z: torch.Tensor):
+    """p(x|z) at particles ``z`` of ``log_weights`` (a stacked VAE's joined layers: x depends
+    on the bottom one alone)."""
+    dims = getattr(vae, "latent_dims", None)
+    if dims is not None and len(dims) > 1:
+        z = z[..., : dims[0]]
+    return vae.likelihood(vae.decoder(z))

@@ -39,6 +39,7 @@ from torch.distributions import Independent
 
 from .convention import standard_vae
 from .errors import ModelError
+from .rng import isolated_rng
 
 __all__ = [
     "MISSING_FILL",
@@ -233,13 +234,20 @@ def allow_missing(model: nn.Module) -> nn.Module:
 
 
 def _check_maskable(vae: nn.Module, fill: float, name: str) -> None:
-    """Decode one latent point and mask the result once: the likelihood's error comes now
-    (a CVAE's prior and decoder need a label: its first batch tells instead)."""
+    """Draw one datapoint from the model on a separate random stream and mask its p(x|z)
+    once: the likelihood's error comes now (a CVAE's draw needs a label: its first batch
+    tells instead)."""
     if getattr(vae, "num_classes", None):
         return
-    with torch.no_grad():
-        z = vae.prior_given_globals().sample((1,))
-        mask_per_entry(vae.likelihood(vae.decoder(z)), fill, name)
+    drawn: list = []
+    handle = vae.likelihood.register_forward_hook(lambda module, args, out: drawn.append(out))
+    device = next(iter(vae.parameters()), torch.zeros(())).device
+    try:
+        with torch.no_grad(), isolated_rng(0, device):
+            vae.sample(1)
+    finally:
+        handle.remove()
+    mask_per_entry(drawn[0], fill, name)
 
 
 def _masking_hook(fill: float, name: str):

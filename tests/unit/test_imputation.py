@@ -72,3 +72,23 @@ def test_bad_arguments_and_models_are_refused():
     cvae = mlp_cvae((4,), num_classes=3, latent_dim=2, hidden=[8])
     with pytest.raises(ModelError, match="without labels"):
         impute(cvae, _holes(lg.data(2)), k=10)
+
+
+def test_a_stacked_model_trains_and_imputes_on_missing_entries():
+    """Two stochastic layers: x depends on the bottom layer, which the imputation decodes."""
+    from pyro_vae import build_objective
+    from pyro_vae.app.build import build_model
+    from pyro_vae.app.config import Config
+    from pyro_vae.missing import allow_missing
+
+    torch.manual_seed(0)
+    cfg = Config(latent_dim=[6, 3], hidden=[16], likelihood="continuous-bernoulli")
+    model = allow_missing(build_model(cfg, (1, 28, 28)))
+    x = torch.rand(4, 1, 28, 28)
+    holes = mark_missing(x, torch.rand(x.shape) > 0.5)
+    loss = build_objective("iwae:k=3")(model, model.guide_module())(holes)
+    assert torch.isfinite(loss)
+    result = impute(model, holes, k=20, draws=2)
+    seen = ~holes.isnan()
+    assert torch.equal(result.mean[seen], x[seen]) and result.draws.shape == (2, 4, 1, 28, 28)
+    assert result.mean.isfinite().all() and ((result.mean >= 0) & (result.mean <= 1)).all()
