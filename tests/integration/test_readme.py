@@ -26,9 +26,15 @@ def python_block(marker: str) -> str:
 
 def test_readme_python_example_runs():
     namespace: dict = {}
-    exec(compile(python_block("SVI(vae.model"), "README.md", "exec"), namespace)
+    exec(compile(python_block("loss=Trace_ELBO())"), "README.md", "exec"), namespace)
     assert namespace["images"].shape == (16, 1, 28, 28)
     assert namespace["loc"].shape == (8, 10)
+
+
+def test_readme_stacked_example_runs():
+    namespace: dict = {}
+    exec(compile(python_block("mlp_stacked_vae"), "README.md", "exec"), namespace)
+    assert namespace["two_layer_samples"].shape == (16, 1, 28, 28)
 
 
 def test_readme_swapping_example_runs():
