@@ -31,6 +31,7 @@ from .config import Config
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without torch
     from ..families.cvae import CVAE
+    from ..families.m2 import M2
     from .load import LoadedRun
 
 __all__ = ["main", "build_parser"]
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sample",
         help="draw images from a trained model",
         description="Decode N draws from the prior, z ~ p(z), into their mean images E[x|z] "
-        "and save them as one titled PNG grid. For a cvae run, --label K draws class K, "
+        "and save them as one titled PNG grid. For a cvae or m2 run, --label K draws class K, "
         "E[x|z, y=K] with z ~ p(z|y=K) (or p(z)), and --label all one row per class.",
         formatter_class=_DefaultsHelpFormatter,
     )
@@ -145,13 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--label",
         metavar="K|all",
-        help="cvae runs only: draw class K, or one row per class with 'all' (the default there)",
+        help="cvae and m2 runs only: draw class K, or one row per class with 'all' (the default "
+        "there)",
     )
     sample.add_argument(
         "--out",
         type=Path,
-        help="PNG path; default RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png (for a cvae "
-        "run samples-label<K>-seed<SEED>-n<N>.png, or samples-label-all-seed<SEED>-n<N>-each.png)",
+        help="PNG path; default RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png (for a cvae or "
+        "m2 run samples-label<K>-seed<SEED>-n<N>.png, or "
+        "samples-label-all-seed<SEED>-n<N>-each.png)",
     )
     sample.add_argument("--device", default="cpu", help="cpu or cuda")
     _add_threads_flag(sample)
@@ -292,6 +295,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_sample(args: argparse.Namespace) -> None:
     from ..convention import data_support, standard_vae
     from ..families.cvae import CVAE
+    from ..families.m2 import standard_m2
     from ..rng import isolated_rng
     from .load import load_run
     from .plots import save_image_grid
@@ -303,7 +307,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir, args.device)
     if run.note:
         print(run.note, file=sys.stderr)
-    vae = standard_vae(run.model)
+    vae = standard_m2(run.model) or standard_vae(run.model)
     if vae is None:
         raise ModelError(
             f"the run's model ({type(run.model).__name__}) has its own model() and guide(), "
@@ -312,13 +316,13 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         )
     levels = data_support(run.model) == "levels"
     run_name = run.folder.path.resolve().name
-    if isinstance(vae, CVAE):
+    if isinstance(vae, CVAE) or standard_m2(vae):
         with isolated_rng(args.seed, args.device):
             out, drawn = _sample_classes(args, vae, run, run_name, levels)
     else:
         if args.label is not None:
             raise ConfigError(
-                f"--label draws class-conditional samples from a cvae run; the model of "
+                f"--label draws class-conditional samples from a cvae or m2 run; the model of "
                 f"{run.folder.path} ({type(vae).__name__}) takes no labels"
             )
         n = args.n or 64
@@ -333,15 +337,16 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _sample_classes(
-    args: argparse.Namespace, cvae: CVAE, run: LoadedRun, run_name: str, levels: bool
+    args: argparse.Namespace, model: CVAE | M2, run: LoadedRun, run_name: str, levels: bool
 ) -> tuple[Path, bool]:
-    """``pyro-vae sample --label K|all`` for a cvae run: the PNG path and whether it was drawn."""
+    """``pyro-vae sample --label K|all`` for a cvae or m2 run: the PNG path and whether it was
+    drawn."""
     import torch
 
-    from .plots import plot_class_samples, save_image_grid
+    from .plots import class_samples, plot_class_samples, prior_name, save_image_grid
 
-    classes = cvae.num_classes
-    prior = "p(z|y)" if cvae.conditional_prior else "p(z)"
+    classes = model.num_classes
+    prior = prior_name(model)
     if args.label in (None, "all"):
         n = args.n or 10
         out = args.out or run.folder.plots / f"samples-label-all-seed{args.seed}-n{n}-each.png"
@@ -349,7 +354,7 @@ def _sample_classes(
             f"{run_name}: {n} samples per label, one row per label "
             f"(E[x|z, y], z ~ {prior}), seed {args.seed}"
         )
-        return out, plot_class_samples(cvae, out, n, title=title, levels=levels)
+        return out, plot_class_samples(model, out, n, title=title, levels=levels)
     try:
         label = int(args.label)
     except ValueError:
@@ -360,7 +365,7 @@ def _sample_classes(
         )
     n = args.n or 64
     out = args.out or run.folder.plots / f"samples-label{label}-seed{args.seed}-n{n}.png"
-    images = cvae.sample(torch.full((n,), label, device=cvae.classes.device))
+    images = class_samples(model, torch.full((n,), label))
     title = (
         f"{run_name}: {n} samples of label {label} (E[x|z, y={label}], z ~ {prior}), "
         f"seed {args.seed}"

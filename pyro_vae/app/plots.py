@@ -28,6 +28,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..families.cvae import CVAE  # noqa: E402
+from ..families.m2 import M2  # noqa: E402
 from ..rng import isolated_rng  # noqa: E402
 from ..vae import VAE  # noqa: E402
 
@@ -220,30 +221,41 @@ def plot_manifold(vae: VAE, path: str | Path, side: int = 15, levels: bool = Fal
 
 
 def plot_class_samples(
-    cvae: CVAE,
+    model: CVAE | M2,
     path: str | Path,
     per_class: int = 10,
     labels: Sequence[int] | None = None,
     title: str = "",
     levels: bool = False,
 ) -> bool:
-    """Class-conditional samples E[x|z, y], z ~ p(z|y): one row of ``per_class`` per label
-    (every class by default), each row labelled ``y=K``.
+    """Class-conditional samples E[x|z, y] of a CVAE or an M2, z ~ p(z|y) (or p(z)): one row
+    of ``per_class`` per label (every class by default), each row labelled ``y=K``.
 
     Example: ``plot_class_samples(cvae, "samples.png", per_class=10)``
     """
-    labels = list(range(cvae.num_classes)) if labels is None else list(labels)
-    device = cvae.classes.device
-    y = torch.tensor(labels, device=device).repeat_interleave(per_class)
-    title = title or f"samples E[x|z, y], z ~ {_prior_name(cvae)}: one row per label"
+    labels = list(range(model.num_classes)) if labels is None else list(labels)
+    y = torch.tensor(labels).repeat_interleave(per_class)
+    title = title or f"samples E[x|z, y], z ~ {prior_name(model)}: one row per label"
     return save_image_grid(
-        cvae.sample(y), path, per_class, title, levels, row_labels=[f"y={k}" for k in labels]
+        class_samples(model, y),
+        path,
+        per_class,
+        title,
+        levels,
+        row_labels=[f"y={k}" for k in labels],
     )
 
 
-def _prior_name(cvae: CVAE) -> str:
-    """``p(z|y)`` for a learned conditional prior, else ``p(z)``."""
-    return "p(z|y)" if cvae.conditional_prior else "p(z)"
+def class_samples(model: CVAE | M2, y: torch.Tensor) -> torch.Tensor:
+    """One mean image E[x|z, y] per label in ``y`` from a CVAE or an M2 (on the model's device)."""
+    if isinstance(model, M2):
+        return model.sample(len(y), y)
+    return model.sample(y.to(model.classes.device))
+
+
+def prior_name(model: CVAE | M2) -> str:
+    """``p(z|y)`` for a CVAE's learned conditional prior, else ``p(z)``."""
+    return "p(z|y)" if getattr(model, "conditional_prior", False) else "p(z)"
 
 
 def save_run_plots(

@@ -8,11 +8,14 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from torch import nn
 
 import pyro_vae
 from pyro_vae.app.checkpoint import load_checkpoint
+from pyro_vae.app.cli import main
+from pyro_vae.app.plots import class_samples
 from pyro_vae.data import prepare_data
 from pyro_vae.datasets import Dataset
 from pyro_vae.errors import ConfigError, DataError, ModelError
@@ -353,6 +356,32 @@ def test_evaluate_reports_accuracy_and_writes_the_plots(tmp_path, tiny_data):
         assert (run.run_dir / "plots" / f"{name}.png").is_file(), name
 
 
+def test_sample_cli_draws_the_asked_label_from_an_m2_run(tmp_path, tiny_npz, capsys):
+    cfg = _config(tmp_path / "run", epochs=1, dataset=str(tiny_npz))  # 10 classes
+    run = pyro_vae.train(cfg, progress=False, log=lambda _: None)
+    folder, plots = str(run.run_dir), run.run_dir / "plots"
+    assert main(["sample", folder, "--label", "3", "--n", "6"]) == 0
+    assert capsys.readouterr().out.strip() == str(plots / "samples-label3-seed0-n6.png")
+    assert "6 samples of label 3 (E[x|z, y=3], z ~ p(z))" in png_title(
+        plots / "samples-label3-seed0-n6.png"
+    )
+    assert main(["sample", folder, "--label", "all", "--n", "2"]) == 0
+    with Image.open(plots / "samples-label-all-seed0-n2-each.png") as image:
+        assert image.text["Title"].endswith("seed 0") and image.height > image.width  # 10 rows
+    assert main(["sample", folder, "--label", "10"]) == 2
+    assert (
+        "--label: expected a class 0..9 of this run or 'all', got '10'" in capsys.readouterr().err
+    )
+
+    m2, labels = run.model, torch.full((6,), 3)  # the label is decoded with the prior's z
+    torch.manual_seed(0)
+    drawn = class_samples(m2, labels)
+    torch.manual_seed(0)
+    z = m2.prior().sample((6,))
+    assert torch.equal(drawn, m2.decode(z, labels))
+    assert not torch.allclose(drawn, m2.decode(z, torch.full((6,), 5)))
+
+
 # -- the experiment scripts, at a tiny budget ------------------------------------------------
 
 
@@ -392,3 +421,8 @@ def test_pyro_reference_experiment_smoke(tiny_npz):
             "--hidden", "16", "--latent-dim", "2", "--batch-size", "50"]  # fmt: skip
     (row,) = _script("m2_pyro_reference").main(argv)
     assert 0 <= row["accuracy"] <= 1
+
+
+def png_title(path):
+    with Image.open(path) as image:
+        return image.text.get("Title", "")
