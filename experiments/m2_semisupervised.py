@@ -8,10 +8,12 @@ cross-entropy on the labelled subset alone, with the same optimizer, learning ra
 and labelled batches (the labelled stream of the M2 run, so both see the same labels in
 the same order). Variants: ``sampled`` (``--objective graph``: y sampled from q(y|x),
 score-function gradients, instead of summed), ``no-aux`` (``--aux-loss 0``), ``aux=A``
-(another weight). Runs that finished are not run again.
+(another weight) or any config changes ``key=value,key=value`` (``aux=100,latent_dim=10``).
+Runs that finished are not run again. ``--validation N`` holds out N training images (the
+same number of each class) as the test split, to choose settings on without the test set.
 
-    python experiments/m2_semisupervised.py --dataset mnist5k --labels 100 --seeds 0 1 2 \
-        --epochs 30 --variants m2 supervised sampled no-aux --out experiments/out/m2
+    python experiments/m2_semisupervised.py --dataset mnist5k --validation 500 --labels 100 \
+        --seeds 0 --epochs 60 --variants supervised aux=10 aux=100 --out experiments/out/m2-val
     python experiments/m2_semisupervised.py --dataset fashion-mnist --labels 100 600 3000 \
         --seeds 0 --epochs 5 --out experiments/out/m2-fashion
 
@@ -28,6 +30,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +38,7 @@ import pyro_vae
 from pyro_vae.app.m2 import build_m2
 from pyro_vae.app.registry import load_dataset
 from pyro_vae.app.runtime import apply_threads, make_adam, seed_everything
+from pyro_vae.convention import data_support
 from pyro_vae.data import prepare_data
 from pyro_vae.semisupervised import parse_labels, semi_supervised
 
@@ -42,15 +46,48 @@ FIELDS = ["dataset", "labels", "variant", "seed", "epochs", "accuracy", "log_px"
           "train_seconds"]  # fmt: skip
 
 
+NAMED = {"m2": {}, "sampled": {"objective": "graph"}, "no-aux": {"aux_loss": 0.0}}
+
+
+def variant_changes(variant: str) -> dict:
+    """Config changes of a variant: a name of NAMED, ``aux=A``, or ``key=value,key=value``."""
+    if variant in NAMED:
+        return NAMED[variant]
+    changes = {}
+    for item in variant.split(","):
+        key, _, value = item.partition("=")
+        changes[{"aux": "aux_loss"}.get(key, key).replace("-", "_")] = value
+    return changes
+
+
 def _config(args: argparse.Namespace, labels: str, seed: int, out: Path, variant: str):
-    changes = {"sampled": {"objective": "graph"}, "no-aux": {"aux_loss": 0.0}}.get(variant, {})
-    if variant.startswith("aux="):
-        changes = {"aux_loss": float(variant[4:])}
-    return pyro_vae.Config(
-        model="m2", dataset=args.dataset, labels=labels, seed=seed, epochs=args.epochs,
+    changes = {} if variant == "supervised" else variant_changes(variant)
+    cfg = pyro_vae.Config(
+        model="m2", dataset=str(args.dataset_path), labels=labels, seed=seed, epochs=args.epochs,
         latent_dim=args.latent_dim, hidden=args.hidden, batch_size=args.batch_size, lr=args.lr,
-        eval_k=args.eval_k, out=str(out), threads=1, **changes,
+        likelihood=args.likelihood, binarize=args.binarize, eval_k=args.eval_k, out=str(out),
+        threads=1,
     )  # fmt: skip
+    return cfg.replace(**{key: type(getattr(cfg, key))(v) for key, v in changes.items()})
+
+
+def validation_split(dataset_name: str, count: int, out: Path) -> Path:
+    """An .npz of the dataset's training split with ``count`` of its images (the same number
+    of each class, a fixed draw) held out as the test split, to choose settings on."""
+    path = out / f"{Path(dataset_name).stem}-validation{count}.npz"
+    if path.is_file():
+        return path
+    dataset = load_dataset(dataset_name)
+    x, y = dataset.x_train.numpy(), dataset.y_train.long().numpy()
+    rng = np.random.default_rng(0)
+    held = np.sort(np.concatenate([
+        rng.permutation(np.flatnonzero(y == c))[: count // (int(y.max()) + 1)]
+        for c in range(int(y.max()) + 1)
+    ]))  # fmt: skip
+    keep = np.setdiff1d(np.arange(len(y)), held)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x[keep], y=y[keep], x_test=x[held], y_test=y[held])
+    return path
 
 
 def run_m2(args, labels: str, seed: int, variant: str, folder: Path) -> dict:
@@ -84,7 +121,8 @@ def run_supervised(args, labels: str, seed: int, folder: Path) -> dict:
     num_classes = int(dataset.y_train.max()) + 1
     seed_everything(seed)
     classifier = build_m2(cfg, dataset.data_shape, num_classes).classifier
-    data = prepare_data(dataset, "binary", "bernoulli", "dynamic", seed)
+    support = data_support(build_m2(cfg, dataset.data_shape, num_classes))
+    data = prepare_data(dataset, support, cfg.likelihood, cfg.binarize, seed)
     data = semi_supervised(data, parse_labels(labels), seed, num_classes)
     y = data.y_train.long()
     optimizer = make_adam(list(classifier.parameters()), cfg.lr)
@@ -156,19 +194,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--hidden", nargs="+", type=int, default=[500])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--likelihood", default="bernoulli")
+    parser.add_argument("--binarize", default="auto")
     parser.add_argument("--eval-k", type=int, default=100)
+    parser.add_argument("--validation", type=int, default=0,
+                        help="hold out this many training images as the test split, to choose "
+                        "settings on (0: score on the dataset's test split)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("experiments/out/m2"))
     args = parser.parse_args(argv)
+    args.dataset_path = args.dataset
+    if args.validation:
+        args.dataset_path = validation_split(args.dataset, args.validation, args.out)
+    name = Path(args.dataset).stem if args.dataset.endswith(".npz") else args.dataset
+    name = f"{name}-val{args.validation}" if args.validation else name
     rows = []
     for labels in args.labels:
         for variant in args.variants:
             for seed in args.seeds:
-                folder = args.out / "runs" / f"{args.dataset}-{labels}" / variant / f"seed{seed}"
+                folder = args.out / "runs" / f"{name}-{labels}" / variant / f"seed{seed}"
                 if variant == "supervised":
                     result = run_supervised(args, labels, seed, folder)
                 else:
                     result = run_m2(args, labels, seed, variant, folder)
-                row = {"dataset": args.dataset, "labels": labels, "variant": variant,
+                row = {"dataset": name, "labels": labels, "variant": variant,
                        "seed": seed, "epochs": args.epochs, **result}  # fmt: skip
                 print(json.dumps(row), flush=True)
                 rows.append(row)

@@ -3,6 +3,7 @@ log p(x), the balanced labelled subset and its batches, and a bit-exact resume."
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -405,6 +406,20 @@ def test_semisupervised_experiment_smoke(tiny_npz, tmp_path):
     assert [row["variant"] for row in rows] == ["m2", "supervised"]
     assert all(0 <= row["accuracy"] <= 1 for row in rows)
     assert "| supervised |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.integration
+def test_semisupervised_experiment_chooses_settings_on_a_validation_split(tiny_npz, tmp_path):
+    argv = ["--dataset", str(tiny_npz), "--validation", "20", "--labels", "10", "--seeds", "0",
+            "--epochs", "1", "--variants", "aux=1,latent_dim=3", "--hidden", "16",
+            "--batch-size", "50", "--eval-k", "2", "--out", str(tmp_path)]  # fmt: skip
+    (row,) = _script("m2_semisupervised").main(argv)
+    split = np.load(tmp_path / "tiny-validation20.npz")
+    assert np.bincount(split["y_test"]).tolist() == [2] * 10  # 2 of each class held out
+    assert len(split["x"]) == 280 and row["dataset"] == "tiny-val20"
+    run = tmp_path / "runs" / "tiny-val20-10" / "aux=1,latent_dim=3" / "seed0"
+    config = pyro_vae.Config.from_file(run / "config.toml")
+    assert (config.aux_loss, config.latent_dim) == (1.0, 3)
 
 
 @pytest.mark.integration
