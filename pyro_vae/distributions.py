@@ -62,7 +62,23 @@ def _standard_log_density(value: torch.Tensor) -> torch.Tensor:
     return (value * value).mul_(-0.5).sub_(_HALF_LOG_2PI)
 
 
-class StandardNormal(dist.Normal):
+class _OneShapeNormal(dist.Normal):
+    """A Normal whose constructor skips ``broadcast_all`` where loc and scale are tensors of
+    one shape (a network's two heads, a prior's two buffers): every step builds one."""
+
+    def __init__(self, loc, scale, validate_args: bool | None = None):
+        if not (torch.is_tensor(loc) and torch.is_tensor(scale) and loc.shape == scale.shape):
+            super().__init__(loc, scale, validate_args)
+            return
+        self.loc, self.scale = loc, scale
+        super(torch.distributions.Normal, self).__init__(loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        return super().expand(batch_shape, _instance=new)
+
+
+class StandardNormal(_OneShapeNormal):
     """N(0, 1) of a given shape; a Normal in every respect but the cost of ``log_prob``.
 
     Example:
@@ -105,7 +121,7 @@ def score_through_value() -> Iterator[None]:
         _THROUGH_VALUE.reset(token)
 
 
-class ReparameterizedNormal(dist.Normal):
+class ReparameterizedNormal(_OneShapeNormal):
     """A Normal whose ``log_prob`` of its own latest ``rsample`` z = loc + scale * eps
     is computed from eps: -eps^2 / 2 - log(scale) - log(2 pi) / 2.
 

@@ -179,6 +179,8 @@ def likelihood_contract(likelihood: nn.Module, data_shape: tuple[int, ...]) -> L
 
 def prior_has_globals(prior: nn.Module) -> bool:
     """Whether the prior samples global latent variables of its own (see :class:`Prior`)."""
+    if getattr(type(prior), "has_globals", None) is None and "has_globals" not in vars(prior):
+        return False  # read without nn.Module.__getattr__'s AttributeError (every step asks)
     return bool(getattr(prior, "has_globals", False))
 
 

@@ -55,9 +55,16 @@ class StandardNormalPrior(nn.Module):
         super().__init__()
         self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
+        self._built: tuple[tuple, dist.TorchDistribution] | None = None
 
     def forward(self) -> dist.TorchDistribution:
-        return StandardNormal(self.loc, self.scale).to_event(1)
+        """The same distribution object while its buffers and the validation setting stay
+        (a fixed N(0, I) need not be rebuilt on every step); a new one after ``.to()``."""
+        key = (self.loc, self.scale, torch.distributions.Distribution._validate_args)
+        built = self.__dict__.get("_built")  # absent from a prior pickled before it existed
+        if built is None or any(a is not b for a, b in zip(key, built[0], strict=True)):
+            built = self._built = (key, StandardNormal(self.loc, self.scale).to_event(1))
+        return built[1]
 
 
 class LearnedNormalPrior(nn.Module):

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -338,10 +339,15 @@ def scored_from_parts(owner: object) -> VAE | None:
     """
     if not isinstance(owner, VAE):
         return None
-    cls = type(owner)
+    return owner if _scores_own_pair(type(owner)) else None
+
+
+@functools.cache
+def _scores_own_pair(cls: type) -> bool:
+    """Whether ``cls`` keeps the ``model``, ``guide`` and ``forward`` of the class defining
+    its ``log_weights`` (read once per class: the objectives ask on every step)."""
     base = next(c for c in cls.__mro__ if "log_weights" in vars(c))
-    same = all(getattr(cls, name) is getattr(base, name) for name in ("model", "guide", "forward"))
-    return owner if same else None
+    return all(getattr(cls, name) is getattr(base, name) for name in ("model", "guide", "forward"))
 
 
 def path_log_prob(q: dist.Distribution, z: torch.Tensor) -> torch.Tensor:

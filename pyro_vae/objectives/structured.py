@@ -72,12 +72,16 @@ def vae_arguments(vae: VAE, *args, **kwargs) -> VAEArguments:
         >>> vae_arguments(mlp_vae((1, 28, 28), 2, [8]), torch.zeros(3, 784), 100).num_data
         100
     """
-    try:
-        bound = _signature(type(vae)).bind(vae, *args, **kwargs)
-    except TypeError as err:
-        raise ModelError(f"{type(vae).__name__}.model cannot take these arguments: {err}") from None
-    bound.apply_defaults()
-    values = bound.arguments
+    values = _positional_values(type(vae), args) if not kwargs else None
+    if values is None:
+        try:
+            bound = _signature(type(vae)).bind(vae, *args, **kwargs)
+        except TypeError as err:
+            raise ModelError(
+                f"{type(vae).__name__}.model cannot take these arguments: {err}"
+            ) from None
+        bound.apply_defaults()
+        values = bound.arguments
     x = values["x"]
     if x is None or not values.get("observe", True):
         raise ModelError(
@@ -91,6 +95,29 @@ def vae_arguments(vae: VAE, *args, **kwargs) -> VAEArguments:
 @functools.cache
 def _signature(cls: type) -> inspect.Signature:
     return inspect.signature(cls.model)
+
+
+@functools.cache
+def _positional(cls: type) -> tuple[tuple[str, ...], frozenset[str], dict[str, object]]:
+    """``model``'s names taken by position, its required names (``self`` excluded), its
+    defaults."""
+    params = list(_signature(cls).parameters.values())[1:]
+    names = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    required = frozenset(p.name for p in params if p.default is p.empty and p.kind not in variadic)
+    defaults = {p.name: p.default for p in params if p.default is not p.empty}
+    return names, required, defaults
+
+
+def _positional_values(cls: type, args: tuple) -> dict[str, object] | None:
+    """What ``Signature.bind`` + ``apply_defaults`` give for a call by position alone (the
+    training step's), without their cost; None where that shortcut does not apply."""
+    names, required, defaults = _positional(cls)
+    if len(args) > len(names) or not required.issubset(names[: len(args)]):
+        return None
+    values = dict(defaults)
+    values.update(zip(names, args, strict=False))
+    return values
 
 
 def plate_scale(x: torch.Tensor, num_data: int | None) -> float:

@@ -376,3 +376,39 @@ def test_path_log_prob_of_a_cached_flow_is_the_path_derivative():
     total = torch.autograd.grad(flow.log_prob(z).sum(), params)
     for a, b, c in zip(path, expected, total, strict=True):
         assert torch.allclose(a, b) and bool(a.abs() > 0) and not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((torch.zeros(2, 784),), {}),
+        ((torch.zeros(2, 784), 100), {}),
+        ((torch.zeros(2, 784), 100, 0.5), {}),
+        ((torch.zeros(2, 784),), {"kl_scale": 0.3, "num_data": 10}),
+    ],
+)
+def test_vae_arguments_by_position_equal_signature_binding(args, kwargs):
+    import inspect
+
+    from pyro_vae.objectives.structured import vae_arguments
+
+    vae = build_vae(Config(hidden=[8], latent_dim=2), (1, 28, 28))
+    bound = inspect.signature(type(vae).model).bind(vae, *args, **kwargs)
+    bound.apply_defaults()
+    got = vae_arguments(vae, *args, **kwargs)
+    assert got.x is args[0]
+    assert (got.num_data, got.kl_scale, got.labels) == (
+        bound.arguments["num_data"],
+        bound.arguments["kl_scale"],
+        {},
+    )
+
+
+def test_vae_arguments_refuse_too_many_or_missing_arguments():
+    from pyro_vae.objectives.structured import vae_arguments
+
+    vae = build_vae(Config(hidden=[8], latent_dim=2), (1, 28, 28))
+    with pytest.raises(ModelError, match="cannot take these arguments"):
+        vae_arguments(vae, torch.zeros(2, 784), 10, 1.0, "extra")
+    with pytest.raises(ModelError, match="cannot take these arguments"):
+        vae_arguments(vae)

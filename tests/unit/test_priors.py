@@ -230,3 +230,19 @@ def test_a_vamp_prior_built_on_another_encoder_is_refused():
     first = small_vae("vamp")
     with pytest.raises(ConfigError, match="VampPrior holds another encoder"):
         build_vae(Config(latent_dim=2, hidden=[16]), (1, 28, 28), prior=first.prior)
+
+
+def test_standard_normal_prior_is_built_once_and_again_after_a_move_or_a_validation_switch():
+    from pyro_vae.priors import StandardNormalPrior
+
+    prior = StandardNormalPrior(3)
+    first = prior()
+    assert prior() is first  # a fixed N(0, I): the step reuses it
+    with pyro.validation_enabled(not torch.distributions.Distribution._validate_args):
+        assert prior() is not first  # validation decided at construction is redone
+    prior.double()
+    moved = prior()
+    assert moved is not first and moved.base_dist.loc.dtype == torch.float64
+    z = torch.randn(4, 3, dtype=torch.float64)
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    assert torch.allclose(moved.log_prob(z), expected)
