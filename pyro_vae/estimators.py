@@ -463,17 +463,18 @@ def _score_chunk(
 
     The posterior means E_q[z] come from the chunk's own q(z|x) (the encoder runs once).
     """
-    lse = lse2 = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
-    log_w_sum = log_lik_sum = kl_sum = kl_dims = 0.0
+    lse = lse2 = log_w_sum = log_lik_sum = kl_sum = None
+    kl_dims = 0.0
     method = note = ""
     for start in range(0, k, particles):
         terms = vae.log_weights(x, min(particles, k - start), **labels)
         log_w = terms.log_w.double()
-        lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
-        lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
-        log_w_sum = log_w_sum + log_w.sum(0)
-        log_lik_sum = log_lik_sum + terms.log_lik.double().sum(0)
-        kl_sum = kl_sum + (terms.log_q - terms.log_prior).double().sum(0)
+        # the first block starts each running sum (K = 1000 takes one block of 1,000)
+        lse = _logaddexp(lse, torch.logsumexp(log_w, 0))
+        lse2 = _logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+        log_w_sum = _add(log_w_sum, log_w.sum(0))
+        log_lik_sum = _add(log_lik_sum, terms.log_lik.double().sum(0))
+        kl_sum = _add(kl_sum, (terms.log_q - terms.log_prior).double().sum(0))
         if start == 0:
             q_of_x = terms.q
             method, note, analytic = _kl_per_dim_method(terms.q, terms.p)
@@ -493,6 +494,16 @@ def _score_chunk(
     sums.add("mean", posterior_mean)
     sums.add("mean_sq", posterior_mean**2)
     return log_px, method, note
+
+
+def _logaddexp(running: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """log(exp(running) + exp(value)); ``value`` where nothing runs yet (what logaddexp
+    with -inf gives, exactly, without its two operations)."""
+    return value if running is None else torch.logaddexp(running, value)
+
+
+def _add(running: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    return value if running is None else running + value
 
 
 def _summarize(
