@@ -76,6 +76,23 @@ def test_profile_step_tables_both_steps_op_by_op():
     assert table[0].startswith("batch 16: step wall")
 
 
+@pytest.mark.parametrize("what", ["python", "steps", "guard", "log-px"])
+def test_fixed_overhead_measures_each_part(what):
+    import re
+
+    done = run_script("fixed_overhead", what, "--steps", "20")
+    if what == "steps":  # both batch sizes, with and without the guard
+        ratios = [float(r) for r in re.findall(r": (\d+\.\d+)", done.stdout)]
+        assert len(ratios) == 4 and all(0.5 < r < 3 for r in ratios)
+        return
+    numbers = [float(n) for n in re.findall(r"(-?\d+(?:\.\d+)?) us", done.stdout)]
+    if what == "log-px":  # the chunk, its decoder + likelihood, the rest, the reference
+        chunk, core, rest, reference = numbers
+        assert chunk == pytest.approx(core + rest, abs=1) and reference > 0
+    else:
+        assert len(numbers) == 3 and all(n > 0 for n in numbers[:2])
+
+
 def test_pyro_vae_bench_is_the_same_benchmark(tmp_path):
     out = tmp_path / "bench.csv"
     done = subprocess.run(

@@ -1,0 +1,163 @@
+"""The fixed costs of a step and of a log p(x) chunk, by thread CPU time (robust under load).
+
+- ``python``: the Trainer's default step against the hand-written one on a tiny model
+  (hidden 4, latent 2, batch 8), where the operators cost almost nothing: the difference
+  of the medians is the pyro-vae step's fixed Python (and its NaN guard's small work).
+- ``steps``: the bench's two steps (``profile_step.py``'s contenders), alternating,
+  unprofiled, at batch 128 (300 steps) and 1024 (60), with the guard and ``--on-nan off``:
+  the ratios of their CPU-time medians.
+- ``guard``: the NaN guard of a batch-128 step, right after ``backward`` and again warm,
+  beside the gradient scan's kernel alone.
+- ``log-px``: one chunk of the K=1000 log p(x) (two datapoints x 1,000 samples) against its
+  decoder + likelihood alone and against the reference matmuls of the bench's rate; the
+  ratio reference / (decoder + likelihood) bounds the fraction of the matmul rate that any
+  saving outside the decoder and the likelihood can reach.
+
+Compare two checkouts by running each in turn, e.g.
+``PYTHONPATH=/path/to/checkout python experiments/fixed_overhead.py python``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+from pyro_vae.app.bench import (
+    BenchSettings,
+    _config,
+    _data,
+    _decoder_linear_shapes,
+    handwritten_step,
+)
+from pyro_vae.app.build import build_vae
+from pyro_vae.app.config import Config
+from pyro_vae.app.trainer import Trainer
+from pyro_vae.estimators import _score_chunk, _Sums
+
+
+def _cpu_us(fn) -> float:
+    started = time.thread_time()
+    fn()
+    return (time.thread_time() - started) * 1e6
+
+
+def python_overhead(steps: int) -> str:
+    data = _data(BenchSettings(), torch.device("cpu"), "dynamic")
+    cfg = Config(hidden=[4], latent_dim=2, batch_size=8, lr=1e-3, device="cpu")
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, build_vae(cfg, data.data_shape), data)
+    hand = handwritten_step(trainer.model, data.num_train)
+    x = data.epoch_train(0)[:8]
+    mine, theirs = [], []
+    for i in range(50 + steps):
+        a, b = _cpu_us(lambda: trainer.train_step(x)), _cpu_us(lambda: hand(x))
+        if i >= 50:
+            mine.append(a)
+            theirs.append(b)
+    a, b = statistics.median(mine), statistics.median(theirs)
+    return f"tiny step: pyro-vae {a:.0f} us, hand-written {b:.0f} us, difference {a - b:.0f} us"
+
+
+def step_ratios(steps: int) -> str:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from profile_step import _contenders
+
+    rows = []
+    for batch, n in ((128, steps), (1024, max(steps // 5, 10))):
+        for on_nan in ("recover", "off"):
+            contenders, batches = _contenders(batch, on_nan)
+            times: dict[str, list[float]] = {name: [] for name in contenders}
+            order = list(contenders.items())
+            for i in range(20 + n):
+                x = batches[i % len(batches)]
+                for name, step in order if i % 2 == 0 else order[::-1]:
+                    spent = _cpu_us(lambda: step(x))  # noqa: B023
+                    if i >= 20:
+                        times[name].append(spent)
+            mine, hand = (statistics.median(times[k]) for k in ("pyro-vae", "hand"))
+            rows.append(f"batch {batch} on-nan {on_nan}: {mine / hand:.3f}")
+    return " | ".join(rows)
+
+
+def guard_cost(steps: int) -> str:
+    data = _data(BenchSettings(), torch.device("cpu"), "dynamic")
+    cfg = _config(128, "cpu")
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, build_vae(cfg, data.data_shape), data)
+    x_epoch = data.epoch_train(0)
+    batches = [x_epoch[i] for i in data.batch_indices(0, 128)]
+    found, one = torch.zeros(1), torch.ones(1)
+    cold, warm, kernel = [], [], []
+    for i in range(steps):
+        loss = trainer._loss(batches[i % len(batches)], data.num_train, 1.0, None)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        cold.append(_cpu_us(lambda: trainer._raise_if_non_finite(loss)))  # noqa: B023
+        warm.append(_cpu_us(lambda: trainer._raise_if_non_finite(loss)))  # noqa: B023
+        grads = [p.grad for p in trainer.parameters]
+        kernel.append(
+            _cpu_us(lambda: torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one))  # noqa: B023
+        )
+        trainer.optimizer.step()
+    m = [statistics.median(v) for v in (cold, warm, kernel)]
+    return (
+        f"guard at batch 128: {m[0]:.0f} us after backward, {m[1]:.0f} us warm, "
+        f"scan kernel {m[2]:.0f} us"
+    )
+
+
+def log_px_ceiling(rounds: int) -> str:
+    data = _data(BenchSettings(), torch.device("cpu"), "dynamic")
+    torch.manual_seed(0)
+    vae = build_vae(_config(128, "cpu"), data.data_shape).eval()
+    x = data.test[:2]
+    shapes = _decoder_linear_shapes(vae)
+    inputs = [torch.randn(10_000, n_in) for n_in, _ in shapes]
+    weights = [torch.randn(n_in, n_out) for n_in, n_out in shapes]
+    z = torch.randn(1000, 2, vae.prior().event_shape[0])
+    template = _Sums()
+    times: dict[str, list[float]] = {"chunk": [], "decoder + likelihood": [], "reference": []}
+    with torch.no_grad(), pyro.validation_enabled(False):
+        _score_chunk(vae, x, {}, 1, 1, template)
+        sums = template.zeroed()
+        for _ in range(rounds):
+            times["chunk"].append(_cpu_us(lambda: _score_chunk(vae, x, {}, 1000, 1000, sums)))
+            times["decoder + likelihood"].append(
+                _cpu_us(lambda: vae.likelihood(vae.decoder(z)).log_prob(x))
+            )
+            ref = _cpu_us(lambda: [a @ w for a, w in zip(inputs, weights, strict=True)])
+            times["reference"].append(ref / 5)  # the same FLOPs as 2,000 samples
+    m = {name: statistics.median(v) for name, v in times.items()}
+    return (
+        f"log p(x) chunk {m['chunk']:.0f} us = decoder + likelihood "
+        f"{m['decoder + likelihood']:.0f} us + rest "
+        f"{m['chunk'] - m['decoder + likelihood']:.0f} us; "
+        f"reference matmuls {m['reference']:.0f} us: fraction {m['reference'] / m['chunk']:.3f}, "
+        f"ceiling with no rest {m['reference'] / m['decoder + likelihood']:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["python", "steps", "guard", "log-px"])
+    parser.add_argument("--steps", type=int, default=3000, help="steps, or log p(x) rounds / 75")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.what == "python":
+        print(python_overhead(args.steps))
+    elif args.what == "steps":
+        print(step_ratios(max(args.steps // 10, 20)))
+    elif args.what == "guard":
+        print(guard_cost(max(args.steps // 10, 20)))
+    else:
+        print(log_px_ceiling(max(args.steps // 75, 10)))
+
+
+if __name__ == "__main__":
+    main()
