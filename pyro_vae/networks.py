@@ -40,22 +40,32 @@ __all__ = [
 ]
 
 
-def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _mlp(sizes: Sequence[int], final_activation: bool, activation: str = "relu") -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))
         if final_activation or i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
 class MLPBody(nn.Module):
-    """Flattens the trailing ``event_dims`` dimensions, then Linear+ReLU layers."""
+    """Flattens the trailing ``event_dims`` dimensions, then Linear layers, each followed by
+    ``activation`` (``relu`` or ``tanh``; none after the last without ``final_activation``)."""
 
-    def __init__(self, sizes: Sequence[int], event_dims: int, final_activation: bool = True):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        event_dims: int,
+        final_activation: bool = True,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.event_dims = event_dims
-        self.layers = _mlp(sizes, final_activation)
+        self.layers = _mlp(sizes, final_activation, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x.flatten(-self.event_dims) if self.event_dims > 1 else x)

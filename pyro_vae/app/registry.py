@@ -103,7 +103,7 @@ MODELS: dict[str, ModelSpec] = {
     "vae": ModelSpec(
         "the VAE built from --prior, --likelihood, --guide and --network; several --latent-dim "
         "stack stochastic layers (z2 -> z1 -> x, Burda et al. 2016)",
-        ("latent_dim", "hidden", "latent_hidden"),
+        ("latent_dim", "hidden", "latent_hidden", "latent_activation"),
     ),
     "cvae": ModelSpec(
         "conditional VAE: the label y enters q(z|x, y) and p(x|z, y); the prior is --prior "

@@ -2,8 +2,9 @@
 
 Between x and z_1 the parts are the VAE's own (``--network``, ``--hidden``, ``--guide``,
 ``--likelihood``); between consecutive layers p(z_l|z_l+1) and q(z_l+1|z_l) are diagonal
-Gaussians from MLPs of ``--latent-hidden`` sizes (Burda et al. 2016); ``--prior`` is the
-prior of the top layer. A VampPrior there mixes q(z_L|u_k) along the guide's mean path
+Gaussians from MLPs of ``--latent-hidden`` sizes and ``--latent-activation`` units (tanh by
+default, as Burda et al. 2016); ``--prior`` is the prior of the top layer. A VampPrior
+there mixes q(z_L|u_k) along the guide's mean path
 (:meth:`pyro_vae.families.StackedVAE.top_guide`).
 
 Example:
@@ -47,8 +48,9 @@ def build_stacked_vae(
     encoder = build_encoder(bottom, data_shape, contract.support)
     decoder = build_decoder(bottom, data_shape, contract.num_outputs or math.prod(data_shape))
     pairs = list(zip(dims, dims[1:], strict=False))
-    guide_layers = nn.ModuleList(conditional_layer(a, cfg.latent_hidden, b) for a, b in pairs)
-    prior_layers = [conditional_layer(b, cfg.latent_hidden, a) for a, b in pairs]
+    act = cfg.latent_activation
+    guide_layers = nn.ModuleList(conditional_layer(a, cfg.latent_hidden, b, act) for a, b in pairs)
+    prior_layers = [conditional_layer(b, cfg.latent_hidden, a, act) for a, b in pairs]
     if prior is None:
         top = cfg.replace(latent_dim=dims[-1])
         prior = build_prior(

@@ -66,9 +66,12 @@ __all__ = [
 ENCODE_DRAWS = 64  # draws through the guide's chain for the moments of q(z_l|x), l >= 2
 
 
-def conditional_layer(parent_dim: int, hidden: Sequence[int], latent_dim: int) -> NormalGuide:
+def conditional_layer(
+    parent_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "tanh"
+) -> NormalGuide:
     """A diagonal Gaussian of ``latent_dim`` units given a layer of ``parent_dim`` units, through
-    an MLP of ``hidden`` sizes: Burda et al.'s p(z_1|z_2) and q(z_2|z_1).
+    an MLP of ``hidden`` sizes and ``activation`` units (``relu`` or Burda et al.'s ``tanh``):
+    Burda et al.'s p(z_1|z_2) and q(z_2|z_1).
 
     Example:
         >>> conditional_layer(4, [16, 16], 2)(torch.zeros(3, 4)).event_shape
@@ -76,7 +79,8 @@ def conditional_layer(parent_dim: int, hidden: Sequence[int], latent_dim: int) -
     """
     if not hidden:
         return NormalGuide(nn.Identity(), parent_dim, latent_dim)
-    return NormalGuide(MLPBody([parent_dim, *hidden], event_dims=1), hidden[-1], latent_dim)
+    body = MLPBody([parent_dim, *hidden], event_dims=1, activation=activation)
+    return NormalGuide(body, hidden[-1], latent_dim)
 
 
 def conditional_path_log_prob(
@@ -367,11 +371,14 @@ def mlp_stacked_vae(
     *,
     likelihood: nn.Module | None = None,
     prior: nn.Module | None = None,
+    latent_activation: str = "tanh",
 ) -> StackedVAE:
     """Burda et al.'s stacked VAE: MLPs of ``hidden`` sizes between x and z_1, of
     ``latent_hidden`` sizes between consecutive layers, diagonal Gaussian layers, a Normal
     guide, N(0, I) on the top layer (or ``prior``) and Bernoulli pixels by default. The
-    MLPs use ReLU, like every network here (Burda et al. used tanh).
+    MLPs next to x use ReLU, like every network here; those between the layers use
+    ``latent_activation``, tanh by default as in Burda et al. (with ReLU there the top layer
+    collapsed on mnist5k: experiments/RESULTS.md, "Two stochastic layers").
 
     Example:
         >>> mlp_stacked_vae((1, 28, 28), (6, 4, 2), [16], [8]).num_layers
@@ -386,12 +393,9 @@ def mlp_stacked_vae(
     encoder = NormalGuide(with_input_transform(body, contract.support), features, dims[0])
     outputs = contract.num_outputs or math.prod(data_shape)
     decoder = mlp_decoder(dims[0], data_shape, hidden, outputs)
-    guide_layers = [
-        conditional_layer(a, latent_hidden, b) for a, b in zip(dims, dims[1:], strict=False)
-    ]
-    prior_layers = [
-        conditional_layer(b, latent_hidden, a) for a, b in zip(dims, dims[1:], strict=False)
-    ]
+    pairs = list(zip(dims, dims[1:], strict=False))
+    guide_layers = [conditional_layer(a, latent_hidden, b, latent_activation) for a, b in pairs]
+    prior_layers = [conditional_layer(b, latent_hidden, a, latent_activation) for a, b in pairs]
     prior = prior if prior is not None else StandardNormalPrior(dims[-1])
     return StackedVAE(
         encoder, decoder, prior, likelihood, guide_layers, prior_layers, data_shape=data_shape

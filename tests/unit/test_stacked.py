@@ -346,3 +346,30 @@ def test_readme_stacked_example_runs():
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["two_layer_samples"].shape == (16, 1, 28, 28)
     assert isinstance(namespace["vae"], StackedVAE) and namespace["vae"].latent_dims == (100, 50)
+
+
+@pytest.mark.parametrize(
+    "activation, unit, other",
+    [("tanh", torch.nn.Tanh, torch.nn.ReLU), ("relu", torch.nn.ReLU, torch.nn.Tanh)],
+)
+def test_latent_activation_sets_the_units_between_layers_only(activation, unit, other):
+    vae = build_model(Config(latent_dim=[6, 3], hidden=[16], latent_hidden=[8, 8],
+                             latent_activation=activation), (1, 28, 28))  # fmt: skip
+    for layer in [*vae.guide_layers, *vae.prior_layers]:
+        kinds = [type(m) for m in layer.modules()]
+        assert kinds.count(unit) == 2 and other not in kinds
+    x_side = [type(m) for m in [*vae.encoder.modules(), *vae.decoder.modules()]]
+    assert torch.nn.Tanh not in x_side  # the networks next to x keep ReLU
+    with pytest.raises(ConfigError, match="latent_activation: unknown name 'sigmoid'"):
+        Config(latent_activation="sigmoid")
+
+
+def test_a_run_saved_before_latent_activation_is_read_with_the_relu_it_trained():
+    import tomllib
+
+    saved = tomllib.loads(Config(latent_dim=[6, 3]).to_toml())
+    assert saved["model"]["latent_activation"] == "tanh"  # the default now, Burda's
+    assert Config.from_saved(saved).latent_activation == "tanh"
+    del saved["model"]["latent_activation"]  # a run saved before the option existed
+    assert Config.from_saved(saved).latent_activation == "relu"
+    assert Config.from_dict(saved).latent_activation == "tanh"  # a new config takes the default
