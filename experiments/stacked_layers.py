@@ -1,16 +1,15 @@
 """Two stochastic layers against one of the same total width, trained with ``iwae:k=5``.
 
     python experiments/stacked_layers.py      # 3 seeds; writes experiments/out/stacked_layers
-    python experiments/stacked_layers.py --epochs 100 --out experiments/out/stacked_layers_tanh100
+    python experiments/stacked_layers.py --epochs 100 --latent-activation tanh --out DIR
 
 Burda et al. (2016)'s two-layer MNIST model (z2 of 50 -> z1 of 100 -> x, MLPs of 200 200
-between x and z1, of 100 100 tanh units between z1 and z2) against one layer of 150 units
-with the same MLPs between x and z: the same 150 stochastic units and the same x-side
-networks, so the stack only adds the 100 100 MLPs of p(z1|z2) and q(z2|z1) (the script
-prints each model's parameter count). Everything else is fixed: mnist5k, the same epochs,
-batch 128, Adam 1e-3, IS log p(x) with K = 5000 on the test split. The first measurement
-(RESULTS.md) used ReLU between the layers, the default then: ``--latent-activation relu``
-reruns it. It is one ``pyro-vae compare`` (any of its flags overrides a default; rerunning
+between x and z1, of 100 100 between z1 and z2, ReLU or ``--latent-activation tanh``)
+against one layer of 150 units with the same MLPs between x and z: the same 150 stochastic
+units and the same x-side networks, so the stack only adds the 100 100 MLPs of p(z1|z2)
+and q(z2|z1) (the script prints each model's parameter count). Everything else is fixed:
+mnist5k, the same epochs, batch 128, Adam 1e-3, IS log p(x) with K = 5000 on the test
+split. It is one ``pyro-vae compare`` (any of its flags overrides a default; rerunning
 resumes), then a table of each run's active units per layer from its eval.json, written to
 ``layers.md`` beside the comparison.
 """

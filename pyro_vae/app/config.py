@@ -87,11 +87,6 @@ def _option(
     return field(default=default, metadata=meta)
 
 
-# A field's value for a run saved before the field existed, where today's default would
-# build another model: the stacked layers' MLPs used ReLU before `latent_activation`.
-SAVED_BEFORE: dict[str, Any] = {"latent_activation": "relu"}
-
-
 @dataclass(frozen=True)
 class Config:
     """Everything that defines a run. Unknown keys, wrong types and bad names raise ConfigError."""
@@ -142,9 +137,9 @@ class Config:
         maximum=16_384,
     )
     latent_activation: str = _option(
-        "tanh",
-        "stacked layers: the units of the MLPs of p(z_l|z_l+1) and q(z_l+1|z_l) (tanh, Burda "
-        "et al.'s; with relu the top layer collapsed on mnist5k, see experiments/RESULTS.md)",
+        "relu",
+        "stacked layers: the units of the MLPs of p(z_l|z_l+1) and q(z_l+1|z_l) (tanh is Burda "
+        "et al.'s; it keeps the top layer in use, see experiments/RESULTS.md)",
         "model",
         choices=("relu", "tanh"),
     )
@@ -361,27 +356,15 @@ class Config:
         return cls(**flat)
 
     @classmethod
-    def from_saved(cls, values: Mapping[str, Any]) -> Config:
-        """A saved run's config (checkpoint or config.toml): a field the run predates takes
-        the value it was trained with (:data:`SAVED_BEFORE`), not today's default.
-
-        Example:
-            >>> Config.from_saved({"model": {"latent_dim": [4, 2]}}).latent_activation
-            'relu'
-        """
-        return cls.from_dict({**SAVED_BEFORE, **values})
-
-    @classmethod
-    def from_toml_text(cls, text: str, source: str = "<string>", *, saved: bool = False) -> Config:
+    def from_toml_text(cls, text: str, source: str = "<string>") -> Config:
         try:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{source}: not valid TOML ({err}); fix the syntax") from None
-        return cls.from_saved(values) if saved else cls.from_dict(values)
+        return cls.from_dict(values)
 
     @classmethod
-    def from_file(cls, path: str | Path, *, saved: bool = False) -> Config:
-        """The config of a TOML file; ``saved``: a run's own file (see :meth:`from_saved`)."""
+    def from_file(cls, path: str | Path) -> Config:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -389,7 +372,7 @@ class Config:
             raise ConfigError(f"config file {path} does not exist; check the path") from None
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {path} cannot be read ({err})") from None
-        return cls.from_toml_text(text, source=str(path), saved=saved)
+        return cls.from_toml_text(text, source=str(path))
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated like any other config)."""

@@ -382,7 +382,7 @@ class RunFolder:
         atomic_write_text(self.config_path, cfg.to_toml())
 
     def read_config(self) -> Config:
-        return Config.from_file(self.config_path, saved=True)
+        return Config.from_file(self.config_path)
 
     def write_info(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -2,8 +2,8 @@
 
 Between x and z_1 the parts are the VAE's own (``--network``, ``--hidden``, ``--guide``,
 ``--likelihood``); between consecutive layers p(z_l|z_l+1) and q(z_l+1|z_l) are diagonal
-Gaussians from MLPs of ``--latent-hidden`` sizes and ``--latent-activation`` units (tanh by
-default, as Burda et al. 2016); ``--prior`` is the prior of the top layer. A VampPrior
+Gaussians from MLPs of ``--latent-hidden`` sizes and ``--latent-activation`` units (ReLU by
+default; Burda et al. 2016 used tanh); ``--prior`` is the prior of the top layer. A VampPrior
 there mixes q(z_L|u_k) along the guide's mean path
 (:meth:`pyro_vae.families.StackedVAE.top_guide`).
 

@@ -362,14 +362,3 @@ def test_latent_activation_sets_the_units_between_layers_only(activation, unit, 
     assert torch.nn.Tanh not in x_side  # the networks next to x keep ReLU
     with pytest.raises(ConfigError, match="latent_activation: unknown name 'sigmoid'"):
         Config(latent_activation="sigmoid")
-
-
-def test_a_run_saved_before_latent_activation_is_read_with_the_relu_it_trained():
-    import tomllib
-
-    saved = tomllib.loads(Config(latent_dim=[6, 3]).to_toml())
-    assert saved["model"]["latent_activation"] == "tanh"  # the default now, Burda's
-    assert Config.from_saved(saved).latent_activation == "tanh"
-    del saved["model"]["latent_activation"]  # a run saved before the option existed
-    assert Config.from_saved(saved).latent_activation == "relu"
-    assert Config.from_dict(saved).latent_activation == "tanh"  # a new config takes the default
