@@ -191,9 +191,11 @@ def plot_latent_scatter(
         note = f"{mean}, first 2 principal components of {loc.shape[1]} dims"
         axes = tuple(f"PC {i + 1} ({100 * float(share[i]):.0f}% of variance)" for i in range(2))
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    colours = None if labels is None else labels.cpu().numpy()
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=4, alpha=0.7)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
+    else:
+        colours = labels.cpu().numpy()
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=4, alpha=0.7)
         fig.colorbar(scatter, ax=ax, label="label")
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])

@@ -178,6 +178,8 @@ def _damaged(state, place, value):
     *parents, last = place
     container = state
     for key in parents:
+        if not isinstance(container, (dict, list)):  # a tensor: no entry to damage inside
+            return state
         try:
             container = container[key]
         except (KeyError, IndexError, TypeError):
