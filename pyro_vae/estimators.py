@@ -101,6 +101,23 @@ def _decoded_per_sample(vae: VAE, x: torch.Tensor) -> int:
     return vae.outputs_per_sample(x.device)
 
 
+def chunk_plan(
+    n: int, k: int, max_samples: int, batch_size: int, per_sample: int = 1
+) -> tuple[int, int]:
+    """(datapoints per chunk, particles per pass): at most ``max_samples`` latent samples a
+    pass, each decoding ``per_sample`` times (M2: once per class), ``k`` per datapoint.
+
+    Example: ``chunk_plan(n=500, k=1000, max_samples=20_000, batch_size=1000)`` is ``(20, 1000)``.
+    """
+    points = max(1, min(batch_size, max_samples // (k * per_sample), n))
+    return points, max(1, max_samples // (points * per_sample))
+
+
+def decoding_cap(max_samples: int, decoded: int, floor: int = 1) -> int:
+    """``max_samples`` lowered so a pass decodes at most ``MAX_DECODED_VALUES`` numbers."""
+    return max(floor, min(max_samples, MAX_DECODED_VALUES // max(1, decoded)))
+
+
 def _labels(model: nn.Module, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """``{"y": y}`` for a model that takes labels (ModelError when there are none), else ``{}``."""
     if not convention_of(model).takes_labels:
@@ -429,9 +446,8 @@ def evaluate_vae(
         template = _Sums()
         first = {name: v[:1] for name, v in labels.items()}
         method, note = _score_chunk(vae, x[:1], first, 1, 1, template)[1:]
-    max_samples = max(1, min(max_samples, MAX_DECODED_VALUES // _decoded_per_sample(vae, x)))
-    points = max(1, min(batch_size, max_samples // k, len(x)))
-    particles = max(1, max_samples // points)
+    max_samples = decoding_cap(max_samples, _decoded_per_sample(vae, x))
+    points, particles = chunk_plan(len(x), k, max_samples, batch_size)
     sums = template.zeroed()
     log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     for index, start in enumerate(range(0, len(x), points)):
@@ -560,8 +576,7 @@ def _evaluate_traced(
     was_training = model.training
     model.eval()
     model_call, guide_call = ModelCall(model), GuideCall(model)
-    points = max(1, min(batch_size, max_samples // k, len(x)))
-    particles = max(1, max_samples // points)
+    points, particles = chunk_plan(len(x), k, max_samples, batch_size)
     sums = _Sums.zeros(IMPORTANCE_SUMS, x.device)
     log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     objective = Trace_ELBO()

@@ -35,7 +35,7 @@ from torch import nn
 
 from .convention import convention_of, standard_vae
 from .errors import ConfigError, ModelError
-from .estimators import MAX_DECODED_VALUES, MAX_SAMPLES, chunk_rng
+from .estimators import MAX_SAMPLES, chunk_plan, chunk_rng, decoding_cap
 from .missing import allow_missing, observed
 
 __all__ = ["Imputation", "impute"]
@@ -85,10 +85,8 @@ def impute(
     allow_missing(vae)
     was_training = vae.training
     vae.eval()
-    decoded = max(1, vae.outputs_per_sample(x.device))
-    max_samples = max(1, min(max_samples, MAX_DECODED_VALUES // decoded))
-    points = max(1, min(len(x), max_samples // min(k, max_samples)))
-    particles = max(1, max_samples // points)
+    max_samples = decoding_cap(max_samples, vae.outputs_per_sample(x.device))
+    points, particles = chunk_plan(len(x), k, max_samples, batch_size=len(x))
     means, samples, ess = [], [], []
     for index, start in enumerate(range(0, len(x), points)):
         chunk = vae.shaped(x[start : start + points])

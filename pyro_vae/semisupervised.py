@@ -51,12 +51,13 @@ from .data import TrainingData
 from .errors import ConfigError, DataError, ModelError
 from .estimators import (
     IMPORTANCE_SUMS,
-    MAX_DECODED_VALUES,
     MAX_SAMPLES,
     Evaluation,
     Shard,
     _Sums,
+    chunk_plan,
     chunk_rng,
+    decoding_cap,
 )
 from .families.m2 import M2
 from .objectives.elbo import FastTrace_ELBO
@@ -409,9 +410,8 @@ def evaluate_m2(
     classes = model.num_classes
     latent = model.prior().event_shape
     decoded = model.decoder(x.new_zeros(1, *latent), x.new_zeros(1, dtype=torch.long)).numel()
-    max_samples = max(classes, min(max_samples, MAX_DECODED_VALUES // decoded))
-    points = max(1, min(batch_size, max_samples // (k * classes), len(x)))
-    particles = max(1, max_samples // (points * classes))
+    max_samples = decoding_cap(max_samples, decoded, floor=classes)
+    points, particles = chunk_plan(len(x), k, max_samples, batch_size, per_sample=classes)
     sums = _Sums.zeros((*IMPORTANCE_SUMS, "log_lik"), x.device)
     log_px = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     confusion = torch.zeros(classes, classes, dtype=torch.float64, device=x.device)
