@@ -8,8 +8,9 @@ which lowers the variance of the estimate and of its gradient.
 Limits: with a prior or guide that has no registered KL (a mixture, a VampPrior, a
 flow) Pyro silently falls back to Monte Carlo. Here the fallback is logged (once per
 pair, logger ``pyro_vae.objectives.analytic_kl``) and ``kl_method`` records which
-ran ("analytic" or "monte-carlo"). It assumes a mean-field guide (one latent site per
-datapoint in a VAE). ``beta`` and KL warm-up apply as in ``elbo``. A
+ran ("analytic" or "monte-carlo"). It needs a mean-field guide: a traced guide whose
+site is computed from another latent raises ModelError rather than return a biased
+ELBO. ``beta`` and KL warm-up apply as in ``elbo``. A
 :class:`~pyro_vae.families.StackedVAE` is scored by Monte Carlo (``kl_method``
 "monte-carlo"): each layer's KL term is conditional on draws of the layers around it;
 only the top layer's, given z_{L-1}, could be closed-form, which is not done.
@@ -38,10 +39,15 @@ from torch.distributions import kl_divergence
 from .base import SurrogateLoss
 from .beta import scale_latents
 from .structured import plate_scale, structured_vae, vae_arguments
+from .traces import refuse_dependent_guide
 
 __all__ = ["AnalyticKL_ELBO"]
 
 logger = logging.getLogger(__name__)
+_MEAN_FIELD_WHY = (
+    "Pyro's TraceMeanField_ELBO takes each site's closed-form KL at the guide's own draws of "
+    "the other latents, which is the ELBO only for a mean-field guide"
+)
 
 
 class AnalyticKL_ELBO(SurrogateLoss, TraceMeanField_ELBO):
@@ -70,6 +76,7 @@ class AnalyticKL_ELBO(SurrogateLoss, TraceMeanField_ELBO):
         return -elbo.sum() * plate_scale(x, num_data)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
+        refuse_dependent_guide(guide_trace, "analytic-kl", _MEAN_FIELD_WHY)
         for name, site in model_trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"] and name in guide_trace.nodes:
                 self._closed_form_kl(name, guide_trace.nodes[name]["fn"], site["fn"])

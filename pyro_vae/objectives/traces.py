@@ -12,7 +12,10 @@ for the whole batch (what Pyro's ``RenyiELBO`` does). Such a pair raises
 the data plate's subsampling factor (a scale inside a logsumexp is not a weight).
 
 ``stl`` uses :func:`traced_elbo`, an ELBO with the path-derivative log q, for which
-plates do not matter.
+plates do not matter. A path derivative needs log q with the guide's parameters held
+fixed but the path through every earlier latent kept; from a trace only the first is
+possible, so ``stl`` and ``dreg`` refuse a guide whose site is computed from an earlier
+latent (:func:`refuse_dependent_guide`) instead of returning a biased gradient.
 
 Example:
     >>> import pyro, pyro.distributions as dist, torch
@@ -48,7 +51,15 @@ from .._private import (
 from ..errors import ModelError
 from ..vae import path_log_prob
 
-__all__ = ["DATA_PLATE", "TracedWeights", "traced_log_weights", "traced_elbo", "particle_traces"]
+__all__ = [
+    "DATA_PLATE",
+    "TracedWeights",
+    "traced_log_weights",
+    "traced_elbo",
+    "particle_traces",
+    "guide_dependencies",
+    "refuse_dependent_guide",
+]
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "particles"
@@ -93,6 +104,59 @@ def _sample_sites(trace: poutine.Trace) -> list[dict]:
     return [site for site in trace.nodes.values() if site["type"] == "sample"]
 
 
+def guide_dependencies(guide_trace: poutine.Trace) -> list[tuple[str, str]]:
+    """``(site, earlier site)`` pairs of a guide trace whose distribution at ``site`` is computed
+    from the value of ``earlier`` (found by autograd: the guide is not mean-field there).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> def guide():
+        ...     a = pyro.sample("a", dist.Normal(torch.zeros(1, requires_grad=True), 1.0))
+        ...     pyro.sample("b", dist.Normal(2 * a, 1.0))
+        ...     pyro.sample("c", dist.Normal(0.0, 1.0))
+        >>> guide_dependencies(poutine.trace(guide).get_trace())
+        [('b', 'a')]
+    """
+    pairs = []
+    sites = [s for s in _sample_sites(guide_trace) if not s["is_observed"]]
+    for i, site in enumerate(sites):
+        earlier = [s for s in sites[:i] if s["value"].requires_grad]
+        log_q = site["fn"].log_prob(site["value"].detach()) if earlier else None
+        if log_q is None or not log_q.requires_grad:
+            continue
+        values = [s["value"] for s in earlier]
+        grads = torch.autograd.grad(log_q.sum(), values, retain_graph=True, allow_unused=True)
+        pairs += [
+            (site["name"], s["name"]) for s, g in zip(earlier, grads, strict=True) if g is not None
+        ]
+    return pairs
+
+
+def refuse_dependent_guide(guide_trace: poutine.Trace, objective: str, why: str) -> None:
+    """ModelError if a guide site is computed from an earlier latent (:func:`guide_dependencies`).
+
+    Checked while autograd records (it is what finds the dependence) and Pyro's validation
+    is on: its default, and the Trainer's first step.
+    """
+    if not (torch.is_grad_enabled() and is_validation_enabled()):
+        return
+    pairs = guide_dependencies(guide_trace)
+    if pairs:
+        site, earlier = pairs[0]
+        raise ModelError(
+            f"{objective}: guide site {site!r} is computed from the guide's {earlier!r}, and "
+            f"{why}, so the result would be silently biased. Use 'elbo' or 'iwae' (unbiased "
+            "for any guide), or for stacked Gaussian layers the built-in StackedVAE "
+            "(pyro_vae.mlp_stacked_vae, --latent-dim 100 50), whose own path handles it"
+        )
+
+
+_PATH_WHY = (
+    "a path derivative needs log q with the guide's parameters held fixed while the path "
+    "through the earlier latent stays, which a Pyro trace cannot separate"
+)
+
+
 def _guide_log_prob(site: dict, path_derivative: bool, objective: str) -> torch.Tensor:
     if not site["fn"].has_rsample:
         raise ModelError(
@@ -117,6 +181,8 @@ def traced_elbo(
 ) -> torch.Tensor:
     """The ELBO of the whole minibatch (scales applied, averaged over particles)."""
     model_trace, guide_trace, _ = particle_traces(elbo, model, guide, args, kwargs, num_particles)
+    if path_derivative:
+        refuse_dependent_guide(guide_trace, objective, _PATH_WHY)
     total = torch.zeros(())
     for site in _sample_sites(model_trace):
         log_p = site["fn"].log_prob(site["value"])
@@ -141,6 +207,8 @@ def traced_log_weights(
     model_trace, guide_trace, batch_dims = particle_traces(
         elbo, model, guide, args, kwargs, num_particles
     )
+    if path_derivative:
+        refuse_dependent_guide(guide_trace, objective, _PATH_WHY)
     log_w: torch.Tensor | int = 0
     plate_scale = None
     latents = []

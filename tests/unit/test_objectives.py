@@ -137,6 +137,38 @@ def test_generic_models_with_nested_plates_get_per_datapoint_weights():
     assert torch.allclose(loss, expected, rtol=1e-5)
 
 
+def _two_latents(dependent: bool):
+    """A user's model with latents a and b per datapoint; the guide's b uses a if ``dependent``."""
+    weight = torch.tensor(0.5, requires_grad=True)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            a = pyro.sample("a", dist.Normal(0.0, 1.0))
+            b = pyro.sample("b", dist.Normal(a, 1.0))
+            pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            a = pyro.sample("a", dist.Normal(weight * x, 1.0))
+            pyro.sample("b", dist.Normal(weight * (a if dependent else x), 1.0))
+
+    return model, guide, weight
+
+
+@pytest.mark.filterwarnings("ignore:Failed to verify mean field")  # Pyro's, on the order
+@pytest.mark.parametrize("spec", ["stl", "dreg:k=3", "analytic-kl"])
+def test_a_guide_that_is_not_mean_field_is_refused_where_traces_would_bias_it(spec):
+    x = torch.randn(4)
+    model, guide, weight = _two_latents(dependent=False)
+    loss = build_objective(spec).differentiable_loss(model, guide, x)
+    assert torch.autograd.grad(loss, weight)[0].isfinite()
+    model, guide, _ = _two_latents(dependent=True)
+    with pytest.raises(ModelError, match=r"guide site 'b' is computed from the guide's 'a'.*elbo"):
+        build_objective(spec).differentiable_loss(model, guide, x)
+    for unbiased in ("elbo", "iwae:k=3"):  # the objectives the message suggests run
+        assert build_objective(unbiased).differentiable_loss(model, guide, x).isfinite()
+
+
 def test_stl_is_the_path_derivative_of_a_guide_with_detached_parameters(binary_batch):
     """Reference: log q evaluated by the encoder run with detached parameters."""
     vae, x = small_vae(), binary_batch[:8]
