@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,6 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
-from pyro.distributions.util import sum_rightmost
 from torch.autograd.function import once_differentiable
 from torch.distributions.utils import broadcast_all
 
@@ -157,17 +157,29 @@ class ReparameterizedNormal(_OneShapeNormal):
 
 class _BernoulliLogMass(torch.autograd.Function):
     """log p(x | l) = x l - softplus(l) of Bernoulli pixels, summed over the ``n`` rightmost
-    dimensions; ``logits`` and ``value`` of one (broadcast) shape. Three passes over the
-    pixels where ``-binary_cross_entropy_with_logits`` takes six (its log-sigmoid writes a
-    second tensor, ``1 - x`` materializes a broadcast value). The gradient is torch's formula,
-    (x - sigmoid(l)) times the incoming one, so it matches torch's bit for bit."""
+    dimensions; ``logits`` and ``value`` of one (broadcast) shape.
+
+    Written as (x l - relu(l)) + log sigmoid(|l|): the first term has no transcendental
+    function, and the second is the log of a product of factors in [1/2, 1], multiplied in
+    blocks short enough never to underflow, so one ``log`` serves a block of pixels. torch's
+    ``softplus`` calls a scalar ``log1p`` per pixel, and both it and
+    ``binary_cross_entropy_with_logits`` slow down as |l| grows: at logits of size 15 this
+    forward pass takes 0.5-0.7 of softplus's time and under half of the cross-entropy's
+    (experiments/bernoulli_log_mass.py). Both terms have one sign on every pixel, so their
+    sums have no cancellation. The gradient is torch's formula, (x - sigmoid(l)) times the
+    incoming one, so it matches torch's bit for bit."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, value: torch.Tensor, n: int) -> torch.Tensor:
         ctx.save_for_backward(logits, value)
         ctx.n = n
-        minus_log_mass = F.softplus(logits).addcmul_(value, logits, value=-1)
-        return sum_rightmost(minus_log_mass, n).neg_()
+        batch = logits.shape[: logits.dim() - n]
+        size = math.prod(logits.shape[logits.dim() - n :])
+        block = _product_block(size, logits.dtype)
+        linear = torch.relu(logits).addcmul_(value, logits, value=-1)  # relu(l) - x l >= 0
+        factors = logits.abs().sigmoid_().reshape(*batch, size // block, block)
+        log_sigmoid = factors.prod(-1).log_().sum(-1)
+        return log_sigmoid.sub_(linear.reshape(*batch, size).sum(-1))
 
     @staticmethod
     @once_differentiable
@@ -182,17 +194,28 @@ class _BernoulliLogMass(torch.autograd.Function):
         return grad_logits, grad_value, None
 
 
+@functools.lru_cache(maxsize=64)
+def _product_block(size: int, dtype: torch.dtype) -> int:
+    """The largest divisor of ``size`` such that a product of that many factors in [1/2, 1]
+    stays a normal number of ``dtype`` (at most 112 for float32, 12 for float16).
+
+    Example:
+        >>> _product_block(784, torch.float32), _product_block(64, torch.float16)
+        (112, 8)
+    """
+    limit = min(112, int(-math.log2(torch.finfo(dtype).tiny)) - 2)
+    return max(d for d in range(1, min(size, limit) + 1) if size % d == 0)
+
+
 class BernoulliPixels(dist.Independent):
     """``Bernoulli(logits).to_event(n)``: Bernoulli pixels on logits, a datapoint's ``n``
     rightmost dimensions its event.
 
-    ``log_prob`` sums x l - softplus(l) over the event in three passes over the pixels;
-    torch's Bernoulli computes the same log-mass as -binary_cross_entropy_with_logits
-    in six, then two more to negate every pixel and its gradient. The values agree to
-    float rounding (each pixel's log-mass within an ulp of the larger of l and its
-    softplus; torch's formula rounds the same way with x and 1 - x swapped), the
-    gradients exactly. At one thread the forward pass over a 1024-image MNIST batch takes
-    0.7 ms less, and the likelihood of an importance-sampled log p(x) 30% less time.
+    ``log_prob`` sums x l - softplus(l) over the event with one ``log`` per block of
+    pixels and no ``softplus`` (see ``_BernoulliLogMass``); torch's Bernoulli computes the
+    same log-mass as -binary_cross_entropy_with_logits, then negates every pixel and its
+    gradient. The values agree to float rounding, the gradients exactly. At one thread its
+    forward pass takes 0.4-0.7 of torch's time, the less the larger the logits.
 
     Example:
         >>> logits, x = torch.randn(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
