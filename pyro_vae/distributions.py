@@ -170,20 +170,29 @@ class _BernoulliLogMass(torch.autograd.Function):
     incoming one, so it matches torch's bit for bit."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, value: torch.Tensor, n: int) -> torch.Tensor:
+    def forward(
+        ctx, logits: torch.Tensor, value: torch.Tensor, slope: torch.Tensor | None, n: int
+    ) -> torch.Tensor:
+        """``value`` broadcast to ``logits``' shape; ``slope`` 1 - 2 x at the data's own size
+        when that is smaller (particles), where it saves a pass; else None."""
         ctx.save_for_backward(logits, value)
         ctx.n = n
         batch = logits.shape[: logits.dim() - n]
         size = math.prod(logits.shape[logits.dim() - n :])
         block = _product_block(size, logits.dtype)
-        linear = torch.relu(logits).addcmul_(value, logits, value=-1)  # relu(l) - x l >= 0
-        factors = logits.abs().sigmoid_().reshape(*batch, size // block, block)
-        log_sigmoid = factors.prod(-1).log_().sum(-1)
-        return log_sigmoid.sub_(linear.reshape(*batch, size).sum(-1))
+        magnitude = logits.abs()
+        if slope is None:
+            linear = torch.relu(logits).addcmul_(value, logits, value=-1)  # relu(l) - x l >= 0
+            linear_sum = linear.reshape(*batch, size).sum(-1)
+        else:  # |l| + (1 - 2x) l = 2 (relu(l) - x l), in one pass
+            linear_sum = torch.addcmul(magnitude, slope, logits).reshape(*batch, size).sum(-1)
+            linear_sum.mul_(0.5)
+        factors = magnitude.sigmoid_().reshape(*batch, size // block, block)
+        return factors.prod(-1).log_().sum(-1).sub_(linear_sum)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         logits, value = ctx.saved_tensors
         grad = grad.reshape(grad.shape + (1,) * ctx.n)
         grad_logits = grad_value = None
@@ -191,7 +200,7 @@ class _BernoulliLogMass(torch.autograd.Function):
             grad_logits = torch.sigmoid(logits).sub_(value).mul_(-grad)
         if ctx.needs_input_grad[1]:
             grad_value = logits * grad
-        return grad_logits, grad_value, None
+        return grad_logits, grad_value, None, None
 
 
 @functools.lru_cache(maxsize=64)
@@ -228,8 +237,10 @@ class BernoulliPixels(dist.Independent):
         bernoulli = self.base_dist
         if bernoulli._validate_args:
             bernoulli._validate_sample(value)
-        logits, value = broadcast_all(bernoulli.logits, value)
-        return _BernoulliLogMass.apply(logits, value, self.reinterpreted_batch_ndims)
+        logits, broadcast = broadcast_all(bernoulli.logits, value)
+        smaller = torch.is_tensor(value) and value.numel() < logits.numel()
+        slope = torch.rsub(value, 1, alpha=2) if smaller else None
+        return _BernoulliLogMass.apply(logits, broadcast, slope, self.reinterpreted_batch_ndims)
 
 
 class UniformMixture(TorchDistribution):

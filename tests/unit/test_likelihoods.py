@@ -209,6 +209,8 @@ def test_bernoulli_pixels_score_as_torchs_bernoulli():
     torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-6, atol=1e-5)
     exact = pyro.distributions.Bernoulli(logits=logits.double()).to_event(3).log_prob(x.double())
     torch.testing.assert_close(ours.log_prob(x).double(), exact, rtol=1e-6, atol=1e-5)
+    full_x = x.expand_as(logits).contiguous()  # no broadcasting: the other branch of the sum
+    torch.testing.assert_close(ours.log_prob(full_x).double(), exact, rtol=1e-6, atol=1e-5)
     assert ours.batch_shape == (4, 5) and ours.event_shape == SHAPE
     assert torch.equal(ours.mean, theirs.mean) and ours.sample((2,)).shape == (2, 4, 5, *SHAPE)
     assert type(ours.expand((3, 4, 5))) is type(ours)
