@@ -164,7 +164,7 @@ class _BernoulliLogMass(torch.autograd.Function):
     blocks short enough never to underflow, so one ``log`` serves a block of pixels. torch's
     ``softplus`` calls a scalar ``log1p`` per pixel, and both it and
     ``binary_cross_entropy_with_logits`` slow down as |l| grows: at logits of size 15 this
-    forward pass takes 0.5-0.7 of softplus's time and under half of the cross-entropy's
+    forward pass takes 0.4-0.5 of softplus's time and a third of the cross-entropy's
     (experiments/bernoulli_log_mass.py). Both terms have one sign on every pixel, so their
     sums have no cancellation. The gradient is torch's formula, (x - sigmoid(l)) times the
     incoming one, so it matches torch's bit for bit."""
@@ -224,7 +224,7 @@ class BernoulliPixels(dist.Independent):
     pixels and no ``softplus`` (see ``_BernoulliLogMass``); torch's Bernoulli computes the
     same log-mass as -binary_cross_entropy_with_logits, then negates every pixel and its
     gradient. The values agree to float rounding, the gradients exactly. At one thread its
-    forward pass takes 0.4-0.7 of torch's time, the less the larger the logits.
+    forward pass takes 0.3-0.75 of torch's time, the less the larger the logits.
 
     Example:
         >>> logits, x = torch.randn(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
