@@ -37,10 +37,30 @@ __all__ = [
     "ConvEncoderBody",
     "ConvDecoder",
     "Rescale",
+    "ACTIVATIONS",
+    "activation_unit",
 ]
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+}
+
+
+def activation_unit(name: str) -> nn.Module:
+    """A fresh module of the hidden units ``name`` (a key of :data:`ACTIVATIONS`).
+
+    Example:
+        >>> activation_unit("softplus")
+        Softplus(beta=1.0, threshold=20.0)
+    """
+    if name not in ACTIVATIONS:
+        raise ConfigError(
+            f"activation: unknown name {name!r}; valid choices: {', '.join(sorted(ACTIVATIONS))}"
+        )
+    return ACTIVATIONS[name]()
 
 
 def _mlp(sizes: Sequence[int], final_activation: bool, activation: str = "relu") -> nn.Sequential:
@@ -48,13 +68,14 @@ def _mlp(sizes: Sequence[int], final_activation: bool, activation: str = "relu")
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))
         if final_activation or i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(activation_unit(activation))
     return nn.Sequential(*layers)
 
 
 class MLPBody(nn.Module):
     """Flattens the trailing ``event_dims`` dimensions, then Linear layers, each followed by
-    ``activation`` (``relu`` or ``tanh``; none after the last without ``final_activation``)."""
+    ``activation`` (a key of :data:`ACTIVATIONS`; none after the last without
+    ``final_activation``)."""
 
     def __init__(
         self,
@@ -72,20 +93,21 @@ class MLPBody(nn.Module):
 
 
 class ConvEncoderBody(nn.Module):
-    """Two stride-2 convolutions (28 -> 14 -> 7) and a Linear layer to ``features``."""
+    """Two stride-2 convolutions (28 -> 14 -> 7) and a Linear layer to ``features``, each
+    followed by ``activation`` units."""
 
-    def __init__(self, data_shape: Sequence[int], features: int):
+    def __init__(self, data_shape: Sequence[int], features: int, activation: str = "relu"):
         super().__init__()
         channels, height, width = _image_shape(data_shape)
         self.data_shape = tuple(data_shape)
         self.conv = nn.Sequential(
             nn.Conv2d(channels, 32, 4, stride=2, padding=1),
-            nn.ReLU(),
+            activation_unit(activation),
             nn.Conv2d(32, 64, 4, stride=2, padding=1),
-            nn.ReLU(),
+            activation_unit(activation),
             nn.Flatten(),
             nn.Linear(64 * (height // 4) * (width // 4), features),
-            nn.ReLU(),
+            activation_unit(activation),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,9 +117,17 @@ class ConvEncoderBody(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Linear layers to a 64x7x7 map, then two stride-2 transposed convolutions to 28x28."""
+    """Linear layers to a 64x7x7 map, then two stride-2 transposed convolutions to 28x28;
+    ``activation`` units after every layer but the last."""
 
-    def __init__(self, latent_dim: int, data_shape: Sequence[int], hidden: int, outputs: int):
+    def __init__(
+        self,
+        latent_dim: int,
+        data_shape: Sequence[int],
+        hidden: int,
+        outputs: int,
+        activation: str = "relu",
+    ):
         super().__init__()
         channels, height, width = _image_shape(data_shape)
         if outputs % (height * width):
@@ -106,10 +136,10 @@ class ConvDecoder(nn.Module):
             )
         self.out_channels = outputs // (height * width)
         self.grid = (64, height // 4, width // 4)
-        self.linear = _mlp([latent_dim, hidden, math.prod(self.grid)], final_activation=True)
+        self.linear = _mlp([latent_dim, hidden, math.prod(self.grid)], True, activation)
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
-            nn.ReLU(),
+            activation_unit(activation),
             nn.ConvTranspose2d(32, self.out_channels, 4, stride=2, padding=1),
         )
 
@@ -147,28 +177,43 @@ class Rescale(nn.Module):
         return f"factor={self.factor:g}"
 
 
-def mlp_encoder(data_shape: Sequence[int], hidden: Sequence[int]) -> tuple[nn.Module, int]:
-    """An MLP encoder body for data of ``data_shape`` and the number of features it outputs."""
-    return MLPBody([math.prod(data_shape), *hidden], event_dims=len(data_shape)), hidden[-1]
+def mlp_encoder(
+    data_shape: Sequence[int], hidden: Sequence[int], activation: str = "relu"
+) -> tuple[nn.Module, int]:
+    """An MLP encoder body for data of ``data_shape`` with hidden layers of ``activation``
+    units, and the number of features it outputs."""
+    body = MLPBody([math.prod(data_shape), *hidden], len(data_shape), activation=activation)
+    return body, hidden[-1]
 
 
 def mlp_decoder(
-    latent_dim: int, data_shape: Sequence[int], hidden: Sequence[int], outputs: int
+    latent_dim: int,
+    data_shape: Sequence[int],
+    hidden: Sequence[int],
+    outputs: int,
+    activation: str = "relu",
 ) -> nn.Module:
     """An MLP decoder ``[..., latent_dim] -> [..., outputs]`` mirroring :func:`mlp_encoder`."""
-    return MLPBody([latent_dim, *reversed(hidden), outputs], event_dims=1, final_activation=False)
+    sizes = [latent_dim, *reversed(hidden), outputs]
+    return MLPBody(sizes, event_dims=1, final_activation=False, activation=activation)
 
 
-def conv_encoder(data_shape: Sequence[int], hidden: Sequence[int]) -> tuple[nn.Module, int]:
+def conv_encoder(
+    data_shape: Sequence[int], hidden: Sequence[int], activation: str = "relu"
+) -> tuple[nn.Module, int]:
     """A convolutional encoder body for 28x28 images; ``hidden[-1]`` features."""
-    return ConvEncoderBody(tuple(data_shape), hidden[-1]), hidden[-1]
+    return ConvEncoderBody(tuple(data_shape), hidden[-1], activation), hidden[-1]
 
 
 def conv_decoder(
-    latent_dim: int, data_shape: Sequence[int], hidden: Sequence[int], outputs: int
+    latent_dim: int,
+    data_shape: Sequence[int],
+    hidden: Sequence[int],
+    outputs: int,
+    activation: str = "relu",
 ) -> nn.Module:
     """A transposed-convolution decoder for 28x28 images."""
-    return ConvDecoder(latent_dim, tuple(data_shape), hidden[-1], outputs)
+    return ConvDecoder(latent_dim, tuple(data_shape), hidden[-1], outputs, activation)
 
 
 class SignedLog1p(nn.Module):

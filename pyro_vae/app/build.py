@@ -116,7 +116,7 @@ def build_cvae(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None
     encoder = LabelledEncoder(body, guide)
     outputs = contract.num_outputs or math.prod(data_shape)
     network = NETWORKS[cfg.network].decoder(
-        cfg.latent_dim + num_classes, data_shape, list(cfg.hidden), outputs
+        cfg.latent_dim + num_classes, data_shape, list(cfg.hidden), outputs, cfg.activation
     )
     if cfg.conditional_prior:
         prior = ConditionalNormalPrior(num_classes, cfg.latent_dim)
@@ -194,7 +194,8 @@ def build_encoder(cfg: Config, data_shape: tuple[int, ...], support: str = "real
 def encoder_body(
     cfg: Config, data_shape: tuple[int, ...], support: str = "real"
 ) -> tuple[nn.Module, int]:
-    """The network ``cfg.network`` after the input transform of ``support``, and its width.
+    """The network ``cfg.network`` of ``cfg.activation`` units after the input transform of
+    ``support``, and its width.
 
     With ``cfg.encoder_mask`` the transformed data pass through
     :class:`~pyro_vae.missing.MissingInput` (missing entries as 0, the observed mask
@@ -203,10 +204,10 @@ def encoder_body(
     """
     data_shape = tuple(data_shape)
     if not cfg.encoder_mask:
-        body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden))
+        body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden), cfg.activation)
         return with_input_transform(body, support), features
     doubled = (2 * data_shape[0], *data_shape[1:])
-    body, features = NETWORKS[cfg.network].encoder(doubled, list(cfg.hidden))
+    body, features = NETWORKS[cfg.network].encoder(doubled, list(cfg.hidden), cfg.activation)
     layers = [MissingInput(with_mask=True, data_dims=len(data_shape)), body]
     transform = input_transform(support)
     return nn.Sequential(*([transform] if transform is not None else []), *layers), features
@@ -230,8 +231,10 @@ def build_guide(
 
 
 def build_decoder(cfg: Config, data_shape: tuple[int, ...], outputs: int) -> nn.Module:
-    """The decoder network ``cfg.network`` with ``outputs`` numbers per datapoint."""
-    return NETWORKS[cfg.network].decoder(cfg.latent_dim, data_shape, list(cfg.hidden), outputs)
+    """The decoder network ``cfg.network`` of ``cfg.activation`` units with ``outputs`` numbers
+    per datapoint."""
+    network = NETWORKS[cfg.network]
+    return network.decoder(cfg.latent_dim, data_shape, list(cfg.hidden), outputs, cfg.activation)
 
 
 def build_prior(

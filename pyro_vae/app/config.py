@@ -120,6 +120,13 @@ class Config:
     hidden: list[int] = _option(
         [400], "hidden layer sizes of the MLP networks", "model", minimum=1, maximum=16_384
     )
+    activation: str = _option(
+        "relu",
+        "units of the encoder and decoder networks' hidden layers (next to x; the classifier's "
+        "too for m2); softplus is Pyro's VAE example's, tanh Burda et al.'s",
+        "model",
+        choices=_choices("ACTIVATIONS"),
+    )
     latent_dim: int | list[int] = _option(
         10,
         "dimension of the latent code z; several numbers stack stochastic layers, bottom (next "
@@ -141,7 +148,7 @@ class Config:
         "stacked layers: the units of the MLPs of p(z_l|z_l+1) and q(z_l+1|z_l) (tanh is Burda "
         "et al.'s; it keeps the top layer in use, see experiments/RESULTS.md)",
         "model",
-        choices=("relu", "tanh"),
+        choices=_choices("ACTIVATIONS"),
     )
     model: str = _option(
         "vae",

@@ -3,7 +3,8 @@
 ``--model m2`` builds :class:`pyro_vae.families.M2` from the same keys as the VAE: the
 likelihood, the prior (any built-in without global latents, but not vamp), the network
 (``mlp`` or ``conv``: the classifier q(y|x) and the encoder of q(z|x,y) each get a body
-of their own, the decoder sees [z, one_hot(y)]) and ``latent_dim``/``hidden``. The guide
+of their own, the decoder sees [z, one_hot(y)]), ``latent_dim``/``hidden`` and
+``activation``. The guide
 of z is the Normal one.
 
 Figures: ``losses.png``, ``class-samples.png`` (one row per class, z ~ p(z)),
@@ -28,7 +29,7 @@ from torch import nn
 from ..data import data_max
 from ..errors import ConfigError, DataError
 from ..families.m2 import M2, Classifier, M2Decoder, M2Encoder
-from ..networks import MLPBody, with_input_transform
+from ..networks import ACTIVATIONS, MLPBody, activation_unit, with_input_transform
 from ..parts import likelihood_contract
 from ..rng import isolated_rng
 from .build import build_likelihood, build_prior
@@ -61,18 +62,19 @@ def build_m2(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None) 
     likelihood = build_likelihood(cfg, data_shape)
     contract = likelihood_contract(likelihood, data_shape)
     largest = data_max(contract.support)
-    network = NETWORKS[cfg.network]
-    body, features = network.encoder(data_shape, list(cfg.hidden))
+    network, hidden, act = NETWORKS[cfg.network], list(cfg.hidden), cfg.activation
+    body, features = network.encoder(data_shape, hidden, act)
     classifier = Classifier(with_input_transform(body, contract.support), features, num_classes)
-    body, features = network.encoder(data_shape, list(cfg.hidden))
+    body, features = network.encoder(data_shape, hidden, act)
     encoder = M2Encoder(
         with_input_transform(_pre_activation(body), contract.support),
         features,
         cfg.latent_dim,
         num_classes,
+        activation_unit(act),
     )
     outputs = contract.num_outputs or math.prod(data_shape)
-    decoder = network.decoder(cfg.latent_dim + num_classes, data_shape, list(cfg.hidden), outputs)
+    decoder = network.decoder(cfg.latent_dim + num_classes, data_shape, hidden, outputs, act)
     prior = build_prior(cfg, encoder, data_shape, largest)
     return M2(
         classifier,
@@ -86,9 +88,11 @@ def build_m2(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None) 
 
 
 def _pre_activation(body: nn.Module) -> nn.Module:
-    """A built-in encoder body without its final ReLU (M2Encoder adds the label before it)."""
+    """A built-in encoder body without its final activation (M2Encoder adds the label before
+    it, then applies the same units)."""
     layers = body.layers if isinstance(body, MLPBody) else getattr(body, "conv", None)
-    if not isinstance(layers, nn.Sequential) or not isinstance(layers[-1], nn.ReLU):
+    units = tuple(ACTIVATIONS.values())
+    if not isinstance(layers, nn.Sequential) or not isinstance(layers[-1], units):
         raise ConfigError(f"network: m2 cannot add the label to {type(body).__name__}")
     if isinstance(body, MLPBody):
         body.layers = layers[:-1]

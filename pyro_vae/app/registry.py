@@ -48,7 +48,7 @@ from ..likelihoods import (
     LaplaceLikelihood,
     Likelihood,
 )
-from ..networks import conv_decoder, conv_encoder, mlp_decoder, mlp_encoder
+from ..networks import ACTIVATIONS, conv_decoder, conv_encoder, mlp_decoder, mlp_encoder
 from ..objectives.analytic_kl import AnalyticKL_ELBO
 from ..objectives.dreg import DReG_ELBO
 from ..objectives.elbo import FastTrace_ELBO
@@ -69,6 +69,7 @@ from ..priors import (
 )
 
 __all__ = [
+    "ACTIVATIONS",
     "MODELS",
     "PRIORS",
     "LIKELIHOODS",
@@ -267,8 +268,8 @@ GUIDES: dict[str, GuideSpec] = {
 class NetworkSpec:
     """A built-in network pair, what it is, and the config fields it reads."""
 
-    encoder: Callable[[tuple[int, ...], list[int]], tuple[nn.Module, int]]
-    decoder: Callable[[int, tuple[int, ...], list[int], int], nn.Module]
+    encoder: Callable[[tuple[int, ...], list[int], str], tuple[nn.Module, int]]
+    decoder: Callable[[int, tuple[int, ...], list[int], int, str], nn.Module]
     description: str
     options: tuple[str, ...] = ()
 
@@ -277,14 +278,14 @@ NETWORKS: dict[str, NetworkSpec] = {
     "mlp": NetworkSpec(
         mlp_encoder,
         mlp_decoder,
-        "fully connected ReLU layers (decoder mirrors encoder)",
-        ("hidden",),
+        "fully connected layers of --activation units (decoder mirrors encoder)",
+        ("hidden", "activation"),
     ),
     "conv": NetworkSpec(
         conv_encoder,
         conv_decoder,
         "two stride-2 (transposed) convolutions for 28x28 images; hidden: last size is used",
-        ("hidden",),
+        ("hidden", "activation"),
     ),
 }
 

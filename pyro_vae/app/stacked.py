@@ -1,8 +1,8 @@
 """The stacked VAE in the application: ``--latent-dim 100 50`` builds it from a Config.
 
-Between x and z_1 the parts are the VAE's own (``--network``, ``--hidden``, ``--guide``,
-``--likelihood``); between consecutive layers p(z_l|z_l+1) and q(z_l+1|z_l) are diagonal
-Gaussians from MLPs of ``--latent-hidden`` sizes and ``--latent-activation`` units (ReLU by
+Between x and z_1 the parts are the VAE's own (``--network``, ``--hidden``, ``--activation``,
+``--guide``, ``--likelihood``); between consecutive layers p(z_l|z_l+1) and q(z_l+1|z_l) are
+diagonal Gaussians from MLPs of ``--latent-hidden`` sizes and ``--latent-activation`` units (ReLU by
 default; Burda et al. 2016 used tanh); ``--prior`` is the prior of the top layer. A VampPrior
 there mixes q(z_L|u_k) along the guide's mean path
 (:meth:`pyro_vae.families.StackedVAE.top_guide`).

@@ -103,21 +103,29 @@ class M2Encoder(nn.Module):
     """q(z|x,y) = N(loc, diag(scale^2)), the label added to the last hidden layer's input.
 
     ``body`` maps x to the pre-activation of its last hidden layer (``features``
-    numbers); a learned vector per label is added, then ReLU and a Linear head give
-    loc and scale. For a one-hidden-layer MLP this is exactly the layer on the
-    concatenation [x, one_hot(y)] of Pyro's example; the body runs once per datapoint
-    however many labels are scored.
+    numbers); a learned vector per label is added, then ``activation`` (ReLU by default)
+    and a Linear head give loc and scale. For a one-hidden-layer MLP this is exactly the
+    layer on the concatenation [x, one_hot(y)] of Pyro's example; the body runs once per
+    datapoint however many labels are scored.
     """
 
-    def __init__(self, body: nn.Module, features: int, latent_dim: int, num_classes: int):
+    def __init__(
+        self,
+        body: nn.Module,
+        features: int,
+        latent_dim: int,
+        num_classes: int,
+        activation: nn.Module | None = None,
+    ):
         super().__init__()
         self.body = body
+        self.activation = activation if activation is not None else nn.ReLU()
         self.label = nn.Embedding(num_classes, features)
         nn.init.uniform_(self.label.weight, -(features**-0.5), features**-0.5)
         self.head = nn.Linear(features, 2 * latent_dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
-        hidden = torch.relu(self.body(x) + self.label(y))
+        hidden = self.activation(self.body(x) + self.label(y))
         loc, raw_scale = self.head(hidden).chunk(2, dim=-1)
         return ReparameterizedNormal(loc, bounded_scale(raw_scale)).to_event(1)
 

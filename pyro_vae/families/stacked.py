@@ -70,7 +70,8 @@ def conditional_layer(
     parent_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "relu"
 ) -> NormalGuide:
     """A diagonal Gaussian of ``latent_dim`` units given a layer of ``parent_dim`` units, through
-    an MLP of ``hidden`` sizes and ``activation`` units (``relu`` or Burda et al.'s ``tanh``):
+    an MLP of ``hidden`` sizes and ``activation`` units (a key of
+    :data:`pyro_vae.networks.ACTIVATIONS`; Burda et al. used ``tanh``):
     Burda et al.'s p(z_1|z_2) and q(z_2|z_1).
 
     Example:
