@@ -1,6 +1,6 @@
 """Missing values: MIWAE on mnist5k with pixels missing, and imputation against its baselines.
 
-    python experiments/missing_values.py                        # 2 patterns x 3 seeds
+    python experiments/missing_values.py                        # 3 patterns x 3 seeds
     python experiments/missing_values.py --encoder-mask         # the encoder also sees the mask
     python experiments/missing_values.py --epochs 1 --seeds 0 --train-images 300 --k 20
 
@@ -11,7 +11,9 @@ patterns of missing pixels, each drawn from the seed:
 - ``mcar``: each pixel of every training and test image is missing with probability 1/2,
   completely at random;
 - ``bottom-half``: the bottom 14 rows are missing in a random half of the training
-  images and in every test image (a block, where only learned structure can fill it).
+  images and in every test image (a block, where only learned structure can fill it);
+- ``mcar-to-bottom-half``: trained on mcar's training mask (the same one, seed for seed),
+  tested with every test image's bottom half missing, a pattern the encoder never saw.
 
 A VAE is trained on the incomplete training set (``iwae:k=5``, which on masked data is
 MIWAE, Mattei & Frellsen 2019), then the missing test pixels are filled five ways and
@@ -44,24 +46,33 @@ from pyro_vae.imputation import impute
 from pyro_vae.missing import mark_missing
 
 OUT = Path(__file__).resolve().parent / "out" / "missing_values"
-PATTERNS = ("mcar", "bottom-half")
+PATTERNS = ("mcar", "bottom-half", "mcar-to-bottom-half")
 METHODS = ("mean", "reconstruction", "miwae", "one draw", "draws' mean")
 
 
 def masks(pattern: str, train_shape, test_shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean masks (True = observed) of the training and test images for ``pattern``."""
+    """Boolean masks (True = observed) of the training and test images for ``pattern``.
+
+    Example:
+        >>> train_mask, test_mask = masks("mcar-to-bottom-half", (4, 1, 28, 28), (2, 1, 28, 28), 0)
+        >>> torch.equal(train_mask, masks("mcar", (4, 1, 28, 28), (2, 1, 28, 28), 0)[0])
+        True
+        >>> bool(test_mask[..., :14, :].all()), bool(test_mask[..., 14:, :].any())
+        (True, False)
+    """
     generator = torch.Generator().manual_seed(seed)
-    if pattern == "mcar":
-        return (
-            torch.rand(train_shape, generator=generator) >= 0.5,
-            torch.rand(test_shape, generator=generator) >= 0.5,
-        )
     rows = torch.arange(train_shape[-2]) >= train_shape[-2] // 2  # the bottom half
     block = rows.view(-1, 1).expand(train_shape[-2:])
-    hidden = torch.rand(train_shape[0], generator=generator) < 0.5
-    train_mask = ~(hidden.view(-1, 1, 1, 1) & block)
-    test_mask = ~block.expand(test_shape)
-    return train_mask.expand(train_shape).clone(), test_mask.clone()
+    if pattern == "bottom-half":
+        hidden = torch.rand(train_shape[0], generator=generator) < 0.5
+        train_mask = ~(hidden.view(-1, 1, 1, 1) & block).expand(train_shape)
+    else:  # mcar and mcar-to-bottom-half: the same training mask, drawn first
+        train_mask = torch.rand(train_shape, generator=generator) >= 0.5
+    if pattern == "mcar":
+        test_mask = torch.rand(test_shape, generator=generator) >= 0.5
+    else:
+        test_mask = ~block.expand(test_shape)
+    return train_mask.clone(), test_mask.clone()
 
 
 def rmse(filled: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor) -> float:
@@ -133,8 +144,10 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         f"{' '.join(map(str, args.seeds))}; {args.epochs} epochs of iwae:k=5 (MIWAE), "
         f"{args.likelihood}, K={args.k}, M={args.draws}",
         "",
-        "| pattern | " + " | ".join(METHODS) + " | miwae / mean | miwae / reconstruction |",
-        "|---" * (len(METHODS) + 3) + "|",
+        "| pattern | "
+        + " | ".join(METHODS)
+        + " | miwae / mean | miwae / reconstruction | ESS (% of K) |",
+        "|---" * (len(METHODS) + 4) + "|",
     ]
     for pattern, mask in [(p, m) for p in PATTERNS for m in (False, True)]:
         mine = [r for r in rows if r["pattern"] == pattern and r.get("encoder_mask", False) == mask]
@@ -148,8 +161,11 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
             cells.append(f"{statistics.mean(values):.4f} +/- {sd:.4f}")
         ratio_mean = statistics.mean(r["rmse miwae"] / r["rmse mean"] for r in mine)
         ratio_rec = statistics.mean(r["rmse miwae"] / r["rmse reconstruction"] for r in mine)
+        ess = 100 * statistics.mean(r["ess_fraction"] for r in mine)
         lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {ratio_mean:.3f} | {ratio_rec:.3f} |"
+            f"| {label} | "
+            + " | ".join(cells)
+            + f" | {ratio_mean:.3f} | {ratio_rec:.3f} | {ess:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

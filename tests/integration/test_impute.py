@@ -1,6 +1,7 @@
 """Training on data with missing entries, then `pyro-vae impute` and `evaluate` on them."""
 
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -143,7 +144,24 @@ def test_the_missing_values_experiment_runs_on_a_tiny_budget(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     table = (tmp_path / "results.md").read_text()
     assert "| mcar |" in table and "| bottom-half |" in table
+    assert "| mcar-to-bottom-half |" in table
     assert (tmp_path / "mcar.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mcar_to_bottom_half_trains_on_mcars_mask_and_tests_on_bottom_halves():
+    script = Path(__file__).resolve().parents[2] / "experiments" / "missing_values.py"
+    masks = runpy.run_path(str(script), run_name="masks")["masks"]
+    train_shape, test_shape = (4500, 1, 28, 28), (500, 1, 28, 28)
+    for seed in (0, 1):
+        train_mask, test_mask = masks("mcar-to-bottom-half", train_shape, test_shape, seed)
+        mcar_train, mcar_test = masks("mcar", train_shape, test_shape, seed)
+        assert torch.equal(train_mask, mcar_train)  # the same model as mcar's, seed for seed
+        per_pixel = (~train_mask).float().mean(0)  # missing at random: about 1/2 everywhere
+        assert float(per_pixel.min()) > 0.45 and float(per_pixel.max()) < 0.55
+        assert test_mask.shape == test_shape and not torch.equal(test_mask, mcar_test)
+        assert test_mask[..., :14, :].all() and not test_mask[..., 14:, :].any()
+    other = masks("mcar-to-bottom-half", train_shape, test_shape, 1)[0]
+    assert not torch.equal(masks("mcar-to-bottom-half", train_shape, test_shape, 0)[0], other)
 
 
 def test_bits_per_dim_of_missing_8bit_data_count_the_observed_dimensions(tmp_path, mnist5k):
