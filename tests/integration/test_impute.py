@@ -146,6 +146,17 @@ def test_the_missing_values_experiment_runs_on_a_tiny_budget(tmp_path):
     assert "| mcar |" in table and "| bottom-half |" in table
     assert "| mcar-to-bottom-half |" in table
     assert (tmp_path / "mcar.png").read_bytes()[:4] == b"\x89PNG"
+    done = subprocess.run(  # the particles diagnostic on the run it names
+        [sys.executable, str(script.with_name("imputation_particles.py")),
+         str(tmp_path / "mcar-to-bottom-half-seed0"), "3", "30", "--every", "50"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["mean", "reconstruction", "K=3:", "K=30:"]
+    for line, k in zip(lines[2:], (3, 30), strict=True):  # 1 <= ESS <= K, RMSE in [0, 1]
+        assert 0 < float(line.split()[2].rstrip(",")) < 1
+        assert 1 <= float(line.split()[4]) <= k
 
 
 def test_mcar_to_bottom_half_trains_on_mcars_mask_and_tests_on_bottom_halves():
