@@ -35,8 +35,10 @@ def mlp_vae(
     prior: nn.Module | None = None,
     encoder: nn.Module | None = None,
     decoder: nn.Module | None = None,
+    activation: str = "relu",
 ) -> VAE:
-    """A VAE with MLP networks, a Normal guide, N(0, I) and a Bernoulli likelihood by default.
+    """A VAE with MLP networks of ``activation`` units (relu, softplus or tanh), a Normal
+    guide, N(0, I) and a Bernoulli likelihood by default.
 
     Any part given replaces the default; the parts are checked against their contracts
     (:mod:`pyro_vae.parts`) before the VAE is returned.
@@ -45,12 +47,12 @@ def mlp_vae(
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)
     if encoder is None:
-        body, features = mlp_encoder(data_shape, hidden)
+        body, features = mlp_encoder(data_shape, hidden, activation)
         body = with_input_transform(body, contract.support)
         encoder = NormalGuide(body, features, latent_dim)
     if decoder is None:
         outputs = contract.num_outputs or math.prod(data_shape)
-        decoder = mlp_decoder(latent_dim, data_shape, hidden, outputs)
+        decoder = mlp_decoder(latent_dim, data_shape, hidden, outputs, activation)
     if prior is None:
         prior = StandardNormalPrior(latent_dim)
     return VAE(encoder, decoder, prior, likelihood, data_shape=data_shape)

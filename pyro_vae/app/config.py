@@ -122,15 +122,17 @@ class Config:
     )
     activation: str = _option(
         "relu",
-        "units of the encoder and decoder networks' hidden layers (next to x; the classifier's "
-        "too for m2); softplus is Pyro's VAE example's, tanh Burda et al.'s",
+        "relu, softplus or tanh: units of the encoder and decoder networks' hidden layers "
+        "(next to x; the classifier's too for m2); softplus is Pyro's VAE example's, tanh "
+        "Burda et al.'s",
         "model",
         choices=_choices("ACTIVATIONS"),
     )
     latent_dim: int | list[int] = _option(
         10,
-        "dimension of the latent code z; several numbers stack stochastic layers, bottom (next "
-        "to x) first: 100 50 is the model z2 -> z1 -> x with the guide x -> z1 -> z2",
+        "dimension of the latent code z; with --model vae, several numbers stack stochastic "
+        "layers, bottom (next to x) first: 100 50 is the model z2 -> z1 -> x with the guide "
+        "x -> z1 -> z2",
         "model",
         minimum=1,
         maximum=4096,
@@ -145,8 +147,9 @@ class Config:
     )
     latent_activation: str = _option(
         "relu",
-        "stacked layers: the units of the MLPs of p(z_l|z_l+1) and q(z_l+1|z_l) (tanh is Burda "
-        "et al.'s; it keeps the top layer in use, see experiments/RESULTS.md)",
+        "relu, softplus or tanh: stacked layers' units in the MLPs of p(z_l|z_l+1) and "
+        "q(z_l+1|z_l) (tanh is Burda et al.'s; it keeps the top layer in use, see "
+        "experiments/RESULTS.md)",
         "model",
         choices=_choices("ACTIVATIONS"),
     )

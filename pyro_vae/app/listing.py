@@ -32,7 +32,8 @@ def describe_option(name: str) -> str:
     field = next(f for f in fields(Config) if f.name == name)
     default = field.default_factory() if field.default is MISSING else field.default
     choices = field.metadata["choices"]
-    if choices is not None and not callable(choices):
+    choices = choices() if callable(choices) else choices  # a registry's names
+    if choices is not None:
         form = "{" + ",".join(choices) + "}"
     else:
         forms = {"int": "N", "float": "X", "str": "TEXT", "bool": ""}

@@ -396,8 +396,10 @@ def mlp_cvae(
     conditional_prior: bool = False,
     likelihood: nn.Module | None = None,
     prior: nn.Module | None = None,
+    activation: str = "relu",
 ) -> CVAE:
-    """A CVAE with MLP networks, a Normal guide and a Bernoulli likelihood by default.
+    """A CVAE with MLP networks of ``activation`` units (relu, softplus or tanh), a Normal
+    guide and a Bernoulli likelihood by default.
 
     The prior is N(0, I), a learned :class:`ConditionalNormalPrior` with
     ``conditional_prior``, or ``prior`` when given.
@@ -409,11 +411,13 @@ def mlp_cvae(
     data_shape = tuple(data_shape)
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)
-    body, features = mlp_encoder(data_shape, hidden)
+    body, features = mlp_encoder(data_shape, hidden, activation)
     body = with_input_transform(body, contract.support)
     encoder = LabelledEncoder(body, NormalGuide(nn.Identity(), features + num_classes, latent_dim))
     outputs = contract.num_outputs or math.prod(data_shape)
-    decoder = LabelledDecoder(mlp_decoder(latent_dim + num_classes, data_shape, hidden, outputs))
+    decoder = LabelledDecoder(
+        mlp_decoder(latent_dim + num_classes, data_shape, hidden, outputs, activation)
+    )
     if prior is not None and conditional_prior:
         raise ModelError("give either prior= or conditional_prior=True, not both")
     if prior is None and conditional_prior:

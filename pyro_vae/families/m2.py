@@ -49,7 +49,7 @@ from ..distributions import ReparameterizedNormal
 from ..errors import ModelError
 from ..guides import bounded_scale
 from ..likelihoods import BernoulliLikelihood
-from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
+from ..networks import MLPBody, activation_unit, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import likelihood_contract, prior_has_globals
 from ..priors import StandardNormalPrior, VampPrior
 from ..vae import AmortizedModel, LogWeights, data_plate, latent_weight, path_log_prob
@@ -342,8 +342,10 @@ def mlp_m2(
     *,
     likelihood: nn.Module | None = None,
     prior: nn.Module | None = None,
+    activation: str = "relu",
 ) -> M2:
-    """An M2 with MLP networks (ReLU), a Bernoulli likelihood and N(0, I) by default.
+    """An M2 with MLP networks of ``activation`` units (relu, softplus or tanh), a
+    Bernoulli likelihood and N(0, I) by default.
 
     The classifier and the encoder of z each have their own MLP body of sizes ``hidden``;
     the decoder mirrors it. The defaults (50 latent dimensions, one hidden layer of 500)
@@ -352,15 +354,19 @@ def mlp_m2(
     data_shape = tuple(data_shape)
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)
-    body, features = mlp_encoder(data_shape, hidden)
+    body, features = mlp_encoder(data_shape, hidden, activation)
     classifier = Classifier(with_input_transform(body, contract.support), features, num_classes)
-    pre_activation = MLPBody([math.prod(data_shape), *hidden], len(data_shape), False)
+    pre_activation = MLPBody([math.prod(data_shape), *hidden], len(data_shape), False, activation)
     encoder = M2Encoder(
-        with_input_transform(pre_activation, contract.support), hidden[-1], latent_dim, num_classes
+        with_input_transform(pre_activation, contract.support),
+        hidden[-1],
+        latent_dim,
+        num_classes,
+        activation_unit(activation),
     )
     outputs = contract.num_outputs or math.prod(data_shape)
     decoder = M2Decoder(
-        mlp_decoder(latent_dim + num_classes, data_shape, hidden, outputs), num_classes
+        mlp_decoder(latent_dim + num_classes, data_shape, hidden, outputs, activation), num_classes
     )
     prior = prior if prior is not None else StandardNormalPrior(latent_dim)
     return M2(classifier, encoder, decoder, prior, likelihood, num_classes, data_shape=data_shape)

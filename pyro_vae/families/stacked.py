@@ -373,12 +373,13 @@ def mlp_stacked_vae(
     likelihood: nn.Module | None = None,
     prior: nn.Module | None = None,
     latent_activation: str = "relu",
+    activation: str = "relu",
 ) -> StackedVAE:
     """Burda et al.'s stacked VAE: MLPs of ``hidden`` sizes between x and z_1, of
     ``latent_hidden`` sizes between consecutive layers, diagonal Gaussian layers, a Normal
     guide, N(0, I) on the top layer (or ``prior``) and Bernoulli pixels by default. The
-    MLPs next to x use ReLU, like every network here; those between the layers use
-    ``latent_activation``, ReLU by default (Burda et al. used tanh: on mnist5k it keeps the
+    MLPs next to x use ``activation`` units; those between the layers use
+    ``latent_activation``; both ReLU by default (Burda et al. used tanh: on mnist5k it keeps the
     top layer in use but did not raise log p(x); experiments/RESULTS.md).
 
     Example:
@@ -390,10 +391,10 @@ def mlp_stacked_vae(
         raise ModelError(f"latent_dims {list(dims)}: a stack needs two layers or more")
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)
-    body, features = mlp_encoder(data_shape, hidden)
+    body, features = mlp_encoder(data_shape, hidden, activation)
     encoder = NormalGuide(with_input_transform(body, contract.support), features, dims[0])
     outputs = contract.num_outputs or math.prod(data_shape)
-    decoder = mlp_decoder(dims[0], data_shape, hidden, outputs)
+    decoder = mlp_decoder(dims[0], data_shape, hidden, outputs, activation)
     pairs = list(zip(dims, dims[1:], strict=False))
     guide_layers = [conditional_layer(a, latent_hidden, b, latent_activation) for a, b in pairs]
     prior_layers = [conditional_layer(b, latent_hidden, a, latent_activation) for a, b in pairs]

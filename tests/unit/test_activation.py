@@ -5,11 +5,13 @@ import pytest
 import torch
 from torch import nn
 
+from pyro_vae import mlp_vae
 from pyro_vae.app.build import build_model
 from pyro_vae.app.config import Config
 from pyro_vae.app.load import load_run
 from pyro_vae.app.train import train
 from pyro_vae.errors import ConfigError
+from pyro_vae.families import mlp_cvae, mlp_m2, mlp_stacked_vae
 from pyro_vae.networks import ACTIVATIONS, activation_unit
 
 UNITS = tuple(ACTIVATIONS.values())
@@ -84,3 +86,26 @@ def test_an_unknown_name_is_refused_with_the_valid_choices():
         Config(activation="gelu")
     with pytest.raises(ConfigError, match="activation: unknown name 'gelu'; valid choices: relu"):
         activation_unit("gelu")
+
+
+FACTORIES = {
+    "mlp_vae": lambda act: mlp_vae((1, 28, 28), 4, [16, 8], activation=act),
+    "mlp_cvae": lambda act: mlp_cvae((1, 28, 28), 10, 4, [16, 8], activation=act),
+    "mlp_m2": lambda act: mlp_m2((1, 28, 28), 10, 4, [16, 8], activation=act),
+    "mlp_stacked_vae": lambda act: mlp_stacked_vae((1, 28, 28), (6, 3), [16], [8], activation=act),
+}
+
+
+@pytest.mark.parametrize("factory", sorted(FACTORIES))
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_the_python_factories_take_the_units_too(factory, name):
+    model = FACTORIES[factory](name)
+    assert units_of(x_side_modules(model)) == {ACTIVATIONS[name]}
+    if factory == "mlp_m2":
+        assert type(model.encoder.activation) is ACTIVATIONS[name]
+
+
+@pytest.mark.parametrize("factory", sorted(FACTORIES))
+def test_the_python_factories_refuse_an_unknown_name(factory):
+    with pytest.raises(ConfigError, match="unknown name 'gelu'"):
+        FACTORIES[factory]("gelu")
