@@ -276,6 +276,13 @@ class Config:
     epochs: int = _option(30, "passes over the training set", "training", minimum=1)
     batch_size: int = _option(128, "minibatch size", "training", minimum=1)
     lr: float = _option(1e-3, "Adam learning rate", "training", minimum=0, exclusive_minimum=True)
+    weight_decay: float = _option(
+        0.0,
+        "decoupled weight decay of every parameter (AdamW: each step multiplies a weight by "
+        "1 - lr * weight_decay); 0: plain Adam",
+        "training",
+        minimum=0,
+    )
     seed: int = _option(
         0,
         "random seed: same seed, same device, same numbers",

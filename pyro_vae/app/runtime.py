@@ -52,13 +52,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam with its fused kernel where torch has one for these tensors (CPU and CUDA, float).
+def make_adam(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Adam:
+    """Adam (AdamW with a decoupled ``weight_decay`` above 0) with its fused kernel where
+    torch has one for these tensors (CPU and CUDA, float).
 
     The fused step is one kernel per tensor instead of about ten: on a 784-400-20 VAE it
     takes 0.3 ms instead of 1.3 ms on 2 CPU cores. Same algorithm, same defaults.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(3))
+        >>> type(make_adam([w], 1e-3)).__name__, type(make_adam([w], 1e-3, 0.1)).__name__
+        ('Adam', 'AdamW')
     """
+    kind, options = torch.optim.Adam, {"lr": lr}
+    if weight_decay > 0:
+        kind, options = torch.optim.AdamW, {"lr": lr, "weight_decay": weight_decay}
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return kind(params, **options, fused=True)
     except RuntimeError:  # a device or dtype without a fused kernel
-        return torch.optim.Adam(params, lr=lr)
+        return kind(params, **options)

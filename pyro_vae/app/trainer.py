@@ -126,7 +126,7 @@ class Trainer:
             device_ids = [data.device.index] if data.device.type == "cuda" else None
             self.train_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
         self.parameters = list(model.parameters())
-        self.optimizer = make_adam(self.parameters, cfg.lr)
+        self.optimizer = make_adam(self.parameters, cfg.lr, cfg.weight_decay)
         self.faults = FaultRecord(data.device)
         self.scan = StepScan(data.device)
         skips_on_device = bool(self.optimizer.defaults.get("fused"))
