@@ -50,7 +50,8 @@ __all__ = [
     "data_max",
 ]
 
-OPEN_UNIT_MARGIN = 1e-3
+OPEN_UNIT_MARGIN = 1e-3  # float data in [0, 1] move this far inside for open-unit likelihoods
+MAX_EXACT_COUNT = 2**24  # the largest integer that float32 holds exactly, with all below it
 
 
 def data_max(support: str) -> float:
@@ -175,10 +176,10 @@ def prepare_data(
     for split, x in (("train", dataset.x_train), ("test", dataset.x_test)):
         if x.shape[0] == 0:
             raise DataError(f"{dataset.name}: the {split} split is empty; it needs images")
-    train = _scaled(dataset.x_train, dataset, support, likelihood_name, binarize)
-    test = _scaled(dataset.x_test, dataset, support, likelihood_name, binarize)
-    train = _masked(train, dataset.mask_train)
-    test = _masked(test, dataset.mask_test)
+    train = _scaled(
+        dataset.x_train, dataset.mask_train, dataset, support, likelihood_name, binarize
+    )
+    test = _scaled(dataset.x_test, dataset.mask_test, dataset, support, likelihood_name, binarize)
     missing = _any_missing(train, test, dataset.name)
     dynamic = binarize == "dynamic"
     if binarize == "static":
@@ -234,9 +235,16 @@ def _observed(x: torch.Tensor) -> torch.Tensor:
 
 
 def _scaled(
-    x: torch.Tensor, dataset: Dataset, support: str, likelihood_name: str, binarize: str
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    dataset: Dataset,
+    support: str,
+    likelihood_name: str,
+    binarize: str,
 ) -> torch.Tensor:
-    """Map raw values to the likelihood's scale (before any binarization)."""
+    """Map raw values to the likelihood's scale (before any binarization), NaN where ``mask``
+    says missing; every check here looks at the observed entries only."""
+    x = _masked(x.float(), mask)
     if support == "levels":
         if not dataset.is_8bit:
             raise DataError(
@@ -249,18 +257,25 @@ def _scaled(
                 f"likelihood {likelihood_name!r} models the 8-bit levels themselves and "
                 f"{_found(x, dataset.name)}; binarizing them makes no sense: use --binarize none"
             )
-        return x.float()
+        return x
     if support == "counts":
         if binarize != "none":
             raise DataError(
                 f"likelihood {likelihood_name!r} models the counts themselves and "
                 f"{_found(x, dataset.name)}; binarizing them makes no sense: use --binarize none"
             )
-        return x.float()
-    values = x.float() / 255.0 if dataset.is_8bit else x.float()
+        return x
+    values = x / 255.0 if dataset.is_8bit else x
     if support == "open-unit" and binarize == "none":
         if dataset.is_8bit:
-            return (x.float() + 0.5) / 256.0
+            return (x + 0.5) / 256.0
+        observed = _observed(values)
+        if bool((observed < 0).any() | (observed > 1).any()):
+            raise DataError(
+                f"likelihood {likelihood_name!r} needs values in (0, 1) (values in [0, 1] are "
+                f"moved {OPEN_UNIT_MARGIN:g} inside) but {_found(values, dataset.name)}; rescale "
+                "the data to [0, 1], or use --likelihood gaussian for real values"
+            )
         return values.clamp(OPEN_UNIT_MARGIN, 1 - OPEN_UNIT_MARGIN)
     if binarize != "none" and bool(((values < 0) | (values > 1)).any()):
         raise DataError(
@@ -275,6 +290,25 @@ def _scaled(
             "where its density is zero: use --binarize none"
         )
     return values
+
+
+def _check_counts(observed: torch.Tensor, found: str, likelihood_name: str) -> None:
+    """Refuse negative, fractional or float32-inexact counts, naming the first offender."""
+    needs = f"likelihood {likelihood_name!r} needs counts (non-negative integers) but {found}"
+    fractional = observed[observed != observed.round()]
+    if len(fractional):
+        raise DataError(
+            f"{needs}, including {float(fractional[0]):g}, which is not an integer; give it "
+            "count data, or use --likelihood gaussian for real values"
+        )
+    if float(observed.min()) < 0:
+        raise DataError(f"{needs}; counts cannot be negative: mark such entries missing (NaN)")
+    if float(observed.max()) > MAX_EXACT_COUNT:
+        raise DataError(
+            f"{needs}, above {MAX_EXACT_COUNT:,} (2^24), where float32 no longer holds every "
+            "integer and the log-probabilities lose their meaning; scale the counts down (e.g. "
+            "divide by a size factor and round) or mark the outliers missing (NaN)"
+        )
 
 
 def _found(x: torch.Tensor, name: str, split: str = "") -> str:
@@ -306,11 +340,8 @@ def _check_support(
             f"likelihood {likelihood_name!r} needs values in [0, 1] but {found}; rescale the "
             "data or use --likelihood gaussian"
         )
-    if support == "counts" and (low < 0 or not bool((x == x.round()).all())):
-        raise DataError(
-            f"likelihood {likelihood_name!r} needs counts (non-negative integers) but {found}"
-            "; give it count data, or use --likelihood gaussian for real values"
-        )
+    if support == "counts":
+        _check_counts(x, found, likelihood_name)
     if support == "open-unit" and (low <= 0 or high >= 1):
         raise DataError(
             f"likelihood {likelihood_name!r} needs values strictly inside (0, 1) but {found}; "

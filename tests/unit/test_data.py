@@ -73,3 +73,63 @@ def test_binarizing_refuses_values_that_are_not_probabilities(binarize):
     data = Dataset("table", standardized[:16], None, standardized[16:], None)
     with pytest.raises(DataError, match=r"Bernoulli\(value\), which needs values in \[0, 1\]"):
         prepare_data(data, "binary", "bernoulli", binarize, seed=0)
+
+
+def table(train: torch.Tensor, test: torch.Tensor, mask_train=None, mask_test=None) -> Dataset:
+    return Dataset("table", train, None, test, None, mask_train=mask_train, mask_test=mask_test)
+
+
+def test_an_open_unit_likelihood_refuses_values_outside_0_1_instead_of_clamping_them():
+    values = torch.rand(20, 4) * 5 - 2  # [-2, 3]: clamping would silently train on garbage
+    with pytest.raises(DataError, match=r"'beta' needs values in \(0, 1\).*range over \[-1.9"):
+        prepare_data(table(values[:16], values[16:]), "open-unit", "beta", "none", seed=0)
+
+
+def test_an_open_unit_likelihood_moves_0_and_1_just_inside():
+    values = torch.tensor([[0.0, 0.5, 1.0]]).repeat(4, 1)
+    data = prepare_data(table(values[:2], values[2:]), "open-unit", "beta", "none", seed=0)
+    assert 0 < float(data.train.min()) < 0.01 and 0.99 < float(data.train.max()) < 1
+    assert float(data.train[0, 1]) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("support", "likelihood", "binarize"),
+    [("binary", "bernoulli", "dynamic"), ("binary", "bernoulli", "static"),
+     ("open-unit", "beta", "none"), ("unit", "continuous-bernoulli", "none"),
+     ("counts", "poisson", "none")],
+)  # fmt: skip
+def test_masked_out_entries_are_never_checked(support, likelihood, binarize):
+    """Whatever a masked-out entry holds (here -5), the checks look at observed entries only."""
+    values = torch.rand(20, 6).round() if support == "counts" else torch.rand(20, 6) * 0.9 + 0.05
+    mask = torch.rand(20, 6) > 0.3
+    mask[:, 0] = False
+    data = prepare_data(
+        table(values[:16].masked_fill(~mask[:16], -5.0), values[16:].masked_fill(~mask[16:], -5.0),
+              mask[:16], mask[16:]),
+        support, likelihood, binarize, seed=0,
+    )  # fmt: skip
+    assert bool(torch.isnan(data.train[~mask[:16]]).all())
+    assert bool(torch.isfinite(data.train[mask[:16]]).all())
+
+
+def test_a_count_likelihood_names_a_fractional_count():
+    counts = torch.randint(0, 10, (20, 4)).float()
+    counts[17, 2] = 2.5
+    with pytest.raises(DataError, match=r"including 2.5, which is not an integer"):
+        prepare_data(table(counts[:16], counts[16:]), "counts", "poisson", "none", seed=0)
+
+
+def test_a_count_likelihood_refuses_counts_float32_cannot_hold_exactly():
+    counts = torch.randint(0, 10, (20, 4)).float()
+    counts[3, 1] = 3.4e38
+    with pytest.raises(DataError, match=r"above 16,777,216 \(2\^24\)"):
+        prepare_data(table(counts[:16], counts[16:]), "counts", "poisson", "none", seed=0)
+    counts[3, 1] = 2**24  # the largest exact one is still a count
+    prepare_data(table(counts[:16], counts[16:]), "counts", "poisson", "none", seed=0)
+
+
+def test_a_count_likelihood_refuses_negative_counts_and_says_how_to_mark_them():
+    counts = torch.randint(0, 10, (20, 4)).float()
+    counts[0, 0] = -1
+    with pytest.raises(DataError, match=r"cannot be negative: mark such entries missing"):
+        prepare_data(table(counts[:16], counts[16:]), "counts", "poisson", "none", seed=0)
