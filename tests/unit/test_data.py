@@ -80,8 +80,8 @@ def table(train: torch.Tensor, test: torch.Tensor, mask_train=None, mask_test=No
 
 
 def test_an_open_unit_likelihood_refuses_values_outside_0_1_instead_of_clamping_them():
-    values = torch.rand(20, 4) * 5 - 2  # [-2, 3]: clamping would silently train on garbage
-    with pytest.raises(DataError, match=r"'beta' needs values in \(0, 1\).*range over \[-1.9"):
+    values = torch.linspace(-2, 3, 80).reshape(20, 4)  # clamping would train on garbage
+    with pytest.raises(DataError, match=r"'beta' needs values in \(0, 1\).*range over \[-2, "):
         prepare_data(table(values[:16], values[16:]), "open-unit", "beta", "none", seed=0)
 
 

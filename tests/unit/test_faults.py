@@ -215,7 +215,9 @@ def test_deferred_reads_recover_exactly_like_immediate_ones(tiny, tmp_path):
 
 
 def test_deferred_reads_need_the_fused_adam(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr("pyro_vae.app.trainer.make_adam", lambda p, lr: torch.optim.Adam(p, lr=lr))
+    monkeypatch.setattr(
+        "pyro_vae.app.trainer.make_adam", lambda p, lr, wd: torch.optim.Adam(p, lr=lr)
+    )
     with pytest.raises(ValueError, match="fused Adam"):
         make_trainer(tiny, tmp_path, bad_calls=lambda n: False, fault_read_every=4)
 
