@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shlex
 import sys
@@ -468,6 +469,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Pyro's ELBOs log "Guessed max_plate_nesting = 1" at INFO for any traced model: a
+    # line between the command's own that tells its user nothing
+    logging.getLogger("pyro.infer.elbo").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:

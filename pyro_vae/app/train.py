@@ -121,9 +121,12 @@ def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFold
 
 
 def _num_classes(dataset: Dataset) -> int | None:
+    """Classes of the labels of both splits (a test label the training split lacks still
+    needs its class); None without training labels."""
     if dataset.y_train is None or len(dataset.y_train) == 0:
         return None
-    return int(dataset.y_train.max()) + 1
+    labels = [y for y in (dataset.y_train, dataset.y_test) if y is not None and len(y)]
+    return max(int(y.max()) for y in labels) + 1
 
 
 def train(

@@ -166,16 +166,18 @@ class Trainer:
         return self.data.y_train.to(self.data.device), self.data.y_test.to(self.data.device)
 
     def check_loss(self) -> None:
-        """Score two test datapoints once, without gradients and on a separate random stream.
+        """Score two test datapoints once, as a training step would (gradients and Pyro's
+        validation on) but without a backward pass, on a separate random stream.
 
-        A model the objective cannot score fails here, before any file is written, and
-        parameters that appear on a first call (Pyro's autoguides) exist afterwards.
+        A model the objective cannot score, or refuses to, fails here, before any file is
+        written, and parameters that appear on a first call (Pyro's autoguides) exist
+        afterwards.
         """
         x = self.data.test[:2]
         y = None if self.y_test is None else self.y_test[:2]
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), isolated_rng(self.cfg.seed, self.data.device):
+        with pyro.validation_enabled(True), isolated_rng(self.cfg.seed, self.data.device):
             self._loss(x, None, 1.0, y)
         self.model.train(was_training)
 

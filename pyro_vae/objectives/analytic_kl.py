@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -75,8 +76,20 @@ class AnalyticKL_ELBO(SurrogateLoss, TraceMeanField_ELBO):
         elbo = terms.log_lik.mean(0) - (kl_scale * self.beta) * kl
         return -elbo.sum() * plate_scale(x, num_data)
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
+    def _get_trace(self, model, guide, args, kwargs):
+        """Pyro's traces, refused first when the guide is not mean-field: Pyro's own check
+        of the site order would otherwise print a warning ahead of the error."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
         refuse_dependent_guide(guide_trace, "analytic-kl", _MEAN_FIELD_WHY)
+        for warning in caught:  # a mean-field guide's warnings are the user's to see
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        return model_trace, guide_trace
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
         for name, site in model_trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"] and name in guide_trace.nodes:
                 self._closed_form_kl(name, guide_trace.nodes[name]["fn"], site["fn"])

@@ -145,9 +145,11 @@ def refuse_dependent_guide(guide_trace: poutine.Trace, objective: str, why: str)
         site, earlier = pairs[0]
         raise ModelError(
             f"{objective}: guide site {site!r} is computed from the guide's {earlier!r}, and "
-            f"{why}, so the result would be silently biased. Use 'elbo' or 'iwae' (unbiased "
-            "for any guide), or for stacked Gaussian layers the built-in StackedVAE "
-            "(pyro_vae.mlp_stacked_vae, --latent-dim 100 50), whose own path handles it"
+            f"{why}, so the result would be silently biased. Use 'elbo' (unbiased for any "
+            "guide; 'iwae' too where every site is in the data plate), or the built-in "
+            "stacked layers (--latent-dim 100 50, pyro_vae.mlp_stacked_vae) with a prior "
+            "without a global latent, whose own path handles it (a global latent such as "
+            "--prior hierarchical's sends them through Pyro's traces too)"
         )
 
 
@@ -238,7 +240,8 @@ def _data_frame(site: dict, objective: str):
         f"pyro.plate({DATA_PLATE!r}, ...). Its log-probability would be shared by every "
         "datapoint, silently turning the per-datapoint bound into one bound for the whole "
         f"batch. Put every sample site inside pyro.plate({DATA_PLATE!r}, N, dim=...) or use "
-        "an ELBO-type objective (elbo, analytic-kl, graph, stl)"
+        "an ELBO-type objective (elbo or graph; analytic-kl and stl too when each guide site "
+        "depends on x alone, not on another latent)"
     )
 
 

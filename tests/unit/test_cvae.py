@@ -439,3 +439,16 @@ def test_the_readmes_cvae_commands_do_what_it_says(tmp_path, monkeypatch, capsys
             assert "log p(x|y)" in capsys.readouterr().out
     for name in re.findall(r"plots/(\S+\.png)", block):
         assert (tmp_path / "runs" / "cvae" / "plots" / name).is_file(), name
+
+
+def test_a_test_label_the_training_split_lacks_still_gets_its_class(tmp_path):
+    """Training digits of classes 0 and 1, test digits of 0, 1 and 2: the model has three
+    classes (before, it had two and failed after the first epoch, in the test ELBO)."""
+    x = torch.bernoulli(torch.full((60, 1, 28, 28), 0.3))
+    y_train, y_test = torch.arange(40) % 2, torch.arange(20) % 3
+    data = Dataset("labels", x[:40], y_train, x[40:], y_test)
+    cfg = Config(model="cvae", epochs=1, batch_size=20, hidden=[16], latent_dim=2,
+                 device="cpu", out=str(tmp_path / "run"))  # fmt: skip
+    result = train(cfg, data=data, progress=False, log=lambda _: None)
+    assert result.model.num_classes == 3
+    assert math.isfinite(result.history[-1]["test_elbo"])

@@ -375,3 +375,13 @@ def test_latent_activation_sets_the_units_between_layers_only(activation, unit, 
     assert torch.nn.Tanh not in x_side  # the networks next to x keep ReLU
     with pytest.raises(ConfigError, match="latent_activation: unknown name 'sigmoid'"):
         Config(latent_activation="sigmoid")
+
+
+@pytest.mark.parametrize("objective", ["stl", "dreg", "analytic-kl", "iwae:k=3"])
+def test_a_refused_objective_fails_before_the_run_folder_is_made(tiny_npz, tmp_path, objective):
+    """A global-latent prior sends the stack through Pyro's traces, where these refuse; the
+    refusal comes from the loss check, so no half-made run folder is left to block a rerun."""
+    cfg = stacked_config(tiny_npz, tmp_path / "run", prior="hierarchical", objective=objective)
+    with pytest.raises(ModelError, match="outside the vectorized|computed from the guide's"):
+        train(cfg, progress=False, log=lambda _: None)
+    assert not (tmp_path / "run").exists()
