@@ -151,6 +151,7 @@ class RunFolder:
         self.checkpoint_path = self.path / "checkpoint.pt"
         self.eval_path = self.path / "eval.json"
         self.plots = self.path / "plots"
+        self._made: list[Path] = []  # folders create() made, deepest first
 
     @classmethod
     def create(cls, path: str | Path, overwrite: bool = False) -> RunFolder:
@@ -181,6 +182,7 @@ class RunFolder:
         except BaseException:
             run._undo(made, locked)
             raise
+        run._made = made
         return run
 
     @classmethod
@@ -332,6 +334,20 @@ class RunFolder:
         self._remove_stale_temp_files()
         os.rename(previous, self.path / SETTING_ASIDE)
         self._settle()
+
+    def discard_unstarted(self) -> None:
+        """Undo a run created here that failed before its first checkpoint, so that the same
+        command can run again: a replaced run comes back (:meth:`restore_previous`); a fresh
+        one's files go, with the folders :meth:`create` made."""
+        if (self.path / PREVIOUS).is_dir():
+            self.restore_previous()
+            return
+        if self.checkpoint_path.exists():
+            return
+        for name in (*RUN_FILES, "plots"):
+            _remove(self.path / name)
+        self._remove_stale_temp_files()
+        self._undo(self._made, locked=True)
 
     def _set_aside_previous(self) -> None:
         """Move the old run's files into PREVIOUS (via SETTING_ASIDE, so a crash midway

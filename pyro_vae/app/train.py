@@ -214,7 +214,8 @@ def train(
         info = {**info, **run.read_info(), "world_size": ctx.world_size}
     elif run is not None:
         say(f"{run.path} has no checkpoint yet (stopped in its first epoch): starting it afresh")
-    else:
+    created = run is None
+    if created:
         run, cfg = _create_run(cfg, overwrite, ctx)
     if ctx.is_main:
         run.write_config(cfg)
@@ -225,9 +226,12 @@ def train(
         if ctx.is_main:
             _save_plots(model, trainer, prepared, run, cfg.seed)
             run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
-    except BaseException:
+    except BaseException as err:
         if ctx.is_main and not run.checkpoint_path.exists():
-            run.restore_previous()  # a replacement that failed before its first checkpoint
+            if created and not isinstance(err, KeyboardInterrupt):
+                run.discard_unstarted()  # nothing to resume: the same command runs again
+            else:  # a replacement comes back; an interrupted fresh run stays to be resumed
+                run.restore_previous()
         raise
     finally:
         run.release()

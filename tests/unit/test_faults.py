@@ -1,3 +1,6 @@
+from collections.abc import Callable
+from pathlib import Path
+
 import pyro.distributions as dist
 import pytest
 import torch
@@ -16,6 +19,7 @@ from pyro_vae.app.faults import (
     non_finite_state,
 )
 from pyro_vae.app.run_folder import RunFolder
+from pyro_vae.app.train import train
 from pyro_vae.app.trainer import Trainer
 from pyro_vae.data import prepare_data
 from pyro_vae.guides import MIN_SCALE
@@ -313,3 +317,50 @@ def test_absurd_elbo_warning_against_the_uniform_model(elbo, scale, shape, warns
     warning = absurd_elbo_warning(elbo, scale, shape)
     assert bool(warning) == warns
     assert not warns or warning.startswith("warning: test ELBO") and "\n" not in warning
+
+
+class InterruptingEncoder(nn.Module):
+    """An encoder whose chosen training call is interrupted, as Ctrl-C would."""
+
+    def __init__(self, inner: nn.Module, at_call: int):
+        super().__init__()
+        self.inner, self.at_call, self.calls = inner, at_call, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.at_call:
+            raise KeyboardInterrupt
+        return self.inner(x)
+
+
+def failing_first_epoch(tiny, tmp_path, encoder: Callable[[nn.Module], nn.Module], out: Path):
+    cfg = Config(dataset="tiny.npz", hidden=[16], latent_dim=2, batch_size=50, epochs=2,
+                 on_nan="stop", device="cpu", out=str(out))  # fmt: skip
+    vae = build_vae(cfg, tiny.data_shape)
+    vae.encoder = encoder(vae.encoder)
+    return cfg, vae
+
+
+def test_a_fresh_run_that_fails_before_its_first_checkpoint_leaves_nothing(tiny, tmp_path):
+    """The same command can run again: no half-made folder asks for --overwrite."""
+    out = tmp_path / "new" / "run"
+    cfg, vae = failing_first_epoch(
+        tiny, tmp_path, lambda e: FaultyEncoder(e, lambda n: n == 3), out
+    )
+    with pytest.raises(NumericalFault):
+        train(cfg, model=vae, data=tiny, progress=False, log=lambda _: None)
+    assert not (tmp_path / "new").exists()
+    cfg, vae = failing_first_epoch(tiny, tmp_path, lambda e: e, out)
+    train(cfg, model=vae, data=tiny, progress=False, log=lambda _: None)
+    assert (out / "checkpoint.pt").exists()
+
+
+def test_a_fresh_run_interrupted_in_its_first_epoch_stays_to_be_resumed(tiny, tmp_path):
+    out = tmp_path / "run"
+    cfg, vae = failing_first_epoch(tiny, tmp_path, lambda e: InterruptingEncoder(e, 3), out)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, model=vae, data=tiny, progress=False, log=lambda _: None)
+    assert (out / "config.toml").exists() and not (out / "checkpoint.pt").exists()
+    vae.encoder = vae.encoder.inner
+    train(resume=out, model=vae, data=tiny, progress=False, log=lambda _: None)
+    assert (out / "checkpoint.pt").exists()
