@@ -3,7 +3,8 @@
 It loads the run, prepares the data the way training did (the run's own test split,
 or another dataset of the same shape), scores it with the core's
 :func:`pyro_vae.estimators.evaluate_vae` (sharded over ranks under torchrun) and writes
-the results.
+the results. Scores that came out NaN or infinite are named in eval.json's
+``not_finite`` (a list, empty when all is well) and ``warning``, and logged as a warning.
 
 Example::
 
@@ -14,9 +15,11 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +34,7 @@ from ..families.cvae import CVAE
 from ..missing import allow_missing
 from .config import Config
 from .distributed import init_distributed
+from .faults import non_finite_warning
 from .load import load_run
 from .m2 import plot_confusion
 from .registry import load_dataset
@@ -123,8 +127,18 @@ def evaluate(
             result.elbo_bits_per_dim = -result.elbo / (observed_dims * math.log(2))
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
     if ctx.is_main:
+        scores = result.to_dict()
+        not_finite = not_finite_scores(scores)
+        warning = (
+            non_finite_warning([_shown(n, scores[n]) for n in not_finite]) if not_finite else ""
+        )
+        if warning and log is not None:
+            log(warning)
+        elif warning:
+            warnings.warn(warning.removeprefix("warning: "), RuntimeWarning, stacklevel=2)
         path = Path(out) if out else run.folder.eval_path
-        run.folder.write_json(path, {**info, **result.to_dict()})
+        checks = {"not_finite": not_finite, "warning": warning.removeprefix("warning: ")}
+        run.folder.write_json(path, {**info, **scores, **checks})
         if result.confusion is not None:  # a classifier's (M2's) test labels against its own
             run.folder.plots.mkdir(exist_ok=True)
             title = f"{dataset.name}, {split}: accuracy {100 * result.accuracy:.2f}%"
@@ -143,3 +157,22 @@ def _has_own_test_split(path: str) -> bool:
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     return None if a is None or b is None else torch.cat([a, b])
+
+
+def not_finite_scores(scores: dict[str, Any]) -> list[str]:
+    """The names of the numbers in ``scores`` (or lists of them) holding a NaN or an infinity.
+
+    >>> not_finite_scores({"k": 5, "log_px": float("nan"), "kl_per_dim": [0.5, float("inf")]})
+    ['log_px', 'kl_per_dim']
+    """
+
+    def bad(value: Any) -> bool:
+        if isinstance(value, list):
+            return any(bad(item) for item in value)
+        return isinstance(value, float) and not math.isfinite(value)
+
+    return [name for name, value in scores.items() if bad(value)]
+
+
+def _shown(name: str, value: Any) -> str:
+    return f"{name} {value}" if isinstance(value, float) else f"{name} (some entries)"

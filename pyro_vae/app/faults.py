@@ -21,6 +21,7 @@ state, halve the learning rate, continue; at most ``MAX_RECOVERIES`` times),
 
 A run can also diverge with every number finite; :func:`absurd_elbo_warning` flags a
 test ELBO far below what a model that knows nothing scores (a warning, not a fault).
+A score that is NaN or infinite gets :func:`non_finite_warning`, naming the likely causes.
 
 Example:
     >>> w = torch.nn.Parameter(torch.ones(2))
@@ -56,12 +57,19 @@ __all__ = [
     "ABSURD_FACTOR",
     "trivial_log_likelihood",
     "absurd_elbo_warning",
+    "non_finite_warning",
+    "NON_FINITE_CAUSES",
 ]
 
 MAX_RECOVERIES = 3
 ABSURD_FACTOR = 10  # an ELBO this many times below the trivial model's log-likelihood is absurd
 _UNIFORM = {"binary": (2, "a uniform Bernoulli"), "8-bit": (256, "a uniform 256-level")}
 _STATE, _GRADIENT, _LOSS = 0.25, 0.5, 1.0  # the codes of non_finite_state and non_finite_kind
+NON_FINITE_CAUSES = (
+    "the model may have diverged (lower --lr or set --clip-grad), or the data hold values its "
+    "likelihood cannot score (too large for float32's precision or range, e.g. a count of "
+    "3.4e38, or outside its support)"
+)
 _PARTS = {_STATE: "parameter or optimizer state", _GRADIENT: "gradient", _LOSS: "loss"}
 
 
@@ -229,14 +237,29 @@ def trivial_log_likelihood(scale: str, data_shape: Sequence[int]) -> float | Non
     return -math.prod(data_shape) * math.log(_UNIFORM[scale][0])
 
 
+def non_finite_warning(scores: Sequence[str]) -> str:
+    """One warning line saying that ``scores`` (each a name and its value) are not finite, and why.
+
+    >>> non_finite_warning(["log_px nan", "elbo -inf"])[:60]
+    'warning: log_px nan, elbo -inf are not finite: the model may'
+    """
+    verb = "is" if len(scores) == 1 else "are"
+    return f"warning: {', '.join(scores)} {verb} not finite: {NON_FINITE_CAUSES}"
+
+
 def absurd_elbo_warning(elbo: float, scale: str, data_shape: Sequence[int]) -> str:
-    """One warning line when ``elbo`` is ``ABSURD_FACTOR`` times below the trivial bound, else "".
+    """One warning line when ``elbo`` is NaN or infinite, or ``ABSURD_FACTOR`` times below the
+    trivial bound; else "".
 
     >>> absurd_elbo_warning(-6.8e30, "binary", (784,))[:60]
     'warning: test ELBO -6.8e+30 per datapoint is far below -543.'
     >>> absurd_elbo_warning(-300.0, "binary", (784,))
     ''
+    >>> absurd_elbo_warning(float("nan"), "counts", (20,))[:50]
+    'warning: test ELBO nan per datapoint is not finite'
     """
+    if not math.isfinite(elbo):
+        return non_finite_warning([f"test ELBO {elbo} per datapoint"])
     bound = trivial_log_likelihood(scale, data_shape)
     if bound is None or elbo >= ABSURD_FACTOR * bound:
         return ""

@@ -191,6 +191,35 @@ def test_evaluate_defaults_to_the_runs_eval_k_and_takes_another_dataset(trained_
     assert json.loads((tmp_path / "other.json").read_text())["dataset"] == "mnist5k"
 
 
+def test_non_finite_scores_are_warned_about_and_named_in_eval_json(
+    trained_run, tmp_path, monkeypatch
+):
+    module = sys.modules[evaluate.__module__]
+    fine = evaluate(trained_run, k=5, out=tmp_path / "fine.json", log=pytest.fail)
+    values = json.loads((tmp_path / "fine.json").read_text())
+    assert values["not_finite"] == [] and values["warning"] == ""
+    assert values["log_px"] == fine.log_px
+
+    def poisoned(*args, **kwargs):  # scores as a diverged model's or unscorable data's
+        result = evaluate_vae(*args, **kwargs)
+        result.log_px, result.elbo = float("nan"), float("-inf")
+        return result
+
+    monkeypatch.setattr(module, "evaluate_vae", poisoned)
+    messages = []
+    evaluate(trained_run, k=5, out=tmp_path / "eval.json", log=messages.append)
+    (warning,) = messages
+    assert warning.startswith("warning: log_px nan, elbo -inf are not finite: ")
+    assert "diverged" in warning and "float32" in warning and "\n" not in warning
+    text = (tmp_path / "eval.json").read_text()
+    values = json.loads(text)  # NaN and -Infinity, as json.dumps writes them
+    assert math.isnan(values["log_px"]) and values["elbo"] == -math.inf
+    assert values["not_finite"] == ["log_px", "elbo"]
+    assert values["warning"] == warning.removeprefix("warning: ")
+    with pytest.warns(RuntimeWarning, match="log_px nan, elbo -inf are not finite"):
+        evaluate(trained_run, k=5, out=tmp_path / "again.json")
+
+
 @pytest.mark.integration
 def test_evaluating_data_of_another_shape_is_a_clear_error(trained_run, tmp_path):
     path = tmp_path / "small.npz"

@@ -1,3 +1,4 @@
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -311,6 +312,10 @@ def test_running_loss_sum_of_finite_float32_losses_does_not_overflow(tiny, tmp_p
         (-40000.0, "8-bit", (1, 28, 28), False),  # the uniform bound is -4347.5
         (-50000.0, "8-bit", (1, 28, 28), True),
         (-1e30, "continuous", (784,), False),  # a density has no such bound
+        (float("nan"), "binary", (784,), True),  # not finite, whatever the scale
+        (float("nan"), "counts", (20,), True),
+        (float("-inf"), "continuous", (784,), True),
+        (float("inf"), "counts", (20,), True),
     ],
 )
 def test_absurd_elbo_warning_against_the_uniform_model(elbo, scale, shape, warns):
@@ -364,3 +369,5 @@ def test_a_fresh_run_interrupted_in_its_first_epoch_stays_to_be_resumed(tiny, tm
     vae.encoder = vae.encoder.inner
     train(resume=out, model=vae, data=tiny, progress=False, log=lambda _: None)
     assert (out / "checkpoint.pt").exists()
+    if not math.isfinite(elbo):
+        assert f"test ELBO {elbo} per datapoint is not finite" in warning and "diverged" in warning
