@@ -8,6 +8,10 @@ probability mass, nats of a density, bits per dimension of an 8-bit mass): a mas
 a density are not comparable, and neither are likelihoods fitted to differently
 prepared data, so such a comparison is reported without a ranking, saying why.
 
+A score that is NaN or infinite (a diverged model, data its likelihood cannot score) is
+left out of the means, the ranking and the plot, and the report names its cell: a
+setting with such a log p(x) on any seed is listed after the ranked ones, unranked.
+
 Example:
     >>> rows = [{"likelihood": "bernoulli", "scale": "binary"},
     ...         {"likelihood": "gaussian", "scale": "continuous"}]
@@ -22,7 +26,7 @@ import io
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +37,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .atomic import atomic_write_text  # noqa: E402
 from .config import Config  # noqa: E402
+from .faults import NON_FINITE_CAUSES  # noqa: E402
 
 __all__ = [
     "Report",
     "label_of",
     "summarize",
+    "rank",
+    "not_finite_cells",
     "ranking_refusal",
     "write_report",
     "describe_scale",
@@ -63,22 +70,42 @@ def describe_scale(scale: str) -> str:
     return meaning
 
 
-_STATS = ("log_px", "final_test_elbo", "kl", "active_units", "bits_per_dim", "train_seconds")
+_STATS = {  # the summarized stats and their names in the report
+    "log_px": "log p(x)",
+    "final_test_elbo": "test ELBO",
+    "kl": "KL",
+    "active_units": "active units",
+    "bits_per_dim": "bits/dim",
+    "train_seconds": "train time",
+}
 
 
 @dataclass
 class Report:
+    """``not_finite`` names each cell with a NaN or infinite score, and those scores."""
+
     summary: list[dict[str, Any]]
     ranking: list[str]
     ranking_note: str
     markdown: str
+    not_finite: list[str] = field(default_factory=list)
+
+
+def _is_bad(value: Any) -> bool:
+    """Whether ``value`` is NaN or infinite (None, an absent score, is not)."""
+    return value is not None and not math.isfinite(float(value))
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
-    present = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    """Mean and standard deviation of the finite values (None if there are none)."""
+    present = [float(v) for v in values if v is not None and not _is_bad(v)]
     if not present:
         return None
-    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+    try:
+        std = statistics.stdev(present) if len(present) > 1 else 0.0
+    except OverflowError:  # finite values near float's limit
+        std = math.inf
+    return statistics.mean(present), std  # mean: exact, so it cannot overflow
 
 
 def label_of(row: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -97,7 +124,8 @@ def label_of(row: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """One entry per setting (in order of appearance): label, the keys' values, seeds, scale,
-    units, datasets used and (mean, std) per stat."""
+    units, (mean, std) per stat over its finite values, and ``not_finite``: per stat with a
+    NaN or infinite value, the (seed, value as text) pairs left out."""
     summary: dict[str, dict[str, Any]] = {}
     for row in rows:
         label = label_of(row, keys)
@@ -109,9 +137,30 @@ def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[
     for entry in summary.values():
         cells = entry.pop("cells")
         entry["seeds"] = len(cells)
+        entry["not_finite"] = {}
         for stat in _STATS:
             entry[stat] = _mean_std([cell.get(stat) for cell in cells])
+            bad = [(cell["seed"], str(float(cell[stat]))) for cell in cells
+                   if _is_bad(cell.get(stat))]  # fmt: skip
+            if bad:
+                entry["not_finite"][stat] = bad
     return list(summary.values())
+
+
+def rank(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """The labels of the settings whose every seed has a finite log p(x), best mean first."""
+    ranked = [e for e in summary if e["log_px"] is not None and "log_px" not in e["not_finite"]]
+    return [e["label"] for e in sorted(ranked, key=lambda e: -e["log_px"][0])]
+
+
+def not_finite_cells(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per cell with a NaN or infinite stat: its setting, seed and those stats."""
+    cells: dict[tuple[str, Any], list[str]] = {}
+    for entry in summary:
+        for stat, bad in entry["not_finite"].items():
+            for seed, value in bad:
+                cells.setdefault((entry["label"], seed), []).append(f"{_STATS[stat]} {value}")
+    return [f"`{label}` seed {seed}: {', '.join(stats)}" for (label, seed), stats in cells.items()]
 
 
 def ranking_refusal(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
@@ -131,8 +180,14 @@ def ranking_refusal(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     )
 
 
-def _fmt(stat: tuple[float, float] | None, digits: int = 2) -> str:
-    return "n/a" if stat is None else f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
+def _fmt(entry: dict[str, Any], stat: str, digits: int = 2) -> str:
+    """Mean ± std over the finite values, then the seeds left out (e.g. ``seed 1: -inf``)."""
+    values, bad = entry[stat], entry["not_finite"].get(stat)
+    shown = "n/a" if values is None else f"{values[0]:.{digits}f} ± {values[1]:.{digits}f}"
+    if not bad:
+        return shown
+    seeds = ", ".join(f"seed {seed}: {value}" for seed, value in bad)
+    return f"not finite ({seeds})" if values is None else f"{shown} (without {seeds})"
 
 
 def _datasets(rows: Sequence[dict[str, Any]], keys: Sequence[str], base: Config) -> tuple[str, str]:
@@ -162,7 +217,7 @@ def _markdown(
     eval_seed: int, command: str, rows: Sequence[dict[str, Any]], failures: Sequence[str],
 ) -> str:  # fmt: skip
     units = summary[0]["units"] if len({e["units"] for e in summary}) == 1 else "per likelihood"
-    with_bits = any(entry["bits_per_dim"] is not None for entry in summary)
+    with_bits = any(row.get("bits_per_dim") is not None for row in rows)
     header = ["rank"] * (not note) + [*keys, "scale", f"log p(x) ({units})", "test ELBO",
                                       "KL", "active units"]  # fmt: skip
     header += ["bits/dim"] * with_bits + ["train time (s)"]
@@ -184,16 +239,31 @@ def _markdown(
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = ranking or [entry["label"] for entry in sorted(summary, key=lambda e: e["scale"])]
+    if note:
+        order = [entry["label"] for entry in sorted(summary, key=lambda e: e["scale"])]
+    else:  # the ranked settings, then those with a log p(x) that is not finite
+        order = ranking + [e["label"] for e in summary if e["label"] not in ranking]
     by_label = {entry["label"]: entry for entry in summary}
     for position, label in enumerate(order, 1):
         e = by_label[label]
-        cells = [str(position)] * (not note) + [f"`{e[key]}`" for key in keys]
-        cells += [e["scale"], _fmt(e["log_px"]), _fmt(e["final_test_elbo"]), _fmt(e["kl"]),
-                  _fmt(e["active_units"], 1)]  # fmt: skip
-        cells += [_fmt(e["bits_per_dim"], 4)] * with_bits + [_fmt(e["train_seconds"], 0)]
+        place = str(position) if label in ranking else "–"
+        cells = [place] * (not note) + [f"`{e[key]}`" for key in keys]
+        cells += [e["scale"], _fmt(e, "log_px"), _fmt(e, "final_test_elbo"), _fmt(e, "kl"),
+                  _fmt(e, "active_units", 1)]  # fmt: skip
+        cells += [_fmt(e, "bits_per_dim", 4)] * with_bits + [_fmt(e, "train_seconds", 0)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", note or "Ranked by the mean log p(x) estimate (higher is better)."]
+    ranked = "Ranked by the mean log p(x) estimate (higher is better)."
+    if not ranking:
+        ranked = "Not ranked: no setting has a finite log p(x) on every seed."
+    elif len(ranking) < len(summary):
+        ranked += " A setting whose log p(x) is not finite on one seed or more is not ranked (–)."
+    lines += ["", note or ranked]
+    bad_cells = not_finite_cells(summary)
+    if bad_cells:
+        lines += ["", "Not finite, so left out of the means ± std, the ranking and the plot "
+                  "(each cell's eval.json `warning` and compare.log say more):"]  # fmt: skip
+        lines += [f"- {cell}" for cell in bad_cells]
+        lines += ["", f"Likely causes: {NON_FINITE_CAUSES}."]
     if failures:
         lines += ["", "Failed, so not in the table (rerun the command after fixing the cause):"]
         lines += [f"- {failure}" for failure in failures]
@@ -209,26 +279,42 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def _finite_or_nan(value: Any) -> float:
+    return math.nan if value is None or _is_bad(value) else float(value)
+
+
 def _plot(path: Path, keys: Sequence[str], rows, summary, note: str) -> None:
+    """Test-ELBO curves, and each cell's log p(x) with its setting's mean ± std; a value that
+    is not finite leaves a gap in its curve, and a cell's is written at the axis' foot."""
     fig, (curves, finals) = plt.subplots(1, 2, figsize=(11, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    right = len(summary) - 0.5  # the right end of the x axis: text does not widen it
     for i, entry in enumerate(summary):
         colour = colours[i % len(colours)]
         cells = [row for row in rows if label_of(row, keys) == entry["label"]]
         for j, cell in enumerate(cells):
-            curve = cell["test_elbo_curve"]
+            curve = [_finite_or_nan(value) for value in cell["test_elbo_curve"]]
             label = entry["label"] if j == 0 else None
             curves.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.7, label=label)
-            finals.errorbar(i + 0.1 * (j + 1), cell["log_px"],
-                            yerr=cell["log_px_se"], fmt="o", color=colour, alpha=0.6,
-                            markersize=4)  # fmt: skip
-        mean, std = entry["log_px"]
-        finals.errorbar(i, mean, yerr=std, fmt="_", color="black", markersize=18, capsize=6)
+            x, log_px = i + 0.1 * (j + 1), _finite_or_nan(cell["log_px"])
+            right = max(right, x + 0.3)
+            if math.isnan(log_px):
+                finals.text(x, 0.02, str(float(cell["log_px"])), color=colour, fontsize=7,
+                            ha="center", transform=finals.get_xaxis_transform())  # fmt: skip
+                continue
+            se = _finite_or_nan(cell.get("log_px_se"))
+            finals.errorbar(x, log_px, yerr=None if math.isnan(se) else se, fmt="o",
+                            color=colour, alpha=0.6, markersize=4)  # fmt: skip
+        if entry["log_px"] is not None:
+            mean, std = entry["log_px"]
+            finals.errorbar(i, mean, yerr=std if math.isfinite(std) else None, fmt="_",
+                            color="black", markersize=18, capsize=6)  # fmt: skip
     curves.set(xlabel="epoch", ylabel=f"test ELBO per datapoint ({summary[0]['units']})",
                title="test ELBO over training (one line per seed)")  # fmt: skip
     curves.grid(alpha=0.3)
     curves.legend(fontsize=8)
     finals.set_xticks(range(len(summary)), [entry["label"] for entry in summary], rotation=20)
+    finals.set_xlim(-0.5, right)
     title = "final log p(x): seeds (± s.e.) and mean ± std"
     finals.set(ylabel="log p(x) per datapoint", title=title + (" — NOT comparable" if note else ""))
     finals.grid(alpha=0.3, axis="y")
@@ -244,14 +330,15 @@ def write_report(
 ) -> Report:  # fmt: skip
     """Write comparison.csv, comparison.md and comparison.png into ``out``.
 
-    ``keys`` are the varied config keys; ``failures`` name the cells that failed.
+    ``keys`` are the varied config keys; ``failures`` name the cells that failed. Scores
+    that are NaN or infinite are left out of the statistics and named in the report.
     """
     summary = summarize(rows, keys)
     note = ranking_refusal(rows, keys)
-    ranking = [] if note else [e["label"] for e in sorted(summary, key=lambda e: -e["log_px"][0])]
+    ranking = [] if note else rank(summary)
     markdown = _markdown(keys, summary, ranking, note, base, seeds, k, eval_seed, command, rows,
                          failures)  # fmt: skip
     atomic_write_text(out / "comparison.csv", _csv(rows))
     atomic_write_text(out / "comparison.md", markdown)
     _plot(out / "comparison.png", keys, rows, summary, note)
-    return Report(summary, ranking, note, markdown)
+    return Report(summary, ranking, note, markdown, not_finite_cells(summary))
