@@ -425,9 +425,11 @@ class _Runner:
                 self.say(f"{prefix}: FAILED after {seconds:.1f} s: {error} (see {cell.path / LOG})")
                 return error
         values = json.loads(RunFolder(cell.path).eval_path.read_text())
+        bad = values.get("not_finite")
         self.say(
             f"{prefix}: done in {time.monotonic() - started:.1f} s, log p(x) "
             f"{values['log_px']:.2f} {values['units']} (K={values['k']})"
+            + (f"; warning: {', '.join(bad)} not finite (see {cell.path / LOG})" if bad else "")
         )
         return ""
 
@@ -477,7 +479,10 @@ def _finish(cells, failures, out, base, seeds, k, command, say) -> ComparisonRes
         raise error
     report = write_report(out, list(cells[0].values), rows, base, seeds, k, EVAL_SEED, command,
                           failed)  # fmt: skip
-    say(report.ranking_note or f"ranked by log p(x): {', '.join(report.ranking)}")
+    if report.ranking_note or report.ranking:
+        say(report.ranking_note or f"ranked by log p(x): {', '.join(report.ranking)}")
+    if report.not_finite:
+        say(f"not finite, left out of the means and the ranking: {'; '.join(report.not_finite)}")
     say(f"comparison written to {out}/comparison.md, .csv and .png")
     if failed:
         raise error
