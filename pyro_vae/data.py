@@ -163,31 +163,33 @@ def prepare_data(
     binarize: str,
     seed: int,
     device: torch.device | str = "cpu",
+    splits: tuple[str, str] = ("train split", "test split"),
 ) -> TrainingData:
     """Turn a raw :class:`Dataset` into tensors that the likelihood can score.
 
     ``binarize`` is ``auto`` (dynamic for binary likelihoods, none otherwise),
-    ``dynamic``, ``static`` or ``none``.
+    ``dynamic``, ``static`` or ``none``. ``splits`` names the train and test data in error
+    messages (a file's arrays, say: ``("x", "x_test")``).
     """
     if support not in SUPPORTS:
         raise ValueError(f"unknown support {support!r}; expected one of {SUPPORTS}")
     if binarize == "auto":
         binarize = "dynamic" if support == "binary" else "none"
-    for split, x in (("train", dataset.x_train), ("test", dataset.x_test)):
+    for split, x in zip(splits, (dataset.x_train, dataset.x_test), strict=True):
         if x.shape[0] == 0:
-            raise DataError(f"{dataset.name}: the {split} split is empty; it needs images")
+            raise DataError(f"{dataset.name}: its {split} is empty; it needs images")
     train = _scaled(
         dataset.x_train, dataset.mask_train, dataset, support, likelihood_name, binarize
     )
     test = _scaled(dataset.x_test, dataset.mask_test, dataset, support, likelihood_name, binarize)
-    missing = _any_missing(train, test, dataset.name)
+    missing = _any_missing(train, test, dataset.name, splits)
     dynamic = binarize == "dynamic"
     if binarize == "static":
         train = draw_binary(train, seeded_generator(seed, purpose="static-binarize"), missing)
     if binarize in ("static", "dynamic"):
         test = draw_binary(test, seeded_generator(0, purpose="test-binarize"), missing)
     if binarize == "none":
-        for split, x in (("train", train), ("test", test)):
+        for split, x in zip(splits, (train, test), strict=True):
             _check_support(x, dataset.name, split, support, likelihood_name)
     return TrainingData(
         name=dataset.name,
@@ -214,14 +216,16 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return torch.where(mask, x, math.nan)
 
 
-def _any_missing(train: torch.Tensor, test: torch.Tensor, name: str) -> bool:
+def _any_missing(
+    train: torch.Tensor, test: torch.Tensor, name: str, splits: tuple[str, str]
+) -> bool:
     """Whether either split has a missing entry; DataError when a split has no observed one."""
     missing = False
-    for split, x in (("train", train), ("test", test)):
+    for split, x in zip(splits, (train, test), strict=True):
         holes = torch.isnan(x)
         if bool(holes.all()):
             raise DataError(
-                f"{name}: every entry of the {split} split is missing (NaN or masked out); "
+                f"{name}: every entry of its {split} is missing (NaN or masked out); "
                 "there is nothing to learn from or score"
             )
         missing = missing or bool(holes.any())
@@ -323,8 +327,7 @@ def _check_support(
     """Refuse values outside the likelihood's support; missing (NaN) entries are skipped."""
     if bool(torch.isinf(x).any()):
         raise DataError(
-            f"{name}: the {split} split holds infinite values; remove them, or mark them "
-            "missing (NaN)"
+            f"{name}: its {split} holds infinite values; remove them, or mark them missing (NaN)"
         )
     x = _observed(x)
     low, high = float(x.min()), float(x.max())

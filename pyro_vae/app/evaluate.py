@@ -87,10 +87,18 @@ def evaluate(
             f"in {run.folder.path} models shape {tuple(run.data_shape)}; evaluate data of the "
             "same shape (reshape or resize it first)"
         )
+    own_file = isinstance(data, str) and data.endswith(".npz")
+    whole = own_file and not _has_own_test_split(data)
+    splits = ("x", "x" if whole else "x_test") if own_file else ("train split", "test split")
     prepared = prepare_data(
-        dataset, data_support(run.model), cfg.likelihood, cfg.binarize, cfg.seed, torch_device
+        dataset,
+        data_support(run.model),
+        cfg.likelihood,
+        cfg.binarize,
+        cfg.seed,
+        torch_device,
+        splits=splits,
     )
-    whole = isinstance(data, str) and data.endswith(".npz") and not _has_own_test_split(data)
     if whole:
         split = "whole file"
         x = torch.cat([prepared.train, prepared.test])

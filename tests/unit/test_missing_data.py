@@ -129,8 +129,24 @@ def test_support_checks_ignore_missing_entries_and_report_the_observed_range():
 def test_a_split_with_nothing_observed_is_refused():
     x = torch.rand(4, 3)
     holes = torch.full((2, 3), float("nan"))
-    with pytest.raises(DataError, match="every entry of the test split is missing"):
+    with pytest.raises(DataError, match="every entry of its test split is missing"):
         prepare_data(Dataset.from_tensors(x, holes), "unit", "continuous-bernoulli", "none", 0)
+
+
+def test_messages_name_the_splits_the_caller_names():
+    """A file scored whole (evaluate, impute) has no train split: its errors name its x."""
+    holes = torch.full((2, 3), float("nan"))
+    whole = Dataset.from_tensors(holes, holes)
+    with pytest.raises(DataError, match="every entry of its x is missing") as caught:
+        prepare_data(whole, "unit", "continuous-bernoulli", "none", 0, splits=("x", "x"))
+    assert "train" not in str(caught.value)
+    big = torch.tensor([[0.0, 2.0, float("nan")]])
+    with pytest.raises(DataError, match=r"f.npz x_test values range over \[0, 2\]") as caught:
+        data = Dataset.from_tensors(big.clamp(max=1), big, name="f.npz")
+        prepare_data(data, "unit", "continuous-bernoulli", "none", 0, splits=("x", "x_test"))
+    assert "train" not in str(caught.value)
+    with pytest.raises(DataError, match=r"train split values range over \[0, 2\]"):
+        prepare_data(Dataset.from_tensors(big, big), "unit", "continuous-bernoulli", "none", 0)
 
 
 def test_from_tensors_refuses_a_mask_that_does_not_fit():
