@@ -77,10 +77,14 @@ def impute(
     if k < 1 or draws < 0:
         raise ConfigError(f"imputation needs k >= 1 and draws >= 0 (k={k}, draws={draws})")
     vae = standard_vae(model)
-    if vae is None or convention_of(model).takes_labels:
+    labels = convention_of(model).takes_labels
+    if vae is None or labels:
+        why = "it conditions on labels y" if labels else "its model() and guide() are its own"
         raise ModelError(
-            f"imputation needs a VAE scored from its parts, without labels; "
-            f"{type(model).__name__} is not one"
+            f"impute() supports VAEs built from their parts (encoder, decoder, prior, "
+            f"likelihood; one or several latent layers) without labels, as mlp_vae() builds "
+            f"them; {type(model).__name__} is not one: {why}. Impute with such a VAE trained "
+            "on data with missing entries"
         )
     allow_missing(vae)
     was_training = vae.training

@@ -70,8 +70,10 @@ def test_bad_arguments_and_models_are_refused():
     with pytest.raises(ConfigError, match="draws >= 0"):
         impute(lg.vae, _holes(lg.data(2)), k=10, draws=-1)
     cvae = mlp_cvae((4,), num_classes=3, latent_dim=2, hidden=[8])
-    with pytest.raises(ModelError, match="without labels"):
+    with pytest.raises(ModelError, match="without labels") as caught:  # what is, what to do
         impute(cvae, _holes(lg.data(2)), k=10)
+    assert "CVAE is not one: it conditions on labels y" in str(caught.value)
+    assert "Impute with such a VAE trained on data with missing entries" in str(caught.value)
 
 
 def test_a_stacked_model_trains_and_imputes_on_missing_entries():
