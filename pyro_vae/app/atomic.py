@@ -4,6 +4,7 @@ Write to a temporary file in the same folder (``.NAME.RANDOM.tmp``, created with
 usual permissions: 0666 less the umask), flush and fsync it, rename it over the
 target, then fsync the folder so the rename itself is durable. A process killed
 mid-write leaves its temporary file behind; :func:`stale_temp_files` finds them.
+:func:`check_output_path` checks a user's output path before any work is done.
 
 Example:
     >>> import tempfile, pathlib
@@ -23,11 +24,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import ConfigError
+
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_torch_save",
     "atomic_writer",
+    "check_output_path",
     "stale_temp_files",
 ]
 
@@ -48,6 +52,28 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def check_output_path(path: str | Path, flag: str, suffix: str, *, replace: bool) -> Path:
+    """``path`` if a new ``FILE{suffix}`` can be written there, else ConfigError naming ``flag``:
+    the suffix is right (any case), the folder exists, and the file is new (or ``replace``).
+
+    Example:
+        >>> check_output_path("figure.jpg", "--figure", ".png", replace=False)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: --figure figure.jpg: name the output file FILE.png
+    """
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise ConfigError(f"{flag} {path}: name the output file FILE{suffix}")
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; name a file FILE{suffix}")
+    if path.exists() and not replace:
+        raise ConfigError(f"{flag} {path} exists; choose another path or remove it first")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
+    return path
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

@@ -153,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--out",
         type=Path,
-        help="PNG path; default RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png (for a cvae or "
-        "m2 run samples-label<K>-seed<SEED>-n<N>.png, or "
-        "samples-label-all-seed<SEED>-n<N>-each.png)",
+        help="PNG path, replaced if it exists; default "
+        "RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png (for a cvae or m2 run "
+        "samples-label<K>-seed<SEED>-n<N>.png, or samples-label-all-seed<SEED>-n<N>-each.png)",
     )
     sample.add_argument("--device", default="cpu", help="cpu or cuda")
     _add_threads_flag(sample)
@@ -298,6 +298,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from ..families.cvae import CVAE
     from ..families.m2 import standard_m2
     from ..rng import isolated_rng
+    from .atomic import check_output_path
     from .load import load_run
     from .plots import save_image_grid
     from .runtime import apply_threads
@@ -305,6 +306,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     apply_threads(args.threads)
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if args.out is not None:  # a file there is replaced, as the default names are
+        check_output_path(args.out, "--out", ".png", replace=True)
     run = load_run(args.run_dir, args.device)
     if run.note:
         print(run.note, file=sys.stderr)

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,9 +32,12 @@ from ..families.cvae import CVAE  # noqa: E402
 from ..families.m2 import M2  # noqa: E402
 from ..rng import isolated_rng  # noqa: E402
 from ..vae import VAE  # noqa: E402
+from .atomic import atomic_write_bytes  # noqa: E402
 
 __all__ = [
     "save_image_grid",
+    "image_grid_png",
+    "is_image_shape",
     "plot_losses",
     "plot_reconstructions",
     "plot_latent_scatter",
@@ -67,6 +71,11 @@ def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
     return None
 
 
+def is_image_shape(shape: Sequence[int]) -> bool:
+    """Whether datapoints of ``shape`` are drawn as images (by :func:`save_image_grid`)."""
+    return _as_images(torch.zeros(1, *shape), levels=False) is not None
+
+
 def _with_missing(grey: torch.Tensor) -> torch.Tensor:
     """Grey ``[N, H, W]`` as is, or as RGB with missing (NaN) pixels in MISSING_COLOUR."""
     holes = torch.isnan(grey)
@@ -85,11 +94,25 @@ def save_image_grid(
     levels: bool = False,
     row_labels: Sequence[str] = (),
 ) -> bool:
-    """Save images as a grid PNG with an optional title and a label left of each row; False
-    (nothing written) when x is not image-shaped."""
+    """Save images as a grid PNG (written atomically) with an optional title and a label left
+    of each row; False (nothing written) when x is not image-shaped."""
+    png = image_grid_png(x, columns, title, levels, row_labels)
+    if png is not None:
+        atomic_write_bytes(path, png)
+    return png is not None
+
+
+def image_grid_png(
+    x: torch.Tensor,
+    columns: int = 8,
+    title: str = "",
+    levels: bool = False,
+    row_labels: Sequence[str] = (),
+) -> bytes | None:
+    """The bytes of :func:`save_image_grid`'s PNG, or None when x is not image-shaped."""
     images = _as_images(x, levels)
     if images is None:
-        return False
+        return None
     rows = math.ceil(len(images) / columns)
     height, width = images.shape[1:3]
     canvas = torch.ones(rows * (height + 2), columns * (width + 2), *images.shape[3:])
@@ -104,10 +127,12 @@ def save_image_grid(
         ax.text(-2, (row + 0.5) * (height + 2), text, ha="right", va="center", fontsize=9)
     if title:
         ax.set_title(title, fontsize=9)
+    buffer = io.BytesIO()
     # the title is also the PNG's Title text chunk: image viewers and scripts can read it
-    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Title": title} if title else None)
+    metadata = {"Title": title} if title else None
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
-    return True
+    return buffer.getvalue()
 
 
 MARKED_POINTS = 50  # up to this many epochs each is marked, so that a single epoch shows
