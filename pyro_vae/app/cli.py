@@ -193,12 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("run_dir", type=Path)
     impute.add_argument("--data", required=True, metavar="FILE.npz", help="data to impute")
     impute.add_argument("--out", required=True, type=Path, metavar="FILE.npz", help="new file")
-    impute.add_argument("--draws", type=int, default=10, metavar="M", help="multiple imputations")
+    impute.add_argument(
+        "--draws", type=int, default=10, metavar="M", help="multiple imputations (0: none)"
+    )
     impute.add_argument(
         "--k", type=int, help="importance samples per datapoint (default: the run's eval_k)"
     )
     impute.add_argument("--seed", type=int, default=0, help="seed of the imputation's draws")
-    impute.add_argument("--figure", type=Path, help="PNG path; default the --out path as .png")
+    impute.add_argument("--figure", type=Path, help="new PNG path; default the --out path as .png")
     impute.add_argument("--device", default="cpu", help="cpu or cuda")
     _add_threads_flag(impute)
     impute.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)

@@ -6,14 +6,16 @@ training prepared its data, imputes it with the core's :func:`pyro_vae.imputatio
 by sampling importance resampling) and writes, atomically, an ``.npz`` holding
 
 - ``x``: the single imputation E[x_mis|x_obs], observed entries as given;
-- ``draws``: ``[M, *x.shape]`` multiple imputations (absent when M is 0);
+- ``draws``: ``[M, *x.shape]`` multiple imputations (``[0, *x.shape]`` when M is 0);
 - ``mask``: True where an entry was observed; ``ess_fraction``: per datapoint, the
   effective sample size of the importance weights as a fraction of K;
 
 with ``x`` in the file's own shape and on the scale the model sees the data (8-bit
 levels divided by 255 for a [0, 1] likelihood, levels as they are for an 8-bit one),
 plus a figure beside it (``FILE.png``): a few images with their missing pixels in red,
-their imputation and three draws.
+their imputation and three draws. A binary likelihood scores grey observed entries
+binarized once (fixed seed); they are still written as given, and its imputed entries of
+``x`` are the probabilities P(x_mis = 1|x_obs).
 
 Example::
 
@@ -29,15 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..convention import data_support
+from ..convention import convention_of, data_support, standard_vae
 from ..data import prepare_data
 from ..datasets import Dataset, load_npz_points
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ModelError
 from ..imputation import Imputation, impute
 from ..missing import allow_missing
-from .atomic import atomic_writer
-from .load import load_run
-from .plots import save_image_grid
+from .atomic import atomic_write_bytes, atomic_writer, check_output_path
+from .load import LoadedRun, load_run
+from .plots import image_grid_png, is_image_shape
 
 __all__ = ["ImputedFile", "impute_file", "FIGURE_IMAGES"]
 
@@ -70,58 +72,101 @@ def impute_file(
     """Impute the missing entries of ``data``'s ``x`` with the run in ``run_dir``; write ``out``.
 
     ``k`` importance samples per datapoint (default: the run's ``eval_k``), ``draws``
-    multiple imputations; ``figure`` defaults to ``out`` with the suffix ``.png``.
-    ``out`` must not exist. Every input is checked before the model is loaded.
+    multiple imputations; ``figure`` defaults to ``out`` with the suffix ``.png``. Neither
+    ``out`` nor the figure may exist. Every input and output path is checked before the model
+    is loaded, and an error leaves nothing written.
     """
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise ConfigError(f"--out {out}: name the output file FILE.npz")
-    if out.exists():
-        raise ConfigError(f"--out {out} exists; choose another path or remove it first")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    out = check_output_path(out, "--out", ".npz", replace=False)
     if draws < 0 or (k is not None and k < 1):
         raise ConfigError(f"--draws must be >= 0 and --k >= 1 (got {draws} and {k})")
-    figure = Path(figure) if figure is not None else out.with_suffix(".png")
     x, mask, stored_shape = load_npz_points(data)
+    figure = _figure_path(figure, out, tuple(x.shape[1:]))
+    _check_holes(x, mask, data)
     run = load_run(run_dir, device, model=model)
+    _check_imputable(run)
     if tuple(x.shape[1:]) != tuple(run.data_shape):
         raise DataError(
             f"{data}: x holds datapoints of shape {tuple(x.shape[1:])} but the run in "
             f"{run.folder.path} models shape {tuple(run.data_shape)}; impute data of that shape"
         )
-    allow_missing(run.model)  # ModelError for a model or likelihood that cannot be masked
+    allow_missing(run.model)  # ModelError for a likelihood that cannot be masked
     cfg = run.config
-    # prepare_data scales (and binarizes, with a fixed seed) the test split; x serves as both
+    support = data_support(run.model)
+    # x serves as both splits: the model scores the test split (binarized once, with a fixed
+    # seed, for a binary likelihood: static and dynamic binarization draw it alike), and the
+    # train split keeps the values as given, on the model's scale
+    binarize = "dynamic" if cfg.binarize == "static" else cfg.binarize
     whole = Dataset(str(data), x, None, x, None, source=str(data), mask_train=mask, mask_test=mask)
     prepared = prepare_data(
-        whole, data_support(run.model), cfg.likelihood, cfg.binarize, cfg.seed, device
+        whole, support, cfg.likelihood, binarize, cfg.seed, device, splits=("x", "x")
     )
-    if not prepared.missing:
+    given = prepared.train
+    result = impute(run.model, prepared.test, k or cfg.eval_k, draws, seed=seed)
+    seen = result.observed
+    result.mean = torch.where(seen, given, result.mean)
+    result.draws = torch.where(seen, given, result.draws)
+    arrays = {
+        "x": result.mean.cpu().numpy().reshape(stored_shape).astype(np.float32),
+        "draws": result.draws.cpu().numpy().reshape(draws, *stored_shape).astype(np.float32),
+        "mask": seen.cpu().numpy().reshape(stored_shape),
+        "ess_fraction": result.ess_fraction.cpu().numpy().astype(np.float32),
+    }
+    png = None if figure is None else _figure_png(given, result, support == "levels", str(data))
+    with atomic_writer(out) as handle:  # the figure is drawn first: a failure writes nothing
+        np.savez(handle, **arrays)
+    if png is not None:
+        try:
+            atomic_write_bytes(figure, png)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+    missing_fraction = float((~seen).float().mean())
+    return ImputedFile(out, figure if png is not None else None, result, missing_fraction)
+
+
+def _figure_path(figure: str | Path | None, out: Path, shape: tuple[int, ...]) -> Path | None:
+    """The checked path of the figure (a new ``.png``), or None when x is not images."""
+    if not is_image_shape(shape):
+        return None
+    flag = "--figure" if figure is not None else "--figure (by default --out as .png)"
+    figure = out.with_suffix(".png") if figure is None else figure
+    return check_output_path(figure, flag, ".png", replace=False)
+
+
+def _check_holes(x: torch.Tensor, mask: torch.Tensor | None, data: str | Path) -> None:
+    """DataError unless ``x`` has both missing and observed entries."""
+    missing = torch.isnan(x) if x.is_floating_point() else torch.zeros_like(x, dtype=torch.bool)
+    if mask is not None:
+        missing = missing | ~mask
+    if not bool(missing.any()):
         raise DataError(
             f"{data}: x has no missing entry (no NaN, and no False in a mask); nothing to impute"
         )
-    values = prepared.test
-    result = impute(run.model, values, k or cfg.eval_k, draws, seed=seed)
-    missing_fraction = float((~result.observed).float().mean())
-    arrays = {
-        "x": result.mean.cpu().numpy().reshape(stored_shape).astype(np.float32),
-        "mask": result.observed.cpu().numpy().reshape(stored_shape),
-        "ess_fraction": result.ess_fraction.cpu().numpy().astype(np.float32),
-    }
-    if draws:
-        arrays["draws"] = result.draws.cpu().numpy().reshape(draws, *stored_shape)
-        arrays["draws"] = arrays["draws"].astype(np.float32)
-    with atomic_writer(out) as handle:
-        np.savez(handle, **arrays)
-    levels = data_support(run.model) == "levels"
-    drawn = _save_figure(values, result, figure, levels, str(data))
-    return ImputedFile(out, figure if drawn else None, result, missing_fraction)
+    if bool(missing.all()):
+        raise DataError(
+            f"{data}: every entry of x is missing (NaN or False in the mask); there is nothing "
+            "to impute from"
+        )
 
 
-def _save_figure(x: torch.Tensor, result: Imputation, path: Path, levels: bool, name: str) -> bool:
+def _check_imputable(run: LoadedRun) -> None:
+    """ModelError unless the run's model is a VAE built from its parts that takes no labels."""
+    model = run.model
+    labels = convention_of(model).takes_labels
+    if standard_vae(model) is not None and not labels:
+        return
+    why = "which conditions on labels y" if labels else "whose model() and guide() are its own"
+    raise ModelError(
+        f"pyro-vae impute supports VAEs built from their parts without labels: runs of "
+        f"--model vae (one or several latent layers); {run.folder.path} holds a run of --model "
+        f"{run.config.model}, {why}. Train a --model vae run on data with missing entries (NaN, "
+        "or False in a mask) and impute with it"
+    )
+
+
+def _figure_png(x: torch.Tensor, result: Imputation, levels: bool, name: str) -> bytes | None:
     """Columns of a few datapoints with missing entries: the data (missing in red), the
-    imputation and up to three draws; False when the data are not images."""
+    imputation and up to three draws; None when the data are not images."""
     has_holes = (~result.observed).flatten(1).any(1).nonzero().flatten()
     chosen = has_holes[torch.linspace(0, len(has_holes) - 1, FIGURE_IMAGES).long().unique()]
     rows = [x[chosen], result.mean[chosen]]
@@ -133,6 +178,6 @@ def _save_figure(x: torch.Tensor, result: Imputation, path: Path, levels: bool, 
         f"{name}: missing pixels in red; E[x_mis|x_obs] (K={result.k}) and multiple "
         "imputations (importance resampling)"
     )
-    return save_image_grid(
-        torch.cat(rows), path, columns=len(chosen), title=title, levels=levels, row_labels=labels
+    return image_grid_png(
+        torch.cat(rows), columns=len(chosen), title=title, levels=levels, row_labels=labels
     )

@@ -1,0 +1,149 @@
+"""pyro_vae.app.impute: what `pyro-vae impute` writes, and that a refusal writes nothing."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pyro_vae import Config, ConfigError, DataError, ModelError, evaluate, train
+from pyro_vae.app.cli import main
+from pyro_vae.app.impute import _check_imputable, impute_file
+from pyro_vae.families.cvae import mlp_cvae
+from pyro_vae.families.m2 import mlp_m2
+
+TINY = dict(epochs=1, batch_size=50, hidden=[16], latent_dim=2, eval_k=10, seed=1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, mnist5k) -> Path:
+    """Grey digits with 30% of their pixels missing, as floats with NaN (``grey.npz``) and as
+    8-bit levels with a mask (``levels.npz``), and runs trained on them: Bernoulli with
+    dynamic binarization (``dynamic``), with static (``static``) and a continuous Bernoulli
+    (``cb``)."""
+    folder = tmp_path_factory.mktemp("impute")
+    levels = mnist5k.x_train[:150, 0].numpy()
+    mask = np.random.default_rng(0).random(levels.shape) >= 0.3
+    grey = levels / np.float32(255)
+    grey[~mask] = np.nan
+    np.savez(folder / "grey.npz", x=grey)
+    np.savez(folder / "levels.npz", x=levels, mask=mask)
+    for name, data, changes in (
+        ("dynamic", "grey.npz", {}),
+        ("static", "levels.npz", {"binarize": "static"}),
+        ("cb", "grey.npz", {"likelihood": "continuous-bernoulli"}),
+    ):
+        cfg = Config(dataset=str(folder / data), out=str(folder / name), **TINY, **changes)
+        train(cfg, progress=False, log=lambda _: None)
+    return folder
+
+
+def _given(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A file's x on the model's [0, 1] scale (NaN where missing) and its mask."""
+    arrays = np.load(path)
+    x = arrays["x"]
+    if x.dtype == np.uint8:
+        x = np.where(arrays["mask"], x / np.float32(255), np.nan).astype(np.float32)
+    return x, ~np.isnan(x)
+
+
+@pytest.mark.parametrize("run, data", [("dynamic", "grey.npz"), ("static", "levels.npz")])
+def test_a_bernoulli_run_returns_the_observed_grey_entries_as_given(runs, tmp_path, run, data):
+    """The model scores a binarized copy of x_obs; the file gets the data back unchanged."""
+    out = tmp_path / "filled.npz"
+    impute_file(runs / run, runs / data, out, draws=3, k=10)
+    given, seen = _given(runs / data)
+    filled = np.load(out)
+    assert not np.isin(given[seen], [0, 1]).all()  # grey: binarized values would differ
+    assert np.array_equal(filled["mask"], seen)
+    assert np.array_equal(filled["x"][seen], given[seen])
+    assert all(np.array_equal(draw[seen], given[seen]) for draw in filled["draws"])
+    imputed = filled["x"][~seen]  # probabilities P(x_mis = 1 | x_obs)
+    assert ((imputed > 0) & (imputed < 1)).all()
+    assert np.isin(filled["draws"][:, ~seen], [0, 1]).all()
+    assert (tmp_path / "filled.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_draws_0_writes_an_empty_draws_array(runs, tmp_path):
+    out = tmp_path / "filled.npz"
+    impute_file(runs / "cb", runs / "grey.npz", out, draws=0, k=5)
+    given, seen = _given(runs / "grey.npz")
+    filled = np.load(out)
+    assert filled["draws"].shape == (0, *given.shape) and filled["draws"].dtype == np.float32
+    assert np.array_equal(filled["x"][seen], given[seen])
+
+
+@pytest.mark.parametrize(
+    "figure, message",
+    [
+        ("f.jpg", "--figure .*f.jpg: name the output file FILE.png"),
+        ("f.txt", "--figure .*f.txt: name the output file FILE.png"),
+        ("nodir/f.png", "folder .*nodir does not exist; create it first"),
+        ("old.png", "--figure .*old.png exists; choose another path or remove it first"),
+        ("folder.png", "is a folder"),
+        (None, r"--figure \(by default --out as .png\) .*filled.png exists"),
+    ],
+)
+def test_a_bad_figure_path_is_refused_before_any_work(runs, tmp_path, figure, message):
+    (tmp_path / "old.png").write_bytes(b"old")
+    (tmp_path / "filled.png").write_bytes(b"old")  # where the figure of filled.npz goes
+    (tmp_path / "folder.png").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    figure = None if figure is None else tmp_path / figure
+    for run in (runs / "cb", tmp_path / "no-such-run"):  # refused before the run is read
+        with pytest.raises(ConfigError, match=message):
+            impute_file(run, runs / "grey.npz", tmp_path / "filled.npz", k=5, figure=figure)
+    assert sorted(tmp_path.rglob("*")) == before  # no --out, no temporary file
+    assert (tmp_path / "old.png").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"mask": np.ones((4, 28, 28), bool)}, "x has no missing entry"),
+        ({"mask": np.zeros((4, 28, 28), bool)}, "every entry of x is missing"),
+    ],
+)
+def test_data_without_holes_or_without_observed_entries_name_the_file(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", x=np.full((4, 28, 28), 0.5, np.float32), **arrays)
+    with pytest.raises(DataError, match=message) as caught:  # before the run is read
+        impute_file(tmp_path / "no-run", tmp_path / "bad.npz", tmp_path / "o.npz")
+    assert "bad.npz" in str(caught.value) and "train" not in str(caught.value)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_values_out_of_range_name_the_file_not_a_train_split(runs, tmp_path):
+    given, _ = _given(runs / "grey.npz")
+    np.savez(tmp_path / "big.npz", x=given * 2)
+    for score in (
+        lambda: evaluate(runs / "cb", data=str(tmp_path / "big.npz"), out=tmp_path / "e.json"),
+        lambda: impute_file(runs / "cb", tmp_path / "big.npz", tmp_path / "o.npz"),
+    ):
+        with pytest.raises(DataError, match=r"big.npz x values range over \[0, 2\]") as caught:
+            score()
+        assert "train" not in str(caught.value)
+    assert not (tmp_path / "o.npz").exists() and not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize("name", ["cvae", "m2"])
+def test_a_labelled_run_is_refused_with_what_imputes(name):
+    build = mlp_cvae if name == "cvae" else mlp_m2
+    model = build((1, 28, 28), num_classes=10, latent_dim=2, hidden=[8])
+    run = SimpleNamespace(model=model, config=Config(model=name), folder=SimpleNamespace(path="r"))
+    with pytest.raises(ModelError) as caught:
+        _check_imputable(run)
+    message = str(caught.value)
+    assert f"r holds a run of --model {name}, which conditions on labels y" in message
+    assert "Train a --model vae run on data with missing entries" in message
+    assert "impute the data first" not in message
+
+
+def test_sample_checks_out_before_drawing_and_replaces_an_old_file(runs, tmp_path, capsys):
+    run = str(runs / "cb")
+    for out in ("s.jpg", "nodir/s.png"):
+        assert main(["sample", run, "--out", str(tmp_path / out), "--n", "4"]) == 2
+    assert "pyro-vae: error: --out" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "s.png").write_bytes(b"old")
+    assert main(["sample", run, "--out", str(tmp_path / "s.png"), "--n", "4"]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
