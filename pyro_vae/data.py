@@ -48,6 +48,7 @@ __all__ = [
     "draw_binary",
     "seeded_generator",
     "data_max",
+    "check_support",
 ]
 
 OPEN_UNIT_MARGIN = 1e-3  # float data in [0, 1] move this far inside for open-unit likelihoods
@@ -190,7 +191,7 @@ def prepare_data(
         test = draw_binary(test, seeded_generator(0, purpose="test-binarize"), missing)
     if binarize == "none":
         for split, x in zip(splits, (train, test), strict=True):
-            _check_support(x, dataset.name, split, support, likelihood_name)
+            check_support(x, dataset.name, split, support, likelihood_name)
     return TrainingData(
         name=dataset.name,
         train=train.to(device),
@@ -321,10 +322,17 @@ def _found(x: torch.Tensor, name: str, split: str = "") -> str:
     return f"{where} values range over [{float(x.min()):g}, {float(x.max()):g}]"
 
 
-def _check_support(
+def check_support(
     x: torch.Tensor, name: str, split: str, support: str, likelihood_name: str
 ) -> None:
-    """Refuse values outside the likelihood's support; missing (NaN) entries are skipped."""
+    """Refuse values outside the likelihood's support; missing (NaN) entries are skipped.
+
+    Example:
+        >>> check_support(torch.tensor([0.0, 0.5]), "x", "", "binary", "bernoulli")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.DataError: likelihood 'bernoulli' needs binary pixels but x values ...
+    """
     if bool(torch.isinf(x).any()):
         raise DataError(
             f"{name}: its {split} holds infinite values; remove them, or mark them missing (NaN)"

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .convention import convention_of, standard_vae
+from .convention import convention_of, data_support, standard_vae
+from .data import check_support
 from .errors import ConfigError, ModelError
 from .estimators import MAX_SAMPLES, chunk_plan, chunk_rng, decoding_cap
 from .missing import allow_missing, observed
@@ -86,6 +87,8 @@ def impute(
             f"them; {type(model).__name__} is not one: {why}. Impute with such a VAE trained "
             "on data with missing entries"
         )
+    likelihood = type(getattr(vae, "likelihood", vae)).__name__
+    check_support(x, "x", "", data_support(vae), likelihood)  # observed entries only
     allow_missing(vae)
     was_training = vae.training
     vae.eval()

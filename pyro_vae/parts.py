@@ -227,6 +227,13 @@ def check_parts(
                 f"the encoder's q(z|x) for a batch of 2 has batch shape {tuple(q_z.batch_shape)}; "
                 "it must be (2,): declare the latent dimension as an event dimension (.to_event(1))"
             )
+        if not q_z.has_rsample:
+            raise ModelError(
+                f"the encoder ({type(encoder).__name__}) returns {_describe(q_z)}, which has no "
+                "rsample: a VAE draws z = f(x, noise) to differentiate through it, so q(z|x) must "
+                "be reparameterizable (Normal, Laplace, a flow, ...); for discrete latents write "
+                "the model and guide for Pyro's SVI with TraceGraph_ELBO or TraceEnum_ELBO"
+            )
         z = q_z.sample()
         outputs = contract.num_outputs or math.prod(data_shape)
         params = _call(
@@ -252,9 +259,11 @@ def check_parts(
 
 def _describe(d: object) -> str:
     if isinstance(d, Distribution):
+        name = type(d).__name__
+        if isinstance(d, torch.distributions.Independent):
+            name += f"({type(d.base_dist).__name__})"
         return (
-            f"{type(d).__name__} with batch shape {tuple(d.batch_shape)} and event shape "
-            f"{tuple(d.event_shape)}"
+            f"{name} with batch shape {tuple(d.batch_shape)} and event shape {tuple(d.event_shape)}"
         )
     return f"a {type(d).__name__}, not a distribution"
 

@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> Config:
+    if args.config:
+        _refuse_config_of_a_python_model(args.config)
     cfg = Config.from_file(args.config) if args.config else Config()
     overrides = {
         f.name: getattr(args, f.name)
@@ -260,6 +262,24 @@ def _config_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> 
         if hasattr(args, f.name) and f.name not in exclude
     }
     return cfg.replace(**overrides)
+
+
+def _refuse_config_of_a_python_model(path: Path) -> None:
+    """The config.toml of a run whose model came from Python names the built-in defaults for
+    the model's keys, so rerunning it would quietly train another model."""
+    info_path = path.parent / "run.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(info, dict) and info.get("model_source") == "python":
+        raise ConfigError(
+            f"{path} belongs to a run whose model was passed from Python "
+            f"({info.get('model_class', 'unknown class')}); its model keys are the built-in "
+            "defaults, not that model, so a rerun from it would train another model. Rerun "
+            "from your script (train(cfg, model=...)), or copy the file, set model (and the "
+            "parts) to what you want and pass the copy"
+        )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

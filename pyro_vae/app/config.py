@@ -404,9 +404,17 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _copy(getattr(self, f.name)) for f in fields(self)}
 
-    def to_toml(self) -> str:
-        """The config as TOML, one section per concern, every key written out."""
+    def to_toml(self, model_from_python: str = "") -> str:
+        """The config as TOML, one section per concern, every key written out; the header
+        says when the run's model (class ``model_from_python``) was passed from Python."""
         lines = ["# pyro-vae run configuration: `pyro-vae train --config THIS_FILE` reruns it"]
+        if model_from_python:
+            lines = [
+                "# pyro-vae run configuration of a model passed from Python "
+                f"({model_from_python}):",
+                "# its data and training settings; the [model] keys are the defaults, not that",
+                "# model, so `pyro-vae train --config` refuses this file (rerun from your script)",
+            ]
         for section in SECTIONS:
             lines += ["", f"[{section}]"]
             for f in fields(self):

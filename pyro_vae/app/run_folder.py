@@ -394,8 +394,8 @@ class RunFolder:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def write_config(self, cfg: Config) -> None:
-        atomic_write_text(self.config_path, cfg.to_toml())
+    def write_config(self, cfg: Config, model_from_python: str = "") -> None:
+        atomic_write_text(self.config_path, cfg.to_toml(model_from_python))
 
     def read_config(self) -> Config:
         return Config.from_file(self.config_path)

@@ -218,7 +218,7 @@ def train(
     if created:
         run, cfg = _create_run(cfg, overwrite, ctx)
     if ctx.is_main:
-        run.write_config(cfg)
+        run.write_config(cfg, info["model_class"] if given else "")
         run.write_info(info)
 
     try:

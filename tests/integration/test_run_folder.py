@@ -219,7 +219,9 @@ def test_a_sample_written_to_an_overlong_path_is_one_line(tmp_path, capsys):
                  "--latent-dim", "2", "--batch-size", "500", "--out", str(out),
                  "--no-progress"]) == 0  # fmt: skip
     capsys.readouterr()
-    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / ("s" * 300))]) == 2
+    assert (
+        main(["sample", str(out), "--n", "4", "--out", str(tmp_path / ("s" * 300 + ".png"))]) == 2
+    )
     line = capsys.readouterr().err.strip()
     assert line.startswith("pyro-vae: error: File name too long: ") and "\n" not in line
     assert line.endswith("use a shorter path (at most 255 bytes per name)")

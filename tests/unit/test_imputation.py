@@ -5,7 +5,7 @@ import torch
 from linear_gaussian import LinearGaussian
 from test_missing import observed_guide
 
-from pyro_vae import ConfigError, ModelError
+from pyro_vae import ConfigError, DataError, ModelError, mlp_vae
 from pyro_vae.families.cvae import mlp_cvae
 from pyro_vae.imputation import impute
 from pyro_vae.missing import mark_missing
@@ -94,3 +94,14 @@ def test_a_stacked_model_trains_and_imputes_on_missing_entries():
     seen = ~holes.isnan()
     assert torch.equal(result.mean[seen], x[seen]) and result.draws.shape == (2, 4, 1, 28, 28)
     assert result.mean.isfinite().all() and ((result.mean >= 0) & (result.mean <= 1)).all()
+
+
+def test_observed_entries_outside_the_likelihoods_support_are_refused_in_one_line():
+    """A Bernoulli VAE given grey pixels: before, Pyro's validation raised with a tensor dump."""
+    vae = mlp_vae((1, 28, 28), 2, [16])
+    x = torch.rand(3, 1, 28, 28)
+    x[:, :, 14:] = float("nan")
+    with pytest.raises(DataError, match=r"'BernoulliLikelihood' needs binary pixels but x values"):
+        impute(vae, x, k=5)
+    x[:, :, :14] = x[:, :, :14].round()  # binary observed entries impute
+    assert impute(vae, x, k=5).mean.shape == x.shape

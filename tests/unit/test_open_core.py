@@ -87,6 +87,22 @@ def test_an_encoder_that_fails_is_named_with_its_input_shape():
         small(encoder=Encoder())
 
 
+def test_an_encoder_without_rsample_is_refused_where_the_vae_is_built():
+    """A discrete q(z|x) cannot be reparameterized; before, training failed later with a bare
+    NotImplementedError (elbo: the first step; graph: the first test ELBO)."""
+
+    class PoissonEncoder(torch.nn.Module):
+        def forward(self, x):
+            rate = torch.nn.functional.softplus(x.flatten(1)[:, :2]) + 1
+            return dist.Poisson(rate).to_event(1)
+
+    with pytest.raises(
+        ModelError,
+        match=r"the encoder \(PoissonEncoder\) returns Independent\(Poisson\).*no rsample",
+    ):
+        small(encoder=PoissonEncoder())
+
+
 def test_a_likelihood_declaring_an_unknown_support_is_refused():
     class Odd(BernoulliLikelihood):
         support = "integers"
@@ -212,3 +228,21 @@ def test_user_parts_are_named_by_import_path_in_the_config():
         import_object("nowhere_xyz.priors:Prior", "prior")
     with pytest.raises(ConfigError, match="has no attribute 'Missing'"):
         import_object("collections:Missing", "prior")
+
+
+def test_the_config_of_a_python_model_run_is_refused_by_train_config(tiny_npz, tmp_path, capsys):
+    """Its [model] keys are the defaults, not the model: a rerun would train another model."""
+    from pyro_vae.app.cli import main
+    from pyro_vae.priors import LearnedNormalPrior
+
+    vae = small(prior=LearnedNormalPrior(2))
+    cfg = Config(dataset=str(tiny_npz), epochs=1, batch_size=100, device="cpu",
+                 out=str(tmp_path / "run"))  # fmt: skip
+    pyro_vae.train(cfg, model=vae, progress=False, log=lambda _: None)
+    text = (tmp_path / "run" / "config.toml").read_text()
+    assert text.startswith("# pyro-vae run configuration of a model passed from Python (")
+    assert main(["train", "--config", str(tmp_path / "run" / "config.toml")]) == 2
+    assert "was passed from Python" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "run"
+    ]
