@@ -232,6 +232,7 @@ class Evaluation:
     def table(self) -> str:
         """The scores as a small aligned table."""
         u = self.units
+        plain = u.split(" (")[0]  # a KL or a gap is a difference: nats, never a "density"
         px, elbo = ("log p(x|y)", "conditional ELBO") if self.conditional else ("log p(x)", "ELBO")
         if self.missing_fraction:  # scored over the observed entries alone
             px = px.replace("x", "x_obs", 1)
@@ -248,9 +249,9 @@ class Evaluation:
         if self.reconstruction is not None and self.kl is not None:
             rows += [
                 ("  reconstruction", f"{self.reconstruction:.2f} {u}"),
-                ("  KL", f"{self.kl:.2f} {u}"),
+                ("  KL", f"{self.kl:.2f} {plain}"),
             ]
-        rows.append((f"gap {px} - ELBO", f"{self.log_px - self.elbo:.2f} {u}"))
+        rows.append((f"gap {px} - ELBO", f"{self.log_px - self.elbo:.2f} {plain}"))
         if self.active_units is not None:
             rows.append(
                 (

@@ -177,7 +177,9 @@ def train(
     model = model.to(device)
     if ctx.is_distributed:  # same initial weights everywhere, then a random stream per rank
         torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
-    likelihood_name = cfg.likelihood if not given else type(model).__name__
+    likelihood_name = (
+        cfg.likelihood if not given else type(getattr(model, "likelihood", model)).__name__
+    )
     prepared = prepare_data(
         dataset, data_support(model), likelihood_name, cfg.binarize, cfg.seed, device
     )

@@ -262,3 +262,6 @@ def test_the_table_says_a_density_may_be_positive():
     vae = build_vae(Config(latent_dim=2, hidden=[8], likelihood="gaussian"), (1, 28, 28))
     table = evaluate_vae(vae, torch.rand(4, 1, 28, 28), k=3).table()
     assert "log-densities: may be positive" in table
+    rows = dict(line.split(None, 1) for line in table.splitlines() if line.startswith("  KL"))
+    assert rows["KL"].endswith(" nats")  # a KL is a difference of log-densities, not one
+    assert "nats (density)" in next(line for line in table.splitlines() if line.startswith("log p"))
