@@ -563,7 +563,8 @@ def _first_line(err: Exception) -> str:
 
 
 def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
-    """Shape and dtype only: uint8 or integer levels 0..255 (as uint8), else finite float32."""
+    """Shape and dtype only: uint8 is 8-bit levels; any other number is kept as its value
+    (finite float32): binary 0/1 or counts saved as int64 must not become levels / 255."""
     numeric = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if not (numeric or x.dtype == bool):
         raise DataError(
@@ -580,8 +581,6 @@ def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         x = x[:, None]
     if x.dtype == np.uint8:
         return x
-    if np.issubdtype(x.dtype, np.integer) and x.min() >= 0 and x.max() <= 255:
-        return x.astype(np.uint8)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf below
         values = x.astype(np.float32)
     if np.isinf(values).any():

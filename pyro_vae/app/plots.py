@@ -186,10 +186,16 @@ def plot_reconstructions(
 
 
 def _pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first two principal components of the rows of z, and their shares of the variance."""
+    """The first two principal components of the rows of z, and their shares of the variance
+    (zeros where one row, or identical rows, leave no component or no variance)."""
     centred = z - z.mean(0)
     _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ v[:2].T, s[:2] ** 2 / (s**2).sum()
+    points = centred @ v[:2].T
+    share = s[:2] ** 2 / (s**2).sum().clamp_min(torch.finfo(s.dtype).tiny)
+    missing = 2 - points.shape[1]
+    return torch.nn.functional.pad(points, (0, missing)), torch.nn.functional.pad(
+        share, (0, missing)
+    )
 
 
 def plot_latent_scatter(

@@ -218,9 +218,19 @@ def test_unbounded_floats_and_integers_load_as_values(tmp_path):
     assert table.x_train.dtype == torch.float32 and not table.is_8bit
     assert torch.allclose(table.x_train, torch.from_numpy(standardized).float())
     assert count_data.x_train.dtype == torch.float32 and float(count_data.x_train.max()) > 255
-    small = np.full((20, 6), 7, dtype=np.int64)
-    np.savez(tmp_path / "levels.npz", x=small)
-    assert load_npz(tmp_path / "levels.npz").is_8bit, "integers 0..255 are 8-bit levels"
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint16, bool])
+def test_only_uint8_is_8_bit_levels_other_integers_keep_their_values(tmp_path, dtype):
+    """Binary 0/1 saved as int8 used to become uint8 levels and then 0 and 1/255."""
+    binary = (np.random.default_rng(0).random((20, 6)) < 0.3).astype(dtype)
+    np.savez(tmp_path / "binary.npz", x=binary, x_test=binary[:4])
+    data = load_npz(tmp_path / "binary.npz")
+    assert not data.is_8bit
+    assert torch.equal(data.x_train, torch.from_numpy(binary.astype(np.float32)))
+    levels = binary.astype(np.uint8) * 200
+    np.savez(tmp_path / "levels.npz", x=levels, x_test=levels[:4])
+    assert load_npz(tmp_path / "levels.npz").is_8bit
 
 
 def test_prepare_data_judges_the_range_by_the_likelihood(tmp_path):

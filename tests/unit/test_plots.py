@@ -54,6 +54,16 @@ def test_latent_scatter_names_its_axes(latent_dim, xlabel, ylabel, binary_batch,
     assert "latent space" in ax.get_title()
 
 
+@pytest.mark.parametrize("points", [1, 2])
+def test_latent_scatter_of_one_or_two_test_points_is_drawn(points, binary_batch, tmp_path):
+    """A test split of one datapoint has one principal component (and none of variance):
+    the scatter used to raise IndexError after training, and resume hit it again."""
+    vae = mlp_vae((1, 28, 28), 5, (16,))
+    fig = plot_latent_scatter(vae, binary_batch[:points], None, tmp_path / "latent.png")
+    assert (tmp_path / "latent.png").stat().st_size > 0
+    assert fig.axes[0].get_ylabel().startswith("PC 2 (")
+
+
 def test_an_image_grid_title_is_in_the_png(tmp_path):
     assert save_image_grid(torch.rand(4, 1, 8, 8), tmp_path / "g.png", title="four images")
     assert Image.open(tmp_path / "g.png").info["Title"] == "four images"
