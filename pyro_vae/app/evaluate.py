@@ -35,6 +35,7 @@ from ..missing import allow_missing
 from .config import Config
 from .distributed import init_distributed
 from .faults import non_finite_warning
+from .labels import check_labels_fit
 from .load import load_run
 from .m2 import plot_confusion
 from .registry import load_dataset
@@ -114,6 +115,9 @@ def evaluate(
         allow_missing(run.model)
     takes_labels = convention_of(run.model).takes_labels
     y = y.to(torch_device) if takes_labels and y is not None else None
+    num_classes = getattr(run.model, "num_classes", None)
+    if y is not None and isinstance(num_classes, int):
+        check_labels_fit(y, num_classes, dataset.name)
     if y is None and isinstance(run.model, CVAE):
         raise DataError(
             f"{dataset.name} has no labels y, but the run's cvae scores log p(x|y) given them; "

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..convention import data_support, standard_vae
+from ..convention import convention_of, data_support, standard_vae
 from ..data import TrainingData, prepare_data
 from ..datasets import Dataset
 from ..errors import ConfigError, PyroVAEError, RunFolderError
@@ -47,6 +47,7 @@ from .distributed import (
     launched_as_main,
     rank_seed,
 )
+from .labels import check_training_classes
 from .m2 import save_m2_plots
 from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
@@ -120,6 +121,14 @@ def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFold
     return folder or RunFolder(path), cfg.replace(out=path)
 
 
+def _learns_classes(cfg: Config, model: nn.Module | None) -> bool:
+    """Whether the model learns from labels y: a built-in cvae or m2, or a given model
+    whose convention takes labels."""
+    if model is None:
+        return cfg.model in ("cvae", "m2")
+    return isinstance(model, M2) or convention_of(model).takes_labels
+
+
 def _num_classes(dataset: Dataset) -> int | None:
     """Classes of the labels of both splits (a test label the training split lacks still
     needs its class); None without training labels."""
@@ -172,6 +181,8 @@ def train(
 
     seed_everything(cfg.seed)
     given = model is not None
+    if _learns_classes(cfg, model) and dataset.y_train is not None and not cfg.num_classes:
+        check_training_classes(dataset.y_train, dataset.y_test, dataset.name)
     if model is None:
         model = build_model(cfg, dataset.data_shape, _num_classes(dataset))
     model = model.to(device)

@@ -92,9 +92,10 @@ class FailingGuide(torch.nn.Module):
 
     support = "binary"  # what a model without a likelihood part declares of its data
 
-    def __init__(self, vae, fail_at):
+    def __init__(self, vae, fail_at, error: BaseException | None = None):
         super().__init__()
         self.vae, self.fail_at, self.calls = vae, fail_at, 0
+        self.error = error or RuntimeError("a user's guide failed")
 
     def model(self, x, num_data=None):
         return self.vae.model(x, num_data)
@@ -103,7 +104,7 @@ class FailingGuide(torch.nn.Module):
         if self.training:
             self.calls += 1
             if self.calls == self.fail_at:
-                raise RuntimeError("a user's guide failed")
+                raise self.error
         return self.vae.guide(x, num_data)
 
 
@@ -126,11 +127,19 @@ def test_a_failed_overwrite_leaves_the_old_run_as_it_was(tiny_npz, tmp_path):
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_afresh(tiny_npz, tmp_path):
-    failing = FailingGuide(pyro_vae.mlp_vae((1, 28, 28), 2, [32]), fail_at=2)
+    """Stopped (Ctrl-C) in its first epoch, a run stays and resumes afresh; one that failed
+    there with an error is removed, so that the same command can run again."""
+    vae = pyro_vae.mlp_vae((1, 28, 28), 2, [32])
     cfg = tiny_config(tiny_npz, tmp_path / "run", epochs=1)
-    stopped = tmp_path / "stopped"
+    failed = tmp_path / "failed"
     with pytest.raises(RuntimeError):
-        train(cfg.replace(out=str(stopped)), model=failing, progress=False, log=lambda _: None)
+        train(cfg.replace(out=str(failed)), model=FailingGuide(vae, fail_at=2), progress=False,
+              log=lambda _: None)  # fmt: skip
+    assert not failed.exists()
+    stopped = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        interrupted = FailingGuide(vae, fail_at=2, error=KeyboardInterrupt())
+        train(cfg.replace(out=str(stopped)), model=interrupted, progress=False, log=lambda _: None)
     assert (stopped / "config.toml").is_file() and not (stopped / "checkpoint.pt").exists()
     said = []
     result = train(resume=stopped, progress=False, log=said.append)

@@ -441,14 +441,36 @@ def test_the_readmes_cvae_commands_do_what_it_says(tmp_path, monkeypatch, capsys
         assert (tmp_path / "runs" / "cvae" / "plots" / name).is_file(), name
 
 
-def test_a_test_label_the_training_split_lacks_still_gets_its_class(tmp_path):
-    """Training digits of classes 0 and 1, test digits of 0, 1 and 2: the model has three
-    classes (before, it had two and failed after the first epoch, in the test ELBO)."""
-    x = torch.bernoulli(torch.full((60, 1, 28, 28), 0.3))
-    y_train, y_test = torch.arange(40) % 2, torch.arange(20) % 3
-    data = Dataset("labels", x[:40], y_train, x[40:], y_test)
-    cfg = Config(model="cvae", epochs=1, batch_size=20, hidden=[16], latent_dim=2,
+def labelled(y_train: torch.Tensor, y_test: torch.Tensor) -> Dataset:
+    x = torch.bernoulli(torch.full((len(y_train) + len(y_test), 1, 28, 28), 0.3))
+    return Dataset("labels", x[: len(y_train)], y_train, x[len(y_train) :], y_test)
+
+
+@pytest.mark.parametrize(
+    ("y_train", "y_test", "message"),
+    [
+        (torch.arange(40) % 2, torch.arange(20) % 3, r"2 values \(0, 1\) but run to 2.*\(2\) have"),
+        (torch.arange(40) % 3 * 5, torch.arange(20) % 3 * 5, r"run to 10.*8 of them \(1, 2, 3, 4"),
+        (torch.arange(40) % 3 - 1, torch.arange(20) % 2, r"include -1; classes are numbers 0..C-1"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("model", ["cvae", "m2"])
+def test_labels_a_conditional_model_cannot_learn_are_refused_before_training(
+    tmp_path, y_train, y_test, message, model
+):
+    """A test label no training datapoint has, labels with gaps, negative labels: each was
+    a failure after the first epoch (or classes quietly wasted); now one line, no folder."""
+    cfg = Config(model=model, labels="all", epochs=1, batch_size=20, hidden=[16], latent_dim=2,
                  device="cpu", out=str(tmp_path / "run"))  # fmt: skip
+    with pytest.raises(DataError, match=message):
+        train(cfg, data=labelled(y_train, y_test), progress=False, log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unused_classes_asked_for_with_num_classes_are_kept(tmp_path):
+    cfg = Config(model="cvae", num_classes=4, epochs=1, batch_size=20, hidden=[16],
+                 latent_dim=2, device="cpu", out=str(tmp_path / "run"))  # fmt: skip
+    data = labelled(torch.arange(40) % 2, torch.arange(20) % 3)
     result = train(cfg, data=data, progress=False, log=lambda _: None)
-    assert result.model.num_classes == 3
+    assert result.model.num_classes == 4
     assert math.isfinite(result.history[-1]["test_elbo"])

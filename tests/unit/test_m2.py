@@ -441,3 +441,14 @@ def test_pyro_reference_experiment_smoke(tiny_npz):
 def png_title(path):
     with Image.open(path) as image:
         return image.text.get("Title", "")
+
+
+@pytest.mark.parametrize("labels", [[0, 5, 12], [-2, 0, 1]])
+def test_evaluating_labels_outside_the_runs_classes_is_one_line(tmp_path, tiny_data, labels):
+    """They crashed in torch (bincount of a negative label, a confusion matrix of the wrong
+    size) after scoring; now refused before any work."""
+    pyro_vae.train(_config(tmp_path / "run", epochs=1), data=tiny_data, progress=False)
+    y = torch.tensor(labels).repeat(34)[:100]
+    other = Dataset.from_tensors(tiny_data.x_train[:10], tiny_data.x_test, y[:10], y)
+    with pytest.raises(DataError, match=r"labels y run from -?\d+ to \d+, but the run's model"):
+        pyro_vae.evaluate(tmp_path / "run", data=other, k=2)
