@@ -395,8 +395,26 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
         x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
         y_test=None if y_test is None else torch.from_numpy(y_test),
         source=str(path),
+        note=_channels_last_note(x.shape[1:], path),
         mask_train=_tensor(mask),
         mask_test=_tensor(mask_test),
+    )
+
+
+def _channels_last_note(shape: tuple[int, ...], path: Path) -> str:
+    """A note when images look saved as [N, H, W, C] (a last axis of 1, 3 or 4 channels
+    after a larger one): pyro-vae reads [N, C, H, W].
+
+    Example:
+        >>> _channels_last_note((32, 32, 3), Path("rgb.npz"))[:45]
+        'note: rgb.npz holds x of shape [N, 32, 32, 3]'
+    """
+    if len(shape) != 3 or shape[-1] not in (1, 3, 4) or shape[0] in (1, 3, 4):
+        return ""
+    return (
+        f"note: {path} holds x of shape [N, {', '.join(map(str, shape))}], read as "
+        f"[N, C, H, W]: {shape[0]} channels of {shape[1]}x{shape[2]} images; if it is "
+        "[N, H, W, C], save x.transpose(0, 3, 1, 2) instead"
     )
 
 

@@ -176,7 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation's draws")
     evaluate.add_argument("--device", default="cpu")
     _add_threads_flag(evaluate)
-    evaluate.add_argument("--out", type=Path, help="JSON path; default RUN_DIR/eval.json")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        help="JSON path; default RUN_DIR/eval.json for the run's own test split, "
+        "RUN_DIR/eval-NAME.json for --data/--dataset NAME, eval-NAME-train.json for --split train",
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
@@ -401,7 +406,7 @@ def _sample_classes(
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .distributed import launched_as_main
-    from .evaluate import evaluate
+    from .evaluate import default_name, evaluate
     from .runtime import apply_threads
 
     apply_threads(args.threads)
@@ -421,7 +426,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     )
     if launched_as_main():
         print(result.table())
-        print(f"written to {args.out or args.run_dir / 'eval.json'}")
+        own = Config.from_file(args.run_dir / "config.toml").dataset
+        data = args.data or args.dataset
+        print(f"written to {args.out or args.run_dir / default_name(data, own, args.split)}")
         if result.confusion is not None:
             print(f"confusion matrix: {args.run_dir / 'plots' / 'confusion.png'}")
 

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from .load import load_run
 from .m2 import plot_confusion
 from .registry import load_dataset
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "default_name"]
 
 
 def evaluate(
@@ -148,7 +149,7 @@ def evaluate(
             log(warning)
         elif warning:
             warnings.warn(warning.removeprefix("warning: "), RuntimeWarning, stacklevel=2)
-        path = Path(out) if out else run.folder.eval_path
+        path = Path(out) if out else run.folder.path / default_name(data, cfg.dataset, split)
         checks = {"not_finite": not_finite, "warning": warning.removeprefix("warning: ")}
         run.folder.write_json(path, {**info, **scores, **checks})
         if result.confusion is not None:  # a classifier's (M2's) test labels against its own
@@ -156,6 +157,22 @@ def evaluate(
             title = f"{dataset.name}, {split}: accuracy {100 * result.accuracy:.2f}%"
             plot_confusion(result.confusion, run.folder.plots / "confusion.png", title)
     return result
+
+
+def default_name(data: str | Dataset | None, own: str, split: str) -> str:
+    """``eval.json`` for the run's own test split; ``eval-<data>[-train].json`` for other
+    data or the training split, so scoring them never replaces the run's own score.
+
+    Example:
+        >>> default_name(None, "mnist5k", "test"), default_name("/d/my data.npz", "x", "test")
+        ('eval.json', 'eval-my_data.json')
+    """
+    name = data.name if isinstance(data, Dataset) else data
+    if name in (None, own) and split == "test":
+        return "eval.json"
+    stem = Path(str(name or own)).name.removesuffix(".npz")
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:60]
+    return f"eval-{stem}" + ("-train" if split == "train" else "") + ".json"
 
 
 def _has_own_test_split(path: str) -> bool:

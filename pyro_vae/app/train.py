@@ -121,6 +121,20 @@ def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFold
     return folder or RunFolder(path), cfg.replace(out=path)
 
 
+def _missing_note(x: torch.Tensor) -> str:
+    """One line on the training data's missing entries, naming features never observed (a
+    constant column standardized to 0/0 is all NaN)."""
+    holes = torch.isnan(x)
+    never = int(holes.all(0).sum())
+    note = (
+        f"note: {100 * float(holes.float().mean()):.1f}% of the training entries are missing "
+        "(NaN or masked out); the likelihood scores the observed ones"
+    )
+    if never:
+        note += f"; {never} of {holes[0].numel()} features are never observed"
+    return note
+
+
 def _learns_classes(cfg: Config, model: nn.Module | None) -> bool:
     """Whether the model learns from labels y: a built-in cvae or m2, or a given model
     whose convention takes labels."""
@@ -196,6 +210,7 @@ def train(
     )
     if prepared.missing:  # NaN entries: a likelihood masked per entry (iwae becomes MIWAE)
         allow_missing(model)
+        say(_missing_note(prepared.train))
     if isinstance(model, M2):  # a balanced, seeded subset keeps its labels
         labels = parse_labels(cfg.labels)
         prepared = semi_supervised(prepared, labels, cfg.seed, model.num_classes)

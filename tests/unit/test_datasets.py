@@ -240,3 +240,13 @@ def test_prepare_data_judges_the_range_by_the_likelihood(tmp_path):
     assert float(data.train.min()) < -3 and float(data.train.max()) > 3
     with pytest.raises(DataError, match=r"'continuous-bernoulli' needs values in \[0, 1\] but"):
         prepare_data(dataset, "unit", "continuous-bernoulli", "auto", seed=0)
+
+
+def test_images_saved_channels_last_get_a_note_with_the_transpose(tmp_path):
+    rgb = np.zeros((10, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "hwc.npz", x=rgb, x_test=rgb[:2])
+    assert "save x.transpose(0, 3, 1, 2)" in load_npz(tmp_path / "hwc.npz").note
+    np.savez(
+        tmp_path / "chw.npz", x=rgb.transpose(0, 3, 1, 2), x_test=rgb[:2].transpose(0, 3, 1, 2)
+    )
+    assert load_npz(tmp_path / "chw.npz").note == ""

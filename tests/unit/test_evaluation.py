@@ -191,6 +191,19 @@ def test_evaluate_defaults_to_the_runs_eval_k_and_takes_another_dataset(trained_
     assert json.loads((tmp_path / "other.json").read_text())["dataset"] == "mnist5k"
 
 
+def test_scoring_other_data_or_the_training_split_never_replaces_the_runs_own_score(
+    trained_run,
+):
+    evaluate(trained_run, k=3)
+    own = (trained_run / "eval.json").read_bytes()
+    evaluate(trained_run, data="mnist5k", k=3)
+    evaluate(trained_run, split="train", k=3)
+    assert (trained_run / "eval.json").read_bytes() == own
+    assert json.loads((trained_run / "eval-mnist5k.json").read_text())["dataset"] == "mnist5k"
+    train_scores = next(trained_run.glob("eval-*-train.json"))
+    assert json.loads(train_scores.read_text())["split"] == "train"
+
+
 def test_non_finite_scores_are_warned_about_and_named_in_eval_json(
     trained_run, tmp_path, monkeypatch
 ):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import DataError
+from pyro_vae import Config, DataError, train
 from pyro_vae.data import prepare_data
 from pyro_vae.datasets import Dataset, load_npz, load_npz_points
 
@@ -155,3 +155,18 @@ def test_from_tensors_refuses_a_mask_that_does_not_fit():
         Dataset.from_tensors(x, x, mask_train=torch.ones(4, 3))
     with pytest.raises(DataError, match=r"mask_test must be a boolean tensor"):
         Dataset.from_tensors(x, x, mask_test=torch.ones(4, 2, dtype=torch.bool))
+
+
+def test_training_says_how_much_is_missing_and_which_features_never_are_observed(tmp_path):
+    """A constant column standardized to 0/0 is all NaN: a note, not silence."""
+    x = torch.randn(60, 5)
+    x[:, 2] = float("nan")
+    x[::3, 0] = float("nan")
+    data = Dataset.from_tensors(x[:50], x[50:])
+    cfg = Config(likelihood="gaussian", epochs=1, batch_size=25, hidden=[8], latent_dim=2,
+                 device="cpu", out=str(tmp_path / "run"))  # fmt: skip
+    said: list[str] = []
+    train(cfg, data=data, progress=False, log=said.append)
+    note = next(line for line in said if line.startswith("note: "))
+    assert "26.8% of the training entries are missing" in note
+    assert "1 of 5 features are never observed" in note
