@@ -121,6 +121,23 @@ def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFold
     return folder or RunFolder(path), cfg.replace(out=path)
 
 
+LARGE_MODEL = 50_000_000  # parameters; a 784-400-20 VAE has 0.6 million
+
+
+def _size_note(model: nn.Module) -> str:
+    """A note when the model is large enough to surprise: its checkpoint (the parameters and
+    Adam's two moments, float32) runs to gigabytes."""
+    count = sum(p.numel() for p in model.parameters())
+    if count < LARGE_MODEL:
+        return ""
+    return (
+        f"note: the model has {count:,} parameters, so each checkpoint "
+        f"(with Adam's state) takes about {12 * count / 2**30:.1f} GiB; large images, and a "
+        "per-pixel categorical likelihood (256 outputs a pixel), make the MLP decoder's last "
+        "layer large: --network conv or a smaller --hidden keeps it small"
+    )
+
+
 def _missing_note(x: torch.Tensor) -> str:
     """One line on the training data's missing entries, naming features never observed (a
     constant column standardized to 0/0 is all NaN)."""
@@ -200,6 +217,8 @@ def train(
     if model is None:
         model = build_model(cfg, dataset.data_shape, _num_classes(dataset))
     model = model.to(device)
+    if size_note := _size_note(model):
+        say(size_note)
     if ctx.is_distributed:  # same initial weights everywhere, then a random stream per rank
         torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
     likelihood_name = (
