@@ -426,7 +426,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     )
     if launched_as_main():
         print(result.table())
-        own = Config.from_file(args.run_dir / "config.toml").dataset
+        try:  # the scores are written: a broken config.toml only shortens this line's name
+            own = Config.from_file(args.run_dir / "config.toml").dataset
+        except PyroVAEError:
+            own = ""
         data = args.data or args.dataset
         print(f"written to {args.out or args.run_dir / default_name(data, own, args.split)}")
         if result.confusion is not None:
