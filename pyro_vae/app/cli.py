@@ -272,12 +272,10 @@ def _config_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> 
 def _refuse_config_of_a_python_model(path: Path) -> None:
     """The config.toml of a run whose model came from Python names the built-in defaults for
     the model's keys, so rerunning it would quietly train another model."""
-    info_path = path.parent / "run.json"
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(info, dict) and info.get("model_source") == "python":
+    from .run_folder import RunFolder
+
+    info = RunFolder(path.parent).read_info()
+    if info.get("model_source") == "python":
         raise ConfigError(
             f"{path} belongs to a run whose model was passed from Python "
             f"({info.get('model_class', 'unknown class')}); its model keys are the built-in "

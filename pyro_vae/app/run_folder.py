@@ -404,10 +404,12 @@ class RunFolder:
         atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     def read_info(self) -> dict[str, Any]:
+        """run.json's object, or {} when it is missing, unreadable or not an object."""
         try:
-            return json.loads(self.info_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            info = json.loads(self.info_path.read_text())
+        except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
             return {}
+        return info if isinstance(info, dict) else {}
 
     def write_json(self, path: Path, values: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")

@@ -371,3 +371,10 @@ def test_a_fresh_run_interrupted_in_its_first_epoch_stays_to_be_resumed(tiny, tm
     vae.encoder = vae.encoder.inner
     train(resume=out, model=vae, data=tiny, progress=False, log=lambda _: None)
     assert (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"a string"', "{bad", "\xff\xfe"])
+def test_a_run_json_that_is_not_an_object_reads_as_nothing(tmp_path, text):
+    """A damaged run.json must not stop a resume or a load (a list crashed both)."""
+    (tmp_path / "run.json").write_bytes(text.encode("latin-1"))
+    assert RunFolder(tmp_path).read_info() == {}
