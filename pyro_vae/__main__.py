@@ -1,7 +1,5 @@
 """``python -m pyro_vae`` (and ``torchrun -m pyro_vae``) runs the command line."""
 
-import sys
+from .app.cli import run
 
-from .app.cli import main
-
-sys.exit(main())
+run()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import shlex
 import sys
@@ -545,5 +546,19 @@ def _leave_process_group() -> None:
         close_process_group()
 
 
+def run() -> None:
+    """The ``pyro-vae`` console command: :func:`main`, then exit with its status.
+
+    A rank that torchrun launched exits through :func:`exit_rank`, so that torch's
+    teardown of the process group's threads cannot abort a run that finished.
+    """
+    code = main()
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
+        from .distributed import exit_rank
+
+        exit_rank(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

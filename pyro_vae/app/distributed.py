@@ -17,9 +17,10 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ __all__ = [
     "all_reduce_max",
     "launched_as_main",
     "close_process_group",
+    "exit_rank",
     "broadcast_object",
     "gather_objects",
     "rank_seed",
@@ -73,12 +75,13 @@ class DistContext:
 
 def init_distributed(device_name: str, timeout_seconds: float) -> tuple[DistContext, torch.device]:
     """Join the process group torchrun describes (if any) and pick this rank's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _env_int("WORLD_SIZE", 1)
     device = resolve_device(device_name)
     if world_size <= 1:
         return DistContext(), device
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    _require_launcher_env()
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -86,6 +89,33 @@ def init_distributed(device_name: str, timeout_seconds: float) -> tuple[DistCont
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
     return DistContext(rank, world_size, local_rank, backend), device
+
+
+LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _require_launcher_env() -> None:
+    """WORLD_SIZE > 1 without the rest of torchrun's environment: say so, not a traceback."""
+    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise DistributedFault(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} asks for data-parallel training, but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; launch "
+            "with torchrun --nproc_per_node=N -m pyro_vae ..., or unset WORLD_SIZE to run "
+            "in one process"
+        )
+
+
+def _env_int(name: str, default: int) -> int:
+    """An integer from torchrun's environment, with an error that names the variable."""
+    text = os.environ.get(name, "")
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise DistributedFault(
+            f"environment variable {name}={text!r} is not an integer; torchrun sets it, "
+            f"so launch with torchrun or unset {name}"
+        ) from None
 
 
 def close_process_group() -> None:
@@ -97,6 +127,22 @@ def close_process_group() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End a rank of a data-parallel run now, skipping the interpreter's teardown.
+
+    Once DistributedDataParallel has wrapped a model, torch keeps the gloo group's
+    worker threads alive past ``destroy_process_group``; they are then destroyed
+    during interpreter shutdown, which now and then aborts the process ("terminate
+    called without an active exception", SIGABRT) after all its work was done and
+    saved, and torchrun reports the run as failed. Leaving the group, flushing the
+    output and exiting directly makes the ending deterministic.
+    """
+    close_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def launched_as_main() -> bool:

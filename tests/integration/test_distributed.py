@@ -17,7 +17,7 @@ from torch import nn
 
 from pyro_vae import Config, build_vae
 from pyro_vae.app.checkpoint import load_checkpoint
-from pyro_vae.app.distributed import DistContext, init_distributed
+from pyro_vae.app.distributed import DistContext, exit_rank, init_distributed
 from pyro_vae.app.registry import load_dataset
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.trainer import Trainer
@@ -120,7 +120,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         },
         f"{out}/rank{rank}.pt",
     )
-    torch_dist.destroy_process_group()
+    exit_rank(0)  # the deterministic ending torchrun ranks get from the CLI
 
 
 def test_two_ranks_equal_one_process_at_twice_the_batch(tmp_path):
@@ -182,7 +182,7 @@ def _objectives_worker(rank: int, port: int, out: str) -> None:
             trainer.train_step(x[batch])
         results[spec] = {"before": before, "after": _flat(trainer.model).clone()}
     torch.save(results, f"{out}/objectives{rank}.pt")
-    torch_dist.destroy_process_group()
+    exit_rank(0)  # the deterministic ending torchrun ranks get from the CLI
 
 
 def test_every_builtin_objective_trains_data_parallel(tmp_path):
@@ -291,3 +291,37 @@ def test_the_command_leaves_the_process_group_it_ran_in(tmp_path):
     torch_dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     assert main(["list"]) == 0
     assert not torch_dist.is_initialized()
+
+
+def test_a_torchrun_rank_exits_with_the_commands_status_and_its_output_flushed(tmp_path):
+    """Ranks end through exit_rank (no interpreter teardown): the status and the last
+    line of output must still come through."""
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    missing = tmp_path / "no-such-run"
+    failed = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "sample", str(missing)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert failed.returncode == 2
+    assert "pyro-vae: error:" in failed.stderr and "no-such-run" in failed.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "list"], env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0 and "gaussian" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR, MASTER_PORT are not set"),
+     ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer")],
+)  # fmt: skip
+def test_a_half_set_torchrun_environment_is_named_not_a_traceback(env, named, tmp_path):
+    clean = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "train", "--epochs", "1", "--out", str(tmp_path / "r")],
+        env={**clean, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr and "torchrun" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()

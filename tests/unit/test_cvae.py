@@ -15,7 +15,6 @@ import numpy as np
 import pyro
 import pytest
 import torch
-import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from objective_grid import ALL
 from PIL import Image
@@ -24,7 +23,7 @@ from pyro.infer import Trace_ELBO
 from pyro_vae import Config, mlp_vae
 from pyro_vae.app.build import build_model
 from pyro_vae.app.cli import main
-from pyro_vae.app.distributed import init_distributed
+from pyro_vae.app.distributed import exit_rank, init_distributed
 from pyro_vae.app.load import load_run
 from pyro_vae.app.objective_specs import build_objective
 from pyro_vae.app.plots import plot_class_samples
@@ -391,7 +390,7 @@ def _ddp_worker(rank, port, out):
         trainer.train_step(x[batch], 1.0, trainer.y_train[batch])
     after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     torch.save({"before": before, "after": after}, f"{out}/rank{rank}.pt")
-    torch_dist.destroy_process_group()
+    exit_rank(0)  # the deterministic ending torchrun ranks get from the CLI
 
 
 @pytest.mark.integration
