@@ -5,7 +5,7 @@ numbers: the :class:`VAE` and its parts (:mod:`.parts` names their contracts), t
 objectives, the estimators and the data preparation. The application in
 :mod:`pyro_vae.app` (``Config``, run folders, the trainer, the CLI) is loaded only
 when one of its names is used: ``pyro_vae.train``, ``pyro_vae.evaluate``,
-``pyro_vae.load_run``, ``pyro_vae.Config``, ``pyro_vae.build_vae``.
+``pyro_vae.load_run``, ``pyro_vae.compare``, ``pyro_vae.Config``, ``pyro_vae.build_vae``.
 
 Example:
     >>> import pyro_vae
@@ -41,6 +41,8 @@ _APP = {
     "evaluate": "pyro_vae.app.evaluate",
     "load_run": "pyro_vae.app.load",
     "LoadedRun": "pyro_vae.app.load",
+    "compare": "pyro_vae.app.compare",
+    "ComparisonResult": "pyro_vae.app.compare",
     "build_objective": "pyro_vae.app.objective_specs",
 }
 

@@ -99,3 +99,15 @@ def test_readme_commands_run_and_do_what_it_says(tmp_path):
     block = python_block("pyro_vae.load_run(").replace("runs/X", str(run))
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["run"].note == "" and namespace["images"].shape == (16, 1, 28, 28)
+
+
+@pytest.mark.slow
+def test_readme_compare_example_runs_and_ranks_both_cells(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(python_block("pyro_vae.compare("), "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert sorted(row["objective"] for row in result.rows) == ["elbo", "iwae:k=5"]
+    assert "| rank | objective |" in result.markdown
+    assert result.markdown.strip() in (tmp_path / "runs/cmp/comparison.md").read_text()
+    assert namespace["best"]["log_px"] == max(row["log_px"] for row in result.rows) < 0
