@@ -340,6 +340,7 @@ class Config:
         _check_kl_warmup(self.objective, self.kl_warmup)
         _check_layers(self)
         _check_conditional(self.model, self.prior, self.conditional_prior)
+        _check_part_args(self)
         if self.encoder_mask and self.model not in ("vae", "cvae"):
             raise ConfigError(
                 f"encoder_mask: only the built-in vae and cvae encoders can take the mask of "
@@ -577,6 +578,22 @@ def _check_layers(cfg: Config) -> None:
             f"latent_dim: {cfg.latent_dim} stacks stochastic layers, which model {cfg.model!r} "
             "does not have; give one integer (e.g. latent_dim = 50) or use model = 'vae'"
         )
+
+
+PART_KEYS = ("model", "prior", "likelihood", "guide")
+
+
+def _check_part_args(cfg: Config) -> None:
+    """``*_args`` reach only a part given by import path; a built-in one would drop them."""
+    for key in PART_KEYS:
+        name, args = getattr(cfg, key), getattr(cfg, f"{key}_args")
+        if args and ":" not in name:
+            raise ConfigError(
+                f"{key}_args: {args} would be ignored, because {key} {name!r} is built in and "
+                f"takes its settings from its own options (pyro-vae list, pyro-vae train "
+                f"--help); {key}_args are for a {key} given as package.module:Name. (In a "
+                f"config file, a key written below [{key}_args] belongs to that table.)"
+            )
 
 
 def _check_conditional(model: str, prior: str, conditional_prior: bool) -> None:

@@ -89,3 +89,17 @@ def test_bad_toml_syntax_is_a_config_error(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         Config.from_file(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("key", ["model", "prior", "likelihood", "guide"])
+def test_args_for_a_built_in_part_are_refused_not_dropped(key):
+    with pytest.raises(ConfigError, match=rf"{key}_args: \{{'scale': 2\}} would be ignored"):
+        Config(**{f"{key}_args": {"scale": 2}})
+    path = "pyro_vae.count_likelihoods:PoissonLikelihood"
+    assert Config(likelihood=path, likelihood_args={"rate": 1}).likelihood_args == {"rate": 1}
+
+
+def test_a_key_written_below_an_args_table_in_toml_is_explained():
+    text = "epochs = 1\n[prior_args]\nscale = 2\nprior = 'laplace'\n"  # prior joins the table
+    with pytest.raises(ConfigError, match=r"a key written below \[prior_args\] belongs"):
+        Config.from_toml_text(text)
