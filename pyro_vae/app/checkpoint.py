@@ -184,7 +184,7 @@ def _check_config(value: Any) -> str | None:
     if not isinstance(value, dict):
         return f"is {type(value).__name__}, expected a table of settings"
     try:
-        Config.from_dict(value)
+        Config.from_dict(value, saved=True)
     except (ConfigError, TypeError, ValueError) as err:  # TypeError: keys that are not text
         return f"is not a valid config ({err})"
     return None

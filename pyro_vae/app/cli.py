@@ -426,7 +426,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if launched_as_main():
         print(result.table())
         try:  # the scores are written: a broken config.toml only shortens this line's name
-            own = Config.from_file(args.run_dir / "config.toml").dataset
+            own = Config.from_file(args.run_dir / "config.toml", saved=True).dataset
         except PyroVAEError:
             own = ""
         data = args.data or args.dataset

@@ -356,14 +356,21 @@ class Config:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Config:
-        """Build a config from a flat or sectioned mapping, rejecting unknown keys."""
+    def from_dict(cls, values: Mapping[str, Any], *, saved: bool = False) -> Config:
+        """Build a config from a flat or sectioned mapping, rejecting unknown keys.
+
+        ``saved``: the config of an existing run, whose ``*_args`` for a built-in part
+        (ignored by the versions that wrote it, refused since) are dropped, so the run
+        still loads as it trained.
+        """
         flat: dict[str, Any] = {}
         for key, value in values.items():
             if key in SECTIONS and isinstance(value, Mapping):
                 flat.update(value)
             else:
                 flat[key] = value
+        if saved:
+            flat = _without_ignored_part_args(flat)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(flat) - known)
         if unknown:
@@ -374,15 +381,16 @@ class Config:
         return cls(**flat)
 
     @classmethod
-    def from_toml_text(cls, text: str, source: str = "<string>") -> Config:
+    def from_toml_text(cls, text: str, source: str = "<string>", *, saved: bool = False) -> Config:
         try:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{source}: not valid TOML ({err}); fix the syntax") from None
-        return cls.from_dict(values)
+        return cls.from_dict(values, saved=saved)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Config:
+    def from_file(cls, path: str | Path, *, saved: bool = False) -> Config:
+        """The config in TOML file ``path``; ``saved`` as in :meth:`from_dict`."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -390,7 +398,7 @@ class Config:
             raise ConfigError(f"config file {path} does not exist; check the path") from None
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {path} cannot be read ({err})") from None
-        return cls.from_toml_text(text, source=str(path))
+        return cls.from_toml_text(text, source=str(path), saved=saved)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated like any other config)."""
@@ -581,6 +589,17 @@ def _check_layers(cfg: Config) -> None:
 
 
 PART_KEYS = ("model", "prior", "likelihood", "guide")
+
+
+def _without_ignored_part_args(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` without the ``*_args`` of built-in parts, which had no effect."""
+    defaults = {f.name: f.default for f in fields(Config)}
+    return {
+        key: value
+        for key, value in flat.items()
+        if not (key.endswith("_args") and key[:-5] in PART_KEYS
+                and ":" not in str(flat.get(key[:-5], defaults[key[:-5]])))
+    }  # fmt: skip
 
 
 def _check_part_args(cfg: Config) -> None:

@@ -59,7 +59,7 @@ def load_run(
     folder = RunFolder.open(path)
     device = resolve_device(str(device))
     state = load_checkpoint(folder.checkpoint_path, device)
-    config = Config.from_dict(state["config"])
+    config = Config.from_dict(state["config"], saved=True)
     data_shape = tuple(state["data_shape"])
     info = _read_info(folder)
     if model is None:

@@ -398,7 +398,7 @@ class RunFolder:
         atomic_write_text(self.config_path, cfg.to_toml(model_from_python))
 
     def read_config(self) -> Config:
-        return Config.from_file(self.config_path)
+        return Config.from_file(self.config_path, saved=True)
 
     def write_info(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -103,3 +103,11 @@ def test_a_key_written_below_an_args_table_in_toml_is_explained():
     text = "epochs = 1\n[prior_args]\nscale = 2\nprior = 'laplace'\n"  # prior joins the table
     with pytest.raises(ConfigError, match=r"a key written below \[prior_args\] belongs"):
         Config.from_toml_text(text)
+
+
+def test_a_saved_run_with_args_for_a_built_in_part_still_loads_as_it_trained():
+    saved = Config(epochs=1).to_toml() + "\n[prior_args]\nscale = 2\n"
+    cfg = Config.from_toml_text(saved, saved=True)
+    assert cfg.prior_args == {} and cfg == Config(epochs=1)
+    with pytest.raises(ConfigError, match="prior_args"):
+        Config.from_toml_text(saved)  # a new request is refused
