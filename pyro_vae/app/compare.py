@@ -350,6 +350,11 @@ def compare(
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     k = k or base.eval_k
+    if RunFolder(out).holds_run():
+        raise ConfigError(
+            f"--out {out} is the folder of a training run, not of a comparison; give a new "
+            "folder (a comparison keeps its runs in DIR/runs/)"
+        )
     cells = plan_cells(base, grid, seeds, out)
     plans = {cell.index: _steps(cell, k) for cell in cells}  # checks every folder first
     out = Path(out)

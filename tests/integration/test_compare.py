@@ -127,6 +127,16 @@ def test_bad_values_are_refused_by_config_before_anything_is_written(
     assert not (tmp_path / "cmp").exists()
 
 
+def test_a_training_runs_folder_is_refused_as_a_comparisons_folder(tiny_npz, tmp_path):
+    run = tmp_path / "run"
+    RunFolder(run).check_writable()
+    RunFolder(run).write_config(base_config(tiny_npz))
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(ConfigError, match="is the folder of a training run"):
+        compare(base_config(tiny_npz), {"latent_dim": [2, 3]}, [0], run)
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
 def test_a_changed_setting_is_not_mixed_into_an_existing_comparison(tiny_npz, tmp_path):
     out = tmp_path / "cmp"
     (cell,) = plan_cells(base_config(tiny_npz), {"objective": ["elbo"]}, [0], out)
