@@ -43,6 +43,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import ToTensor
 
 from ..data import TrainingData, prepare_data
+from ..errors import ConfigError
 from ..estimators import evaluate_vae
 from ..guides import MAX_SCALE, MIN_SCALE
 from ..vae import VAE
@@ -50,7 +51,7 @@ from .bench_args import add_bench_arguments, bench_sizes
 from .build import build_vae
 from .config import Config
 from .registry import load_dataset
-from .runtime import apply_threads, make_adam
+from .runtime import apply_threads, make_adam, resolve_device
 from .trainer import Trainer
 
 __all__ = ["BenchSettings", "run_benchmark", "format_table", "write_csv", "main"]
@@ -483,7 +484,14 @@ def write_csv(rows: list[BenchRow], path: str | Path) -> None:
 def run_from_args(args: argparse.Namespace) -> list[BenchRow]:
     """Run the benchmark as parsed by :func:`add_bench_arguments`, once per thread count;
     print progress to stderr, then print and save the table."""
-    sizes = bench_sizes(args)
+    try:
+        sizes = bench_sizes(args)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    resolve_device(args.device)  # cuda without a GPU fails here, not in the first measurement
+    if Path(args.out).suffix.lower() != ".csv" or Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: name the output file FILE.csv")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now
     print(
         f"bench: {'full' if args.full else 'quick (--full for the full measurement)'}: "
         + ", ".join(f"{name} {value}" for name, value in sizes.items())

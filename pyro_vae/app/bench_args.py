@@ -94,9 +94,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def bench_sizes(args: argparse.Namespace) -> dict[str, int]:
-    """Each size as given, else its ``--full`` or quick default."""
+    """Each size as given, else its ``--full`` or quick default; ValueError for a size below
+    its least (1; 0 for ``--warmup``)."""
     defaults = FULL if args.full else QUICK
-    return {
+    sizes = {
         name: defaults[name] if getattr(args, name) is None else getattr(args, name)
         for name in SIZE_HELP
     }
+    for name, value in sizes.items():
+        least = 0 if name == "warmup" else 1
+        if value < least:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    return sizes

@@ -55,3 +55,22 @@ def test_the_table_names_each_rows_thread_count():
 def test_threads_must_be_counts(argv):
     with pytest.raises(SystemExit):
         parse(*argv)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--steps", "0"], "--steps must be >= 1, got 0"),
+     (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+     (["--out", "table.txt"], "name the output file FILE.csv"),
+     (["--device", "cuda"], "no CUDA GPU is visible")],
+)  # fmt: skip
+def test_bad_bench_options_are_refused_before_any_measurement(flags, message, tmp_path, capsys):
+    import torch
+
+    from pyro_vae.app.cli import main
+
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert main(["bench", "--threads", "1", *flags]) == 2
+    printed = capsys.readouterr()
+    assert message in printed.err and "training step" not in printed.err
