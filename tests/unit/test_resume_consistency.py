@@ -1,0 +1,167 @@
+"""``train --resume`` continues only what belongs to the run: it refuses another config, a lost
+checkpoint or fewer epochs than are done before it writes anything (every file of the run
+folder is left byte for byte as it was)."""
+
+import shutil
+
+import pytest
+
+from pyro_vae import Config
+from pyro_vae.app.cli import main
+from pyro_vae.app.resume import check_epochs
+from pyro_vae.app.run_folder import RunFolder
+from pyro_vae.app.train import train
+from pyro_vae.app.trainer import Trainer
+from pyro_vae.errors import CheckpointError, ConfigError
+
+QUIET = dict(progress=False, log=lambda _: None)
+
+
+def tiny(data, out, **changes) -> Config:
+    return Config(dataset=str(data), epochs=1, batch_size=100, hidden=[16], latent_dim=2,
+                  device="cpu", out=str(out)).replace(**changes)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_npz, tmp_path_factory):
+    """A finished one-epoch run; tests resume copies of it."""
+    return train(tiny(tiny_npz, tmp_path_factory.mktemp("resume") / "run"), **QUIET).run_dir
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def files(folder):
+    """Every file under ``folder`` with its bytes: what a refused resume must leave alone."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def edit_config(run, old, new):
+    path = run / "config.toml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "old, new, named",
+    [
+        ("lr = 0.001", "lr = 0.01", "lr = 0.01 in config.toml but 0.001 in checkpoint.pt"),
+        (
+            "hidden = [16]",
+            "hidden = [32]",
+            "hidden = [32] in config.toml but [16] in checkpoint.pt",
+        ),
+        ("seed = 0", "seed = 3", "seed = 3 in config.toml but 0 in checkpoint.pt"),
+    ],
+)
+def test_a_hand_edited_setting_is_refused_naming_both_values(run, capsys, old, new, named):
+    edit_config(run, old, new)
+    before = files(run)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("pyro-vae: error: ") and error.count("\n") == 1
+    assert named in error and "restore config.toml" in error and "--out NEW_DIR" in error
+    assert files(run) == before
+
+
+def test_every_differing_setting_is_named(run):
+    edit_config(run, "lr = 0.001", "lr = 0.002")
+    edit_config(run, "batch_size = 100", "batch_size = 50")
+    with pytest.raises(ConfigError) as refused:
+        train(resume=run, epochs=2, **QUIET)
+    assert "batch_size = 50 in config.toml but 100" in str(refused.value)
+    assert "lr = 0.002 in config.toml but 0.001" in str(refused.value)
+
+
+def test_a_checkpoint_copied_from_another_run_is_refused(tiny_npz, run, tmp_path):
+    other = train(tiny(tiny_npz, tmp_path / "other", seed=7), **QUIET).run_dir
+    shutil.copy(other / "checkpoint.pt", run / "checkpoint.pt")
+    before = files(run)
+    with pytest.raises(ConfigError, match="seed = 0 in config.toml but 7 in checkpoint.pt"):
+        train(resume=run, epochs=2, **QUIET)
+    assert files(run) == before
+
+
+def test_settings_of_where_and_how_fast_may_change(run, tmp_path):
+    """A moved folder (out), threads, checkpoint_every, eval_k: the run continues."""
+    edit_config(run, "checkpoint_every = 0", "checkpoint_every = 2")
+    edit_config(run, "eval_k = 1000", "eval_k = 10")
+    result = train(resume=run, epochs=2, **QUIET)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert Config.from_file(run / "config.toml").eval_k == 10
+
+
+def test_a_config_passed_with_resume_is_refused(run):
+    with pytest.raises(ConfigError, match="its own config.toml; pass epochs=N"):
+        train(Config(epochs=2), resume=run, **QUIET)
+
+
+# -- the record: checkpoint and epochs ------------------------------------------------------------
+
+
+def test_a_finished_run_whose_checkpoint_is_gone_is_not_restarted(run):
+    (run / "checkpoint.pt").unlink()
+    before = files(run)
+    with pytest.raises(CheckpointError) as refused:
+        train(resume=run, **QUIET)
+    message = str(refused.value)
+    assert "checkpoint.pt is missing" in message and "1 epoch(s) done" in message
+    assert "restore checkpoint.pt" in message and "--overwrite" in message
+    assert files(run) == before
+
+
+def test_fewer_epochs_than_done_are_refused(tiny_npz, tmp_path):
+    out = train(tiny(tiny_npz, tmp_path / "two", epochs=2), **QUIET).run_dir
+    before = files(out)
+    with pytest.raises(ConfigError, match="has done 2 epochs, more than the 1 asked for .*M > 2"):
+        train(resume=out, epochs=1, **QUIET)
+    assert files(out) == before
+
+
+def test_a_checkpoint_part_way_through_an_epoch_counts_it(tmp_path):
+    with pytest.raises(ConfigError, match="2 epochs and 5 steps of epoch 3, more than the 2"):
+        check_epochs(RunFolder(tmp_path), 2, {"epoch": 2, "step": 5}, "--epochs")
+    check_epochs(RunFolder(tmp_path), 3, {"epoch": 2, "step": 5}, "--epochs")
+
+
+@pytest.mark.parametrize("epochs", [None, 1])
+def test_a_complete_run_says_so_and_changes_nothing(run, epochs):
+    before = files(run)
+    said = []
+    result = train(resume=run, epochs=epochs, progress=False, log=said.append)
+    assert said == [f"{run} is already complete (1 epochs done); nothing to do: --epochs M "
+                    "with M > 1 trains further"]  # fmt: skip
+    assert [row["epoch"] for row in result.history] == [1]
+    assert files(run) == before
+
+
+def test_an_extension_is_recorded_as_unfinished_until_it_ends(run, monkeypatch):
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(resume=run, epochs=2, **QUIET)
+    assert RunFolder(run).read_info()["finished"] is False
+
+
+# -- damaged files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, damage, error",
+    [
+        ("config.toml", b"lr = [", ConfigError),
+        ("config.toml", b"\xff\xfe", ConfigError),
+        ("checkpoint.pt", None, CheckpointError),
+    ],
+)
+def test_a_damaged_file_is_refused_and_the_folder_left_as_it_was(run, name, damage, error):
+    path = run / name
+    path.write_bytes(damage if damage is not None else path.read_bytes()[:1000])
+    before = files(run)
+    with pytest.raises(error, match=name):
+        train(resume=run, epochs=2, **QUIET)
+    assert files(run) == before
