@@ -1,11 +1,12 @@
 """What ``train --resume`` checks before it writes anything: that all it continues is the run's.
 
 A resume continues the weights, optimizer and random streams of checkpoint.pt with the
-settings of config.toml. Either may have changed since the run was trained: config.toml
-edited by hand, a checkpoint.pt copied from another run, a checkpoint deleted, fewer
-epochs asked for than are done. Each check here refuses such a mix with one line naming
-what differs and the fix, before any data are loaded, and nothing in the run folder is
-written.
+settings of config.toml and the data they name. Any of these may have changed since the
+run was trained: config.toml edited by hand, a checkpoint.pt copied from another run, a
+data file rewritten, a checkpoint deleted, fewer epochs asked for than are done. Each
+check here refuses such a mix with one line naming what differs and the fix, and nothing
+in the run folder is written: the checkpoint and config are checked before any data are
+loaded, the data as soon as they are.
 
 Example::
 
@@ -13,16 +14,21 @@ Example::
     if state is not None:
         check_config(run, cfg, Config.from_dict(state["config"]))
         check_epochs(run, cfg.epochs, state["position"], "--epochs")
+        check_data(run, run.read_info(), data_fingerprint(dataset), "data.npz")
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError
+import torch
+
+from ..datasets import Dataset
+from ..errors import CheckpointError, ConfigError, DataError
 from .checkpoint import load_checkpoint
 from .config import Config
 from .run_folder import RunFolder
@@ -33,6 +39,8 @@ __all__ = [
     "check_config",
     "check_epochs",
     "is_complete",
+    "data_fingerprint",
+    "check_data",
 ]
 
 # settings a resume may change: how long, where and how fast it trains, never what it learns
@@ -123,6 +131,61 @@ def is_complete(epochs: int, position: Mapping[str, Any], info: Mapping[str, Any
     )
 
 
+def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """sha256 of every array of ``dataset`` (values, dtypes and shapes), with the shapes
+    of its splits: recorded in run.json, so that a resume can tell other data.
+
+    Example:
+        >>> ds = Dataset.from_tensors(torch.zeros(4, 3), torch.ones(2, 3))
+        >>> data_fingerprint(ds)["train_shape"], len(data_fingerprint(ds)["sha256"])
+        ([4, 3], 64)
+    """
+    digest = hashlib.sha256()
+    for name in ("x_train", "y_train", "x_test", "y_test", "mask_train", "mask_test"):
+        tensor = getattr(dataset, name)
+        if tensor is None:
+            digest.update(f"{name}: none;".encode())
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}: {tensor.dtype} {list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return {
+        "sha256": digest.hexdigest(),
+        "train_shape": list(dataset.x_train.shape),
+        "test_shape": list(dataset.x_test.shape),
+    }
+
+
+def check_data(
+    run: RunFolder, recorded: Mapping[str, Any], now: Mapping[str, Any], source: str
+) -> str:
+    """Refuse data (named ``source``, fingerprint ``now``) other than those whose fingerprint
+    the run's record holds; a note when it holds none (an older pyro-vae's run), else ''."""
+    then = recorded.get("data_fingerprint")
+    if not isinstance(then, dict):
+        return (
+            f"note: {run.info_path} holds no fingerprint of the training data (an older "
+            "pyro-vae wrote it), so the data could not be checked against the run's; they "
+            "are recorded now"
+        )
+    if then.get("sha256") == now["sha256"]:
+        return ""
+    changed = [
+        f"the {split} split is {_shape(now[key])}, was {_shape(then.get(key))}"
+        for split, key in (("training", "train_shape"), ("test", "test_shape"))
+        if then.get(key) != now[key]
+    ]
+    what = "; ".join(changed) or "same shapes, other values"
+    raise DataError(
+        f"{source}: not the data {run.path} was trained on ({what}). Resuming would mix two "
+        f"datasets in one run: restore the data it was trained on, or {_NEW_RUN}"
+    )
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _shape(shape: Any) -> str:
+    return "x".join(map(str, shape)) if isinstance(shape, list) else "unknown"

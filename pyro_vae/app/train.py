@@ -50,7 +50,14 @@ from .labels import check_training_classes
 from .m2 import save_m2_plots
 from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
-from .resume import check_config, check_epochs, is_complete, read_checkpoint
+from .resume import (
+    check_config,
+    check_data,
+    check_epochs,
+    data_fingerprint,
+    is_complete,
+    read_checkpoint,
+)
 from .run_folder import RunFolder, default_run_dir
 from .runtime import apply_threads, seed_everything
 from .trainer import Trainer
@@ -247,7 +254,7 @@ def _train(
     log: Callable[[str], None],
 ) -> TrainResult:
     """Train a new run (``run`` None) or continue ``run`` from its checkpoint ``state``
-    (None: afresh)."""
+    (None: afresh); the data are checked against a resumed run's record."""
     recorded = run.read_info() if state is not None else {}
     apply_threads(cfg.threads)
     if run is None and cfg.out:
@@ -259,6 +266,11 @@ def _train(
         cfg, dataset = _load_data(cfg, say)
     else:
         dataset = data
+    fingerprint = data_fingerprint(dataset)
+    if state is not None:
+        source = cfg.dataset if data is None else "the data passed to train()"
+        if data_note := check_data(run, recorded, fingerprint, source):
+            say(data_note)
     seed_everything(cfg.seed)
     given = model is not None
     if _learns_classes(cfg, model) and dataset.y_train is not None and not cfg.num_classes:
@@ -291,6 +303,7 @@ def _train(
     trainer = Trainer(cfg, model, prepared, ctx, objective=objective)  # checks the loss
     info = {
         **_run_info(cfg, requested, dataset, prepared, device),
+        "data_fingerprint": fingerprint,
         **_model_info(model, given, objective),
         "world_size": ctx.world_size,
     }

@@ -1,18 +1,22 @@
-"""``train --resume`` continues only what belongs to the run: it refuses another config, a lost
-checkpoint or fewer epochs than are done before it writes anything (every file of the run
-folder is left byte for byte as it was)."""
+"""``train --resume`` continues only what belongs to the run: it refuses another config, other
+data, a lost checkpoint or fewer epochs than are done before it writes anything (every file
+of the run folder is left byte for byte as it was)."""
 
+import json
 import shutil
 
+import numpy as np
 import pytest
+import torch
 
 from pyro_vae import Config
 from pyro_vae.app.cli import main
-from pyro_vae.app.resume import check_epochs
+from pyro_vae.app.resume import check_epochs, data_fingerprint
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.train import train
 from pyro_vae.app.trainer import Trainer
-from pyro_vae.errors import CheckpointError, ConfigError
+from pyro_vae.datasets import Dataset
+from pyro_vae.errors import CheckpointError, ConfigError, DataError
 
 QUIET = dict(progress=False, log=lambda _: None)
 
@@ -96,6 +100,81 @@ def test_settings_of_where_and_how_fast_may_change(run, tmp_path):
 def test_a_config_passed_with_resume_is_refused(run):
     with pytest.raises(ConfigError, match="its own config.toml; pass epochs=N"):
         train(Config(epochs=2), resume=run, **QUIET)
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_data(tiny_npz, tmp_path):
+    """A run trained from a data file of its own (the test may change it), and the file."""
+    path = tmp_path / "data.npz"
+    shutil.copy(tiny_npz, path)
+    return train(tiny(path, tmp_path / "own"), **QUIET).run_dir, path
+
+
+def rewrite(path, change):
+    arrays = dict(np.load(path))
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def drop_rows(arrays):
+    arrays["x"], arrays["y"] = arrays["x"][:-20], arrays["y"][:-20]
+
+
+def flip_a_pixel(arrays):
+    arrays["x"][0, 10, 10] = 255 - arrays["x"][0, 10, 10]
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (drop_rows, "the training split is 280x1x28x28, was 300x1x28x28"),
+        (flip_a_pixel, "same shapes, other values"),
+    ],
+)
+def test_changed_data_are_refused_naming_the_file_and_the_change(own_data, change, named):
+    out, path = own_data
+    rewrite(path, change)
+    before = files(out)
+    with pytest.raises(DataError) as refused:
+        train(resume=out, epochs=2, **QUIET)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: not the data {out} was trained on") and named in message
+    assert "restore the data" in message
+    assert files(out) == before
+
+
+def test_the_same_data_saved_again_resume(own_data):
+    """The fingerprint is of the arrays, not the file's bytes: a compressed copy is the same."""
+    out, path = own_data
+    arrays = dict(np.load(path))
+    np.savez_compressed(path, **arrays)
+    assert len(train(resume=out, epochs=2, **QUIET).history) == 2
+
+
+def test_a_run_recorded_without_a_fingerprint_resumes_with_a_note(run):
+    info = json.loads((run / "run.json").read_text())
+    del info["data_fingerprint"]  # as an older pyro-vae wrote it
+    (run / "run.json").write_text(json.dumps(info))
+    said = []
+    train(resume=run, epochs=2, progress=False, log=said.append)
+    assert any("holds no fingerprint of the training data" in line for line in said)
+    assert "sha256" in RunFolder(run).read_info()["data_fingerprint"]
+
+
+def test_the_fingerprint_tells_values_labels_and_dtypes_apart():
+    x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+    base = data_fingerprint(Dataset.from_tensors(x, x[:2], y, y[:2]))
+    assert base == data_fingerprint(Dataset.from_tensors(x.clone(), x[:2], y, y[:2]))
+    others = [
+        Dataset.from_tensors(x + 1e-6, x[:2], y, y[:2]),
+        Dataset.from_tensors(x, x[:2], y + 1, y[:2]),
+        Dataset.from_tensors(x.to(torch.uint8), x[:2].to(torch.uint8), y, y[:2]),
+        Dataset.from_tensors(x, x[:2]),
+    ]
+    assert len({base["sha256"], *(data_fingerprint(d)["sha256"] for d in others)}) == 5
 
 
 # -- the record: checkpoint and epochs ------------------------------------------------------------
