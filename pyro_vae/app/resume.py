@@ -1,12 +1,13 @@
 """What ``train --resume`` checks before it writes anything: that all it continues is the run's.
 
 A resume continues the weights, optimizer and random streams of checkpoint.pt with the
-settings of config.toml and the data they name. Any of these may have changed since the
-run was trained: config.toml edited by hand, a checkpoint.pt copied from another run, a
-data file rewritten, a checkpoint deleted, fewer epochs asked for than are done. Each
-check here refuses such a mix with one line naming what differs and the fix, and nothing
-in the run folder is written: the checkpoint and config are checked before any data are
-loaded, the data as soon as they are.
+settings of config.toml, the data they name and (from Python) the model and objective
+passed in. Any of these may have changed since the run was trained: config.toml edited
+by hand, a checkpoint.pt copied from another run, a data file rewritten, a checkpoint
+deleted, fewer epochs asked for than are done. Each check here refuses such a mix with
+one line naming what differs and the fix, and nothing in the run folder is written:
+the checkpoint and config are checked before any data are loaded, the data and the
+model as soon as they are.
 
 Example::
 
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from ..datasets import Dataset
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, ModelError
 from .checkpoint import load_checkpoint
 from .config import Config
 from .run_folder import RunFolder
@@ -41,6 +42,7 @@ __all__ = [
     "is_complete",
     "data_fingerprint",
     "check_data",
+    "check_model",
 ]
 
 # settings a resume may change: how long, where and how fast it trains, never what it learns
@@ -179,6 +181,33 @@ def check_data(
     raise DataError(
         f"{source}: not the data {run.path} was trained on ({what}). Resuming would mix two "
         f"datasets in one run: restore the data it was trained on, or {_NEW_RUN}"
+    )
+
+
+def check_model(run: RunFolder, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Refuse a model or objective other than the one run.json records: a run trained with
+    a model or objective passed from Python resumes only with the same ones passed again."""
+    python = recorded.get("model_source") == "python"
+    keys = ("model_source", "objective_class", *(("model_class",) if python else ()))
+    if all(recorded.get(key, now.get(key)) == now.get(key) for key in keys):
+        return  # a built-in's class path may move between versions: its source is compared
+    raise ModelError(
+        f"{run.path} was trained with {_parts(recorded)}, but this resume has {_parts(now)}; "
+        "resume it with the same ones (a model or objective passed from Python: "
+        f"train(resume=..., model=..., objective=...) in your script), or {_NEW_RUN}"
+    )
+
+
+def _parts(info: Mapping[str, Any]) -> str:
+    """The model and objective as run.json records them, in words."""
+    model = (
+        f"model {info.get('model_class')} passed from Python"
+        if info.get("model_source") == "python"
+        else "the config's model"
+    )
+    objective = info.get("objective_class")
+    return f"{model} and " + (
+        f"objective {objective} passed from Python" if objective else "the config's objective"
     )
 
 

@@ -54,6 +54,7 @@ from .resume import (
     check_config,
     check_data,
     check_epochs,
+    check_model,
     data_fingerprint,
     is_complete,
     read_checkpoint,
@@ -254,7 +255,7 @@ def _train(
     log: Callable[[str], None],
 ) -> TrainResult:
     """Train a new run (``run`` None) or continue ``run`` from its checkpoint ``state``
-    (None: afresh); the data are checked against a resumed run's record."""
+    (None: afresh); the data and the model are checked against a resumed run's record."""
     recorded = run.read_info() if state is not None else {}
     apply_threads(cfg.threads)
     if run is None and cfg.out:
@@ -310,6 +311,7 @@ def _train(
     if isinstance(prepared, SemiSupervisedData):
         info["num_labelled"] = prepared.num_labelled
     if state is not None:
+        check_model(run, recorded, info)
         note = trainer.load_state_dict(state, str(run.checkpoint_path))
         trainer.remember_good_state()
         say(

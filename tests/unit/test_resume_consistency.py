@@ -1,6 +1,6 @@
 """``train --resume`` continues only what belongs to the run: it refuses another config, other
-data, a lost checkpoint or fewer epochs than are done before it writes anything (every file
-of the run folder is left byte for byte as it was)."""
+data, a lost checkpoint, fewer epochs than are done, or another model, before it writes
+anything (every file of the run folder is left byte for byte as it was)."""
 
 import json
 import shutil
@@ -8,15 +8,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from pyro.infer import Trace_ELBO
 
-from pyro_vae import Config
+from pyro_vae import Config, build_vae
 from pyro_vae.app.cli import main
 from pyro_vae.app.resume import check_epochs, data_fingerprint
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.train import train
 from pyro_vae.app.trainer import Trainer
 from pyro_vae.datasets import Dataset
-from pyro_vae.errors import CheckpointError, ConfigError, DataError
+from pyro_vae.errors import CheckpointError, ConfigError, DataError, ModelError
 
 QUIET = dict(progress=False, log=lambda _: None)
 
@@ -226,7 +227,7 @@ def test_an_extension_is_recorded_as_unfinished_until_it_ends(run, monkeypatch):
     assert RunFolder(run).read_info()["finished"] is False
 
 
-# -- damaged files ---------------------------------------------------------------
+# -- damaged files and other models ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -243,4 +244,19 @@ def test_a_damaged_file_is_refused_and_the_folder_left_as_it_was(run, name, dama
     before = files(run)
     with pytest.raises(error, match=name):
         train(resume=run, epochs=2, **QUIET)
+    assert files(run) == before
+
+
+def test_a_model_or_objective_from_python_must_be_passed_again(tiny_npz, tmp_path, run):
+    cfg = tiny(tiny_npz, tmp_path / "python")
+    out = train(cfg, model=build_vae(cfg, (1, 28, 28)), **QUIET).run_dir
+    before = files(out)
+    with pytest.raises(
+        ModelError, match="VAE passed from Python and .*, but this resume has the config's model"
+    ):
+        train(resume=out, epochs=2, **QUIET)  # as `pyro-vae train --resume` would
+    assert files(out) == before
+    before = files(run)
+    with pytest.raises(ModelError, match="has the config's model and objective Trace_ELBO"):
+        train(resume=run, epochs=2, objective=Trace_ELBO(), **QUIET)
     assert files(run) == before
