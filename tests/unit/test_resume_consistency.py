@@ -4,6 +4,7 @@ anything (every file of the run folder is left byte for byte as it was)."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from pyro.infer import Trace_ELBO
 
 from pyro_vae import Config, build_vae
 from pyro_vae.app.cli import main
-from pyro_vae.app.resume import check_epochs, data_fingerprint
+from pyro_vae.app.resume import RESUMABLE, check_epochs, data_fingerprint
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.train import train
 from pyro_vae.app.trainer import Trainer
@@ -260,3 +261,9 @@ def test_a_model_or_objective_from_python_must_be_passed_again(tiny_npz, tmp_pat
     with pytest.raises(ModelError, match="has the config's model and objective Trace_ELBO"):
         train(resume=run, epochs=2, objective=Trace_ELBO(), **QUIET)
     assert files(run) == before
+
+
+def test_the_readme_names_every_setting_a_resume_may_change():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    sentence = readme[readme.index("It continues only what belongs to the") :][:700]
+    assert all(f"`{key}`" in sentence for key in RESUMABLE)
