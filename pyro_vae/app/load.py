@@ -85,8 +85,8 @@ def _config_note(folder: RunFolder, config: Config) -> str:
     differ = [
         f"{f.name} = {getattr(written, f.name)!r} there but {getattr(config, f.name)!r}"
         for f in fields(Config)
-        if getattr(written, f.name) != getattr(config, f.name)
-    ]
+        if f.name != "out" and getattr(written, f.name) != getattr(config, f.name)
+    ]  # out: where the run was written (a checkpoint of a run without --out holds '')
     if not differ:
         return ""
     return (

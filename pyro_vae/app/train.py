@@ -38,7 +38,6 @@ from ..families.m2 import M2
 from ..missing import allow_missing
 from ..semisupervised import SemiSupervisedData, parse_labels, semi_supervised
 from .build import build_model
-from .checkpoint import load_checkpoint
 from .config import Config
 from .distributed import (
     DistContext,
@@ -51,6 +50,15 @@ from .labels import check_training_classes
 from .m2 import save_m2_plots
 from .plots import plot_losses, save_run_plots
 from .registry import load_dataset
+from .resume import (
+    check_config,
+    check_data,
+    check_epochs,
+    check_model,
+    data_fingerprint,
+    is_complete,
+    read_checkpoint,
+)
 from .run_folder import RunFolder, default_run_dir
 from .runtime import apply_threads, seed_everything
 from .trainer import Trainer
@@ -187,29 +195,83 @@ def train(
     model ``cfg.model`` names); ``data`` a :class:`~pyro_vae.datasets.Dataset` (default:
     ``cfg.dataset``; ``Dataset.from_tensors`` wraps tensors); ``objective`` an ELBO
     instance (default: the one ``cfg.objective`` names). On resume the run's own
-    config.toml is used (only ``epochs`` may be raised); pass the same model, data and
-    objective you trained with when they were given from Python. Launched by torchrun,
-    this process joins the process group and trains its share.
+    config.toml is used (no ``cfg``; ``epochs`` may be raised, never below the epochs
+    done); pass the same model, data and objective you trained with when they were given
+    from Python. A resume refuses, before it writes anything, whatever does not belong to
+    the run (see :mod:`pyro_vae.app.resume`); a run already complete returns at once,
+    without a model. Launched by torchrun, this process joins the process group and
+    trains its share.
     """
     log = log or tqdm.write
-    run = None
-    if resume is not None:
-        run = RunFolder.open(resume, write=launched_as_main())  # rank 0 alone writes
-        cfg = run.read_config()
-    cfg = cfg or Config()
+    kwargs = dict(model=model, data=data, objective=objective, progress=progress, log=log)
+    if resume is None:
+        cfg = cfg or Config()
+        cfg = cfg if epochs is None else cfg.replace(epochs=epochs)
+        return _train(cfg, None, None, overwrite=overwrite, **kwargs)
+    if cfg is not None:
+        raise ConfigError(
+            "train(resume=...) continues a run with its own config.toml; pass epochs=N to "
+            "extend it, not a config"
+        )
+    run = RunFolder.open(resume, write=launched_as_main())  # rank 0 alone writes
+    try:
+        cfg, state = _resume_config(run, epochs)
+        if state is not None and is_complete(cfg.epochs, state["position"], run.read_info()):
+            if launched_as_main():
+                log(
+                    f"{run.path} is already complete ({cfg.epochs} epochs done); nothing to "
+                    f"do: --epochs M with M > {cfg.epochs} trains further"
+                )
+            return TrainResult(run.path, cfg, [dict(row) for row in state["history"]])
+        return _train(cfg, run, state, overwrite=False, **kwargs)
+    finally:
+        run.release()  # also when a check refuses: the folder is left as it was
+
+
+def _resume_config(run: RunFolder, epochs: int | None) -> tuple[Config, dict[str, Any] | None]:
+    """The run's config (with ``epochs``) and its checkpoint (None before the first one),
+    checked against each other before any data are loaded."""
+    cfg = run.read_config()
+    if epochs is not None:
+        cfg = cfg.replace(epochs=epochs)
+    state = read_checkpoint(run)
+    if state is not None:
+        check_config(run, cfg, Config.from_dict(state["config"]))
+        source = "--epochs" if epochs is not None else f"epochs in {run.config_path.name}"
+        check_epochs(run, cfg.epochs, state["position"], source)
+    return cfg, state
+
+
+def _train(
+    cfg: Config,
+    run: RunFolder | None,
+    state: dict[str, Any] | None,
+    *,
+    model: nn.Module | None,
+    data: Dataset | None,
+    objective: ELBO | None,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> TrainResult:
+    """Train a new run (``run`` None) or continue ``run`` from its checkpoint ``state``
+    (None: afresh); the data and the model are checked against a resumed run's record."""
+    recorded = run.read_info() if state is not None else {}
     apply_threads(cfg.threads)
     if run is None and cfg.out:
         RunFolder.check_can_create(cfg.out, overwrite)  # before any data are loaded
     ctx, device = init_distributed(cfg.device, cfg.dist_timeout)  # fails before any writing
     say = log if ctx.is_main else (lambda _: None)
-    if epochs is not None:
-        cfg = cfg.replace(epochs=epochs)
     requested = cfg.dataset
     if data is None:
         cfg, dataset = _load_data(cfg, say)
     else:
         dataset = data
-
+    fingerprint = data_fingerprint(dataset)
+    if state is not None:
+        source = cfg.dataset if data is None else "the data passed to train()"
+        if data_note := check_data(run, recorded, fingerprint, source):
+            say(data_note)
     seed_everything(cfg.seed)
     given = model is not None
     if _learns_classes(cfg, model) and dataset.y_train is not None and not cfg.num_classes:
@@ -242,15 +304,15 @@ def train(
     trainer = Trainer(cfg, model, prepared, ctx, objective=objective)  # checks the loss
     info = {
         **_run_info(cfg, requested, dataset, prepared, device),
+        "data_fingerprint": fingerprint,
         **_model_info(model, given, objective),
         "world_size": ctx.world_size,
     }
     if isinstance(prepared, SemiSupervisedData):
         info["num_labelled"] = prepared.num_labelled
-    if run is not None and run.checkpoint_path.exists():
-        note = trainer.load_state_dict(
-            load_checkpoint(run.checkpoint_path, device), str(run.checkpoint_path)
-        )
+    if state is not None:
+        check_model(run, recorded, info)
+        note = trainer.load_state_dict(state, str(run.checkpoint_path))
         trainer.remember_good_state()
         say(
             f"resuming {run.path} at epoch {trainer.position.epoch + 1}, "
@@ -258,7 +320,7 @@ def train(
         )
         if note:
             say(note)
-        info = {**info, **run.read_info(), "world_size": ctx.world_size}
+        info = {**info, **recorded, "world_size": ctx.world_size, "finished": False}
     elif run is not None:
         say(f"{run.path} has no checkpoint yet (stopped in its first epoch): starting it afresh")
     created = run is None

@@ -281,3 +281,14 @@ def test_a_config_toml_that_disagrees_with_the_checkpoint_is_noted(finished_run,
     assert "latent_dim = 3 there but 2" in loaded.note and "\n" not in loaded.note
     (run / "config.toml").write_text("latent_dim = [")
     assert "not valid TOML" in load_run(run).note
+
+
+def test_a_run_written_to_the_default_folder_loads_without_a_note(tiny_npz, tmp_path, monkeypatch):
+    """Its checkpoint's config holds out = '' (the folder was chosen later): not a difference."""
+    monkeypatch.chdir(tmp_path)
+    out = train(
+        Config(dataset=str(tiny_npz), epochs=1, batch_size=100, hidden=[16], latent_dim=2),
+        progress=False,
+        log=lambda _: None,
+    ).run_dir
+    assert load_run(out).note == ""

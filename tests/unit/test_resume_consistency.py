@@ -1,0 +1,269 @@
+"""``train --resume`` continues only what belongs to the run: it refuses another config, other
+data, a lost checkpoint, fewer epochs than are done, or another model, before it writes
+anything (every file of the run folder is left byte for byte as it was)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyro_vae import Config, build_vae
+from pyro_vae.app.cli import main
+from pyro_vae.app.resume import RESUMABLE, check_epochs, data_fingerprint
+from pyro_vae.app.run_folder import RunFolder
+from pyro_vae.app.train import train
+from pyro_vae.app.trainer import Trainer
+from pyro_vae.datasets import Dataset
+from pyro_vae.errors import CheckpointError, ConfigError, DataError, ModelError
+
+QUIET = dict(progress=False, log=lambda _: None)
+
+
+def tiny(data, out, **changes) -> Config:
+    return Config(dataset=str(data), epochs=1, batch_size=100, hidden=[16], latent_dim=2,
+                  device="cpu", out=str(out)).replace(**changes)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_npz, tmp_path_factory):
+    """A finished one-epoch run; tests resume copies of it."""
+    return train(tiny(tiny_npz, tmp_path_factory.mktemp("resume") / "run"), **QUIET).run_dir
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def files(folder):
+    """Every file under ``folder`` with its bytes: what a refused resume must leave alone."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def edit_config(run, old, new):
+    path = run / "config.toml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "old, new, named",
+    [
+        ("lr = 0.001", "lr = 0.01", "lr = 0.01 in config.toml but 0.001 in checkpoint.pt"),
+        (
+            "hidden = [16]",
+            "hidden = [32]",
+            "hidden = [32] in config.toml but [16] in checkpoint.pt",
+        ),
+        ("seed = 0", "seed = 3", "seed = 3 in config.toml but 0 in checkpoint.pt"),
+    ],
+)
+def test_a_hand_edited_setting_is_refused_naming_both_values(run, capsys, old, new, named):
+    edit_config(run, old, new)
+    before = files(run)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("pyro-vae: error: ") and error.count("\n") == 1
+    assert named in error and "restore config.toml" in error and "--out NEW_DIR" in error
+    assert files(run) == before
+
+
+def test_every_differing_setting_is_named(run):
+    edit_config(run, "lr = 0.001", "lr = 0.002")
+    edit_config(run, "batch_size = 100", "batch_size = 50")
+    with pytest.raises(ConfigError) as refused:
+        train(resume=run, epochs=2, **QUIET)
+    assert "batch_size = 50 in config.toml but 100" in str(refused.value)
+    assert "lr = 0.002 in config.toml but 0.001" in str(refused.value)
+
+
+def test_a_checkpoint_copied_from_another_run_is_refused(tiny_npz, run, tmp_path):
+    other = train(tiny(tiny_npz, tmp_path / "other", seed=7), **QUIET).run_dir
+    shutil.copy(other / "checkpoint.pt", run / "checkpoint.pt")
+    before = files(run)
+    with pytest.raises(ConfigError, match="seed = 0 in config.toml but 7 in checkpoint.pt"):
+        train(resume=run, epochs=2, **QUIET)
+    assert files(run) == before
+
+
+def test_settings_of_where_and_how_fast_may_change(run, tmp_path):
+    """A moved folder (out), threads, checkpoint_every, eval_k: the run continues."""
+    edit_config(run, "checkpoint_every = 0", "checkpoint_every = 2")
+    edit_config(run, "eval_k = 1000", "eval_k = 10")
+    result = train(resume=run, epochs=2, **QUIET)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert Config.from_file(run / "config.toml").eval_k == 10
+
+
+def test_a_config_passed_with_resume_is_refused(run):
+    with pytest.raises(ConfigError, match="its own config.toml; pass epochs=N"):
+        train(Config(epochs=2), resume=run, **QUIET)
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_data(tiny_npz, tmp_path):
+    """A run trained from a data file of its own (the test may change it), and the file."""
+    path = tmp_path / "data.npz"
+    shutil.copy(tiny_npz, path)
+    return train(tiny(path, tmp_path / "own"), **QUIET).run_dir, path
+
+
+def rewrite(path, change):
+    arrays = dict(np.load(path))
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def drop_rows(arrays):
+    arrays["x"], arrays["y"] = arrays["x"][:-20], arrays["y"][:-20]
+
+
+def flip_a_pixel(arrays):
+    arrays["x"][0, 10, 10] = 255 - arrays["x"][0, 10, 10]
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (drop_rows, "the training split is 280x1x28x28, was 300x1x28x28"),
+        (flip_a_pixel, "same shapes, other values"),
+    ],
+)
+def test_changed_data_are_refused_naming_the_file_and_the_change(own_data, change, named):
+    out, path = own_data
+    rewrite(path, change)
+    before = files(out)
+    with pytest.raises(DataError) as refused:
+        train(resume=out, epochs=2, **QUIET)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: not the data {out} was trained on") and named in message
+    assert "restore the data" in message
+    assert files(out) == before
+
+
+def test_the_same_data_saved_again_resume(own_data):
+    """The fingerprint is of the arrays, not the file's bytes: a compressed copy is the same."""
+    out, path = own_data
+    arrays = dict(np.load(path))
+    np.savez_compressed(path, **arrays)
+    assert len(train(resume=out, epochs=2, **QUIET).history) == 2
+
+
+def test_a_run_recorded_without_a_fingerprint_resumes_with_a_note(run):
+    info = json.loads((run / "run.json").read_text())
+    del info["data_fingerprint"]  # as an older pyro-vae wrote it
+    (run / "run.json").write_text(json.dumps(info))
+    said = []
+    train(resume=run, epochs=2, progress=False, log=said.append)
+    assert any("holds no fingerprint of the training data" in line for line in said)
+    assert "sha256" in RunFolder(run).read_info()["data_fingerprint"]
+
+
+def test_the_fingerprint_tells_values_labels_and_dtypes_apart():
+    x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+    base = data_fingerprint(Dataset.from_tensors(x, x[:2], y, y[:2]))
+    assert base == data_fingerprint(Dataset.from_tensors(x.clone(), x[:2], y, y[:2]))
+    others = [
+        Dataset.from_tensors(x + 1e-6, x[:2], y, y[:2]),
+        Dataset.from_tensors(x, x[:2], y + 1, y[:2]),
+        Dataset.from_tensors(x.to(torch.uint8), x[:2].to(torch.uint8), y, y[:2]),
+        Dataset.from_tensors(x, x[:2]),
+    ]
+    assert len({base["sha256"], *(data_fingerprint(d)["sha256"] for d in others)}) == 5
+
+
+# -- the record: checkpoint and epochs ------------------------------------------------------------
+
+
+def test_a_finished_run_whose_checkpoint_is_gone_is_not_restarted(run):
+    (run / "checkpoint.pt").unlink()
+    before = files(run)
+    with pytest.raises(CheckpointError) as refused:
+        train(resume=run, **QUIET)
+    message = str(refused.value)
+    assert "checkpoint.pt is missing" in message and "1 epoch(s) done" in message
+    assert "restore checkpoint.pt" in message and "--overwrite" in message
+    assert files(run) == before
+
+
+def test_fewer_epochs_than_done_are_refused(tiny_npz, tmp_path):
+    out = train(tiny(tiny_npz, tmp_path / "two", epochs=2), **QUIET).run_dir
+    before = files(out)
+    with pytest.raises(ConfigError, match="has done 2 epochs, more than the 1 asked for .*M > 2"):
+        train(resume=out, epochs=1, **QUIET)
+    assert files(out) == before
+
+
+def test_a_checkpoint_part_way_through_an_epoch_counts_it(tmp_path):
+    with pytest.raises(ConfigError, match="2 epochs and 5 steps of epoch 3, more than the 2"):
+        check_epochs(RunFolder(tmp_path), 2, {"epoch": 2, "step": 5}, "--epochs")
+    check_epochs(RunFolder(tmp_path), 3, {"epoch": 2, "step": 5}, "--epochs")
+
+
+@pytest.mark.parametrize("epochs", [None, 1])
+def test_a_complete_run_says_so_and_changes_nothing(run, epochs):
+    before = files(run)
+    said = []
+    result = train(resume=run, epochs=epochs, progress=False, log=said.append)
+    assert said == [f"{run} is already complete (1 epochs done); nothing to do: --epochs M "
+                    "with M > 1 trains further"]  # fmt: skip
+    assert [row["epoch"] for row in result.history] == [1]
+    assert files(run) == before
+
+
+def test_an_extension_is_recorded_as_unfinished_until_it_ends(run, monkeypatch):
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(resume=run, epochs=2, **QUIET)
+    assert RunFolder(run).read_info()["finished"] is False
+
+
+# -- damaged files and other models ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, damage, error",
+    [
+        ("config.toml", b"lr = [", ConfigError),
+        ("config.toml", b"\xff\xfe", ConfigError),
+        ("checkpoint.pt", None, CheckpointError),
+    ],
+)
+def test_a_damaged_file_is_refused_and_the_folder_left_as_it_was(run, name, damage, error):
+    path = run / name
+    path.write_bytes(damage if damage is not None else path.read_bytes()[:1000])
+    before = files(run)
+    with pytest.raises(error, match=name):
+        train(resume=run, epochs=2, **QUIET)
+    assert files(run) == before
+
+
+def test_a_model_or_objective_from_python_must_be_passed_again(tiny_npz, tmp_path, run):
+    cfg = tiny(tiny_npz, tmp_path / "python")
+    out = train(cfg, model=build_vae(cfg, (1, 28, 28)), **QUIET).run_dir
+    before = files(out)
+    with pytest.raises(
+        ModelError, match="VAE passed from Python and .*, but this resume has the config's model"
+    ):
+        train(resume=out, epochs=2, **QUIET)  # as `pyro-vae train --resume` would
+    assert files(out) == before
+    before = files(run)
+    with pytest.raises(ModelError, match="has the config's model and objective Trace_ELBO"):
+        train(resume=run, epochs=2, objective=Trace_ELBO(), **QUIET)
+    assert files(run) == before
+
+
+def test_the_readme_names_every_setting_a_resume_may_change():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    sentence = readme[readme.index("It continues only what belongs to the") :][:700]
+    assert all(f"`{key}`" in sentence for key in RESUMABLE)
