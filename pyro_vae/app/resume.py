@@ -13,7 +13,7 @@ Example::
 
     state = read_checkpoint(run)            # None: the run stopped in its first epoch
     if state is not None:
-        check_config(run, cfg, Config.from_dict(state["config"]))
+        check_config(run, cfg, Config.from_dict(state["config"], saved=True))
         check_epochs(run, cfg.epochs, state["position"], "--epochs")
         check_data(run, run.read_info(), data_fingerprint(dataset), "data.npz")
 """

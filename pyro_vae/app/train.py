@@ -236,7 +236,7 @@ def _resume_config(run: RunFolder, epochs: int | None) -> tuple[Config, dict[str
         cfg = cfg.replace(epochs=epochs)
     state = read_checkpoint(run)
     if state is not None:
-        check_config(run, cfg, Config.from_dict(state["config"]))
+        check_config(run, cfg, Config.from_dict(state["config"], saved=True))
         source = "--epochs" if epochs is not None else f"epochs in {run.config_path.name}"
         check_epochs(run, cfg.epochs, state["position"], source)
     return cfg, state
