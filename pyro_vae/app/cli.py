@@ -355,7 +355,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
                 f"{run.folder.path} ({type(vae).__name__}) takes no labels"
             )
         n = args.n or 64
-        out = args.out or run.folder.plots / f"prior-samples-seed{args.seed}-n{n}.png"
+        out = args.out or _in_plots(run, f"prior-samples-seed{args.seed}-n{n}.png")
         with isolated_rng(args.seed, args.device):
             images = vae.sample(n)
         title = f"{run_name}: {n} samples from the prior (E[x|z]), seed {args.seed}"
@@ -363,6 +363,12 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if not drawn:
         raise ConfigError(f"data shape {run.data_shape} is not an image; nothing to draw")
     print(out)
+
+
+def _in_plots(run: LoadedRun, name: str) -> Path:
+    """``RUN_DIR/plots/NAME``, making plots/ again if it was removed."""
+    run.folder.plots.mkdir(exist_ok=True)
+    return run.folder.plots / name
 
 
 def _sample_classes(
@@ -378,7 +384,7 @@ def _sample_classes(
     prior = prior_name(model)
     if args.label in (None, "all"):
         n = args.n or 10
-        out = args.out or run.folder.plots / f"samples-label-all-seed{args.seed}-n{n}-each.png"
+        out = args.out or _in_plots(run, f"samples-label-all-seed{args.seed}-n{n}-each.png")
         title = (
             f"{run_name}: {n} samples per label, one row per label "
             f"(E[x|z, y], z ~ {prior}), seed {args.seed}"
@@ -393,7 +399,7 @@ def _sample_classes(
             f"--label: expected a class 0..{classes - 1} of this run or 'all', got {args.label!r}"
         )
     n = args.n or 64
-    out = args.out or run.folder.plots / f"samples-label{label}-seed{args.seed}-n{n}.png"
+    out = args.out or _in_plots(run, f"samples-label{label}-seed{args.seed}-n{n}.png")
     images = class_samples(model, torch.full((n,), label))
     title = (
         f"{run_name}: {n} samples of label {label} (E[x|z, y={label}], z ~ {prior}), "

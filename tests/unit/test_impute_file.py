@@ -1,5 +1,6 @@
 """pyro_vae.app.impute: what `pyro-vae impute` writes, and that a refusal writes nothing."""
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,3 +148,13 @@ def test_sample_checks_out_before_drawing_and_replaces_an_old_file(runs, tmp_pat
     (tmp_path / "s.png").write_bytes(b"old")
     assert main(["sample", run, "--out", str(tmp_path / "s.png"), "--n", "4"]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sample_makes_the_runs_plots_folder_again_when_it_was_removed(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs / "cb", run)
+    shutil.rmtree(run / "plots")
+    assert main(["sample", str(run), "--n", "4"]) == 0, capsys.readouterr().err
+    png = run / "plots" / "prior-samples-seed0-n4.png"
+    assert capsys.readouterr().out.strip() == str(png) and png.read_bytes()[:4] == b"\x89PNG"
+
