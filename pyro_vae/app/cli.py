@@ -179,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--out",
         type=Path,
-        help="JSON path; default RUN_DIR/eval.json for the run's own test split, "
-        "RUN_DIR/eval-NAME.json for --data/--dataset NAME, eval-NAME-train.json for --split train",
+        metavar="FILE.json",
+        help="JSON path, replaced if it exists (its folder is checked before scoring); default "
+        "RUN_DIR/eval.json for the run's own test split, RUN_DIR/eval-NAME.json for "
+        "--data/--dataset NAME, eval-NAME-train.json for --split train",
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
@@ -410,7 +412,7 @@ def _sample_classes(
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .distributed import launched_as_main
-    from .evaluate import default_name, evaluate
+    from .evaluate import evaluate
     from .runtime import apply_threads
 
     apply_threads(args.threads)
@@ -430,14 +432,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     )
     if launched_as_main():
         print(result.table())
-        try:  # the scores are written: a broken config.toml only shortens this line's name
-            own = Config.from_file(args.run_dir / "config.toml").dataset
-        except PyroVAEError:
-            own = ""
-        data = args.data or args.dataset
-        print(f"written to {args.out or args.run_dir / default_name(data, own, args.split)}")
-        if result.confusion is not None:
-            print(f"confusion matrix: {args.run_dir / 'plots' / 'confusion.png'}")
+        print(f"written to {result.path}")
+        if result.confusion_path is not None:
+            print(f"confusion matrix: {result.confusion_path}")
 
 
 def _cmd_impute(args: argparse.Namespace) -> None:
