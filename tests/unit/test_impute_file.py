@@ -10,6 +10,8 @@ import pytest
 from pyro_vae import Config, ConfigError, DataError, ModelError, evaluate, train
 from pyro_vae.app.cli import main
 from pyro_vae.app.impute import _check_imputable, impute_file
+from pyro_vae.data import prepare_data
+from pyro_vae.datasets import Dataset, load_npz_points
 from pyro_vae.families.cvae import mlp_cvae
 from pyro_vae.families.m2 import mlp_m2
 
@@ -158,3 +160,17 @@ def test_sample_makes_the_runs_plots_folder_again_when_it_was_removed(runs, tmp_
     png = run / "plots" / "prior-samples-seed0-n4.png"
     assert capsys.readouterr().out.strip() == str(png) and png.read_bytes()[:4] == b"\x89PNG"
 
+
+def test_impute_and_scoring_refuse_a_file_with_nothing_observed_in_the_same_words(tmp_path):
+    """One test (pyro_vae.data.has_missing) serves the early check of impute and the data's."""
+    levels = np.full((4, 28, 28), 128, np.uint8)
+    np.savez(tmp_path / "none.npz", x=levels, mask=np.zeros(levels.shape, bool))
+    with pytest.raises(DataError) as early:  # before the run is read
+        impute_file(tmp_path / "no-run", tmp_path / "none.npz", tmp_path / "o.npz")
+    x, mask, _ = load_npz_points(tmp_path / "none.npz")
+    whole = Dataset("none.npz", x, None, x, None, source="", mask_train=mask, mask_test=mask)
+    with pytest.raises(DataError) as scored:
+        prepare_data(whole, "unit", "continuous-bernoulli", "none", 0, splits=("x", "x"))
+    words = "every entry of {} is missing (NaN, or False in a mask); there is nothing to"
+    assert words.format("x") in str(early.value)
+    assert words.format("its x") in str(scored.value)
