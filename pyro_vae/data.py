@@ -49,6 +49,7 @@ __all__ = [
     "seeded_generator",
     "data_max",
     "check_support",
+    "has_missing",
 ]
 
 OPEN_UNIT_MARGIN = 1e-3  # float data in [0, 1] move this far inside for open-unit likelihoods
@@ -183,7 +184,12 @@ def prepare_data(
         dataset.x_train, dataset.mask_train, dataset, support, likelihood_name, binarize
     )
     test = _scaled(dataset.x_test, dataset.mask_test, dataset, support, likelihood_name, binarize)
-    missing = _any_missing(train, test, dataset.name, splits)
+    missing = any(  # a list: each split is checked for an observed entry
+        [
+            has_missing(x, dataset.name, f"its {split}", "learn from or score")
+            for split, x in zip(splits, (train, test), strict=True)
+        ]
+    )
     dynamic = binarize == "dynamic"
     if binarize == "static":
         train = draw_binary(train, seeded_generator(seed, purpose="static-binarize"), missing)
@@ -217,20 +223,29 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return torch.where(mask, x, math.nan)
 
 
-def _any_missing(
-    train: torch.Tensor, test: torch.Tensor, name: str, splits: tuple[str, str]
+def has_missing(
+    x: torch.Tensor, name: str, part: str, purpose: str, mask: torch.Tensor | None = None
 ) -> bool:
-    """Whether either split has a missing entry; DataError when a split has no observed one."""
-    missing = False
-    for split, x in zip(splits, (train, test), strict=True):
-        holes = torch.isnan(x)
-        if bool(holes.all()):
-            raise DataError(
-                f"{name}: every entry of its {split} is missing (NaN or masked out); "
-                "there is nothing to learn from or score"
-            )
-        missing = missing or bool(holes.any())
-    return missing
+    """Whether ``x`` has a missing entry (NaN, or False in ``mask``); DataError naming ``name``
+    and ``part`` (of it) when it has no observed entry, so nothing to ``purpose``.
+
+    Example:
+        >>> has_missing(torch.tensor([0.5, float("nan")]), "f.npz", "x", "impute from")
+        True
+        >>> has_missing(torch.tensor([float("nan")]), "f.npz", "x", "impute from")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.DataError: f.npz: every entry of x is missing (...); there is nothing to ...
+    """
+    holes = torch.isnan(x) if x.is_floating_point() else torch.zeros_like(x, dtype=torch.bool)
+    if mask is not None:
+        holes = holes | ~mask
+    if bool(holes.all()):
+        raise DataError(
+            f"{name}: every entry of {part} is missing (NaN, or False in a mask); there is "
+            f"nothing to {purpose}"
+        )
+    return bool(holes.any())
 
 
 def _observed(x: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,8 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
 
 def check_output_path(path: str | Path, flag: str, suffix: str, *, replace: bool) -> Path:
     """``path`` if a new ``FILE{suffix}`` can be written there, else ConfigError naming ``flag``:
-    the suffix is right (any case), the folder exists, and the file is new (or ``replace``).
+    the suffix is right (any case), the folder exists and may be written to, and the file is
+    new (or ``replace``).
 
     Example:
         >>> check_output_path("figure.jpg", "--figure", ".png", replace=False)
@@ -71,8 +72,15 @@ def check_output_path(path: str | Path, flag: str, suffix: str, *, replace: bool
         raise ConfigError(f"{flag} {path} is a folder; name a file FILE{suffix}")
     if path.exists() and not replace:
         raise ConfigError(f"{flag} {path} exists; choose another path or remove it first")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
+    folder = path.parent
+    if not folder.is_dir():
+        why = "is a file, not a folder" if folder.exists() else "does not exist; create it first"
+        raise ConfigError(f"{flag} {path}: folder {folder} {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{flag} {path}: folder {folder} is not writable; choose another path or make the "
+            "folder writable"
+        )
     return path
 
 

@@ -180,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--out",
         type=Path,
-        help="JSON path; default RUN_DIR/eval.json for the run's own test split, "
-        "RUN_DIR/eval-NAME.json for --data/--dataset NAME, eval-NAME-train.json for --split train",
+        metavar="FILE.json",
+        help="JSON path, replaced if it exists (its folder is checked before scoring); default "
+        "RUN_DIR/eval.json for the run's own test split, RUN_DIR/eval-NAME.json for "
+        "--data/--dataset NAME, eval-NAME-train.json for --split train",
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
@@ -356,7 +358,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
                 f"{run.folder.path} ({type(vae).__name__}) takes no labels"
             )
         n = args.n or 64
-        out = args.out or run.folder.plots / f"prior-samples-seed{args.seed}-n{n}.png"
+        out = args.out or _in_plots(run, f"prior-samples-seed{args.seed}-n{n}.png")
         with isolated_rng(args.seed, args.device):
             images = vae.sample(n)
         title = f"{run_name}: {n} samples from the prior (E[x|z]), seed {args.seed}"
@@ -364,6 +366,12 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if not drawn:
         raise ConfigError(f"data shape {run.data_shape} is not an image; nothing to draw")
     print(out)
+
+
+def _in_plots(run: LoadedRun, name: str) -> Path:
+    """``RUN_DIR/plots/NAME``, making plots/ again if it was removed."""
+    run.folder.plots.mkdir(exist_ok=True)
+    return run.folder.plots / name
 
 
 def _sample_classes(
@@ -379,7 +387,7 @@ def _sample_classes(
     prior = prior_name(model)
     if args.label in (None, "all"):
         n = args.n or 10
-        out = args.out or run.folder.plots / f"samples-label-all-seed{args.seed}-n{n}-each.png"
+        out = args.out or _in_plots(run, f"samples-label-all-seed{args.seed}-n{n}-each.png")
         title = (
             f"{run_name}: {n} samples per label, one row per label "
             f"(E[x|z, y], z ~ {prior}), seed {args.seed}"
@@ -394,7 +402,7 @@ def _sample_classes(
             f"--label: expected a class 0..{classes - 1} of this run or 'all', got {args.label!r}"
         )
     n = args.n or 64
-    out = args.out or run.folder.plots / f"samples-label{label}-seed{args.seed}-n{n}.png"
+    out = args.out or _in_plots(run, f"samples-label{label}-seed{args.seed}-n{n}.png")
     images = class_samples(model, torch.full((n,), label))
     title = (
         f"{run_name}: {n} samples of label {label} (E[x|z, y={label}], z ~ {prior}), "
@@ -405,7 +413,7 @@ def _sample_classes(
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .distributed import launched_as_main
-    from .evaluate import default_name, evaluate
+    from .evaluate import evaluate
     from .runtime import apply_threads
 
     apply_threads(args.threads)
@@ -425,14 +433,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     )
     if launched_as_main():
         print(result.table())
-        try:  # the scores are written: a broken config.toml only shortens this line's name
-            own = Config.from_file(args.run_dir / "config.toml", saved=True).dataset
-        except PyroVAEError:
-            own = ""
-        data = args.data or args.dataset
-        print(f"written to {args.out or args.run_dir / default_name(data, own, args.split)}")
-        if result.confusion is not None:
-            print(f"confusion matrix: {args.run_dir / 'plots' / 'confusion.png'}")
+        print(f"written to {result.path}")
+        if result.confusion_path is not None:
+            print(f"confusion matrix: {result.confusion_path}")
 
 
 def _cmd_impute(args: argparse.Namespace) -> None:

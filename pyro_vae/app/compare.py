@@ -46,7 +46,7 @@ from ..errors import ConfigError, PyroVAEError
 from .atomic import atomic_write_text
 from .comparison_report import CONDITIONAL, Report, label_of, write_report
 from .config import Config
-from .run_folder import RunFolder
+from .run_folder import COMPARE_FILES, RunFolder
 
 __all__ = [
     "AXES",
@@ -64,8 +64,7 @@ __all__ = [
 
 AXES = ("objective", "prior", "likelihood")  # the shorthands --objectives, --priors, --likelihoods
 EVAL_SEED = 0
-REQUEST = "config-request.toml"
-LOG = "compare.log"
+REQUEST, LOG = COMPARE_FILES  # a cell's request and log: training may start beside them
 _NOT_VARIED = {"seed": "give the seeds with --seeds", "out": "give the folder with --out"}
 
 

@@ -9,7 +9,7 @@ the results. Scores that came out NaN or infinite are named in eval.json's
 Example::
 
     result = evaluate("runs/2026-11-26_08-00-00", k=1000)
-    print(result.table())
+    print(result.table(), result.path)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from ..errors import ConfigError, DataError
 from ..estimators import Evaluation, evaluate_vae
 from ..families.cvae import CVAE
 from ..missing import allow_missing
+from .atomic import check_output_path
 from .config import Config
 from .distributed import init_distributed
 from .faults import non_finite_warning
@@ -41,7 +43,22 @@ from .load import load_run
 from .m2 import plot_confusion
 from .registry import load_dataset
 
-__all__ = ["evaluate", "default_name"]
+__all__ = ["evaluate", "default_name", "RunEvaluation"]
+
+
+@dataclass
+class RunEvaluation(Evaluation):
+    """The scores, with the files :func:`evaluate` wrote: ``path`` (the scores' JSON) and
+    ``confusion_path`` (an M2's confusion matrix); None where nothing was written (the
+    ranks other than 0 under torchrun, a run without a classifier)."""
+
+    path: Path | None = None
+    confusion_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        del values["path"], values["confusion_path"]
+        return values
 
 
 def evaluate(
@@ -57,7 +74,7 @@ def evaluate(
     model: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
-) -> Evaluation:
+) -> RunEvaluation:
     """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
 
     ``data`` is a dataset name, an ``.npz`` path or a :class:`~pyro_vae.datasets.Dataset`
@@ -65,20 +82,31 @@ def evaluate(
     scored whole unless it has its own ``x_test``; otherwise ``split`` is ``test`` or
     ``train``. ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run
     whose model was passed from Python (see :func:`~pyro_vae.app.load.load_run`).
-    Launched by torchrun, the ranks share the datapoints and rank 0 writes the file; the
-    numbers are those of one process. Labels reach a model that takes ``y``; an M2 is scored
-    with its label summed out, and its classifier's accuracy and confusion matrix
-    (``plots/confusion.png``) are added. ``log``
-    receives a note when the folder's config.toml disagrees with the checkpoint;
-    ``progress`` shows a bar over the datapoints (this rank's share under torchrun).
+    The output path is checked (its folder exists and may be written to) before the data are
+    read; the result's ``path`` says where the scores went. Launched by torchrun, the ranks
+    share the datapoints and rank 0 writes the file; the numbers are those of one process.
+    Labels reach a model that takes ``y``; an M2 is scored with its label summed out, and its
+    classifier's accuracy and confusion matrix (``plots/confusion.png``, the result's
+    ``confusion_path``) are added. ``log`` receives a note when the folder's config.toml
+    disagrees with the checkpoint; ``progress`` shows a bar over the datapoints (this rank's
+    share under torchrun).
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
+    if out is not None:  # before the run is read
+        out = check_output_path(out, "--out", ".json", replace=True)
     ctx, torch_device = init_distributed(device, Config().dist_timeout)
     run = load_run(run_dir, torch_device, model=model)
     if run.note and log is not None and ctx.is_main:
         log(run.note)
     cfg = run.config
+    own_file = isinstance(data, str) and data.endswith(".npz")
+    whole = own_file and not _has_own_test_split(data)
+    if whole:
+        split = "whole file"
+    path = out or run.folder.path / default_name(data, cfg.dataset, split)
+    if out is None:  # on every rank, so that all stop together, before any data are read
+        check_output_path(path, "--out (by default in RUN_DIR)", ".json", replace=True)
     if isinstance(data, Dataset):
         dataset = data
     else:
@@ -89,8 +117,6 @@ def evaluate(
             f"in {run.folder.path} models shape {tuple(run.data_shape)}; evaluate data of the "
             "same shape (reshape or resize it first)"
         )
-    own_file = isinstance(data, str) and data.endswith(".npz")
-    whole = own_file and not _has_own_test_split(data)
     splits = ("x", "x" if whole else "x_test") if own_file else ("train split", "test split")
     prepared = prepare_data(
         dataset,
@@ -102,7 +128,6 @@ def evaluate(
         splits=splits,
     )
     if whole:
-        split = "whole file"
         x = torch.cat([prepared.train, prepared.test])
         y = _cat(prepared.y_train, prepared.y_test)
     elif split == "train":
@@ -139,6 +164,7 @@ def evaluate(
             result.bits_per_dim = -result.log_px / (observed_dims * math.log(2))
             result.elbo_bits_per_dim = -result.elbo / (observed_dims * math.log(2))
     info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
+    done = RunEvaluation(**{f.name: getattr(result, f.name) for f in fields(result)})
     if ctx.is_main:
         scores = result.to_dict()
         not_finite = not_finite_scores(scores)
@@ -149,14 +175,16 @@ def evaluate(
             log(warning)
         elif warning:
             warnings.warn(warning.removeprefix("warning: "), RuntimeWarning, stacklevel=2)
-        path = Path(out) if out else run.folder.path / default_name(data, cfg.dataset, split)
         checks = {"not_finite": not_finite, "warning": warning.removeprefix("warning: ")}
         run.folder.write_json(path, {**info, **scores, **checks})
+        done.path = path
         if result.confusion is not None:  # a classifier's (M2's) test labels against its own
             run.folder.plots.mkdir(exist_ok=True)
             title = f"{dataset.name}, {split}: accuracy {100 * result.accuracy:.2f}%"
-            plot_confusion(result.confusion, run.folder.plots / "confusion.png", title)
-    return result
+            confusion = run.folder.plots / "confusion.png"
+            plot_confusion(result.confusion, confusion, title)
+            done.confusion_path = confusion
+    return done
 
 
 def default_name(data: str | Dataset | None, own: str, split: str) -> str:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..convention import convention_of, data_support, standard_vae
-from ..data import prepare_data
+from ..data import has_missing, prepare_data
 from ..datasets import Dataset, load_npz_points
 from ..errors import ConfigError, DataError, ModelError
 from ..imputation import Imputation, impute
@@ -81,7 +81,10 @@ def impute_file(
         raise ConfigError(f"--draws must be >= 0 and --k >= 1 (got {draws} and {k})")
     x, mask, stored_shape = load_npz_points(data)
     figure = _figure_path(figure, out, tuple(x.shape[1:]))
-    _check_holes(x, mask, data)
+    if not has_missing(x, str(data), "x", "impute from", mask):  # before the model loads
+        raise DataError(
+            f"{data}: x has no missing entry (no NaN, and no False in a mask); nothing to impute"
+        )
     run = load_run(run_dir, device, model=model)
     _check_imputable(run)
     if tuple(x.shape[1:]) != tuple(run.data_shape):
@@ -131,22 +134,6 @@ def _figure_path(figure: str | Path | None, out: Path, shape: tuple[int, ...]) -
     flag = "--figure" if figure is not None else "--figure (by default --out as .png)"
     figure = out.with_suffix(".png") if figure is None else figure
     return check_output_path(figure, flag, ".png", replace=False)
-
-
-def _check_holes(x: torch.Tensor, mask: torch.Tensor | None, data: str | Path) -> None:
-    """DataError unless ``x`` has both missing and observed entries."""
-    missing = torch.isnan(x) if x.is_floating_point() else torch.zeros_like(x, dtype=torch.bool)
-    if mask is not None:
-        missing = missing | ~mask
-    if not bool(missing.any()):
-        raise DataError(
-            f"{data}: x has no missing entry (no NaN, and no False in a mask); nothing to impute"
-        )
-    if bool(missing.all()):
-        raise DataError(
-            f"{data}: every entry of x is missing (NaN or False in the mask); there is nothing "
-            "to impute from"
-        )
 
 
 def _check_imputable(run: LoadedRun) -> None:

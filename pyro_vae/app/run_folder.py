@@ -1,8 +1,12 @@
 """The run folder: config.toml, run.json, metrics.csv, checkpoint.pt, eval.json and plots/.
 
-Every file is written atomically. A folder holding another run is never
-overwritten unless asked, and even then the old run is only set aside until the
-new one has its first checkpoint. One process at a time writes a run folder: it
+Every file is written atomically. A run folder is one whose run.json names the
+``pyro_vae_version`` that wrote it. Training makes a new folder or uses an empty one;
+it never writes into an existing folder that holds anything else, even with
+``overwrite``. A folder holding another run is never overwritten unless asked, and even
+then only the files the run owns (:func:`owned_files`: the run's files, evaluate's
+scores and pyro-vae's plots, never a user's own file beside them) are set aside until
+the new run has its first checkpoint. One process at a time writes a run folder: it
 holds an exclusive lock (``.lock``, with its pid) from :meth:`RunFolder.create` or
 ``RunFolder.open(path, write=True)`` until :meth:`RunFolder.release` or its exit.
 Paths are checked before anything is made (names of at most 255 bytes, valid text).
@@ -35,9 +39,23 @@ from ..errors import RunFolderError
 from .atomic import atomic_write_text, stale_temp_files
 from .config import Config
 
-__all__ = ["RunFolder", "default_run_dir", "check_path", "explain_system_error"]
+__all__ = ["RunFolder", "default_run_dir", "check_path", "explain_system_error", "owned_files"]
 
 RUN_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt", "eval.json")
+EVAL_FILES = "eval-*.json"  # evaluate's scores of other data or the training split
+PLOT_FILES = (  # what training, evaluate (confusion.png) and sample draw into plots/
+    "losses.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent.png",
+    "manifold.png",
+    "class-samples.png",
+    "analogies.png",
+    "confusion.png",
+    "prior-samples-*.png",
+    "samples-label*.png",
+)
+COMPARE_FILES = ("config-request.toml", "compare.log")  # a compare cell's, before its run
 TRAINING_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt")  # under the lock
 LOCK_FILE = ".lock"
 PREVIOUS = ".previous-run"  # the replaced run, until the new one has a checkpoint
@@ -140,6 +158,48 @@ def _holds_another_run(path: Path) -> RunFolderError:
     )
 
 
+def _not_a_run_folder(path: Path, entries: list[str]) -> RunFolderError:
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    return RunFolderError(
+        f"{path} is not empty ({shown}) and holds no pyro-vae run (no run.json of one); "
+        "training never writes into or clears such a folder, even with --overwrite: choose a "
+        "new or empty folder for --out"
+    )
+
+
+def owned_files(folder: Path) -> list[str]:
+    """The files of a run that pyro-vae wrote, relative to its ``folder``: RUN_FILES,
+    eval-*.json and the PLOT_FILES in plots/. A user's own file is never among them.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> (folder / "plots").mkdir()
+        >>> for name in ("run.json", "notes.txt", "plots/losses.png", "plots/mine.png"):
+        ...     _ = (folder / name).write_text("")
+        >>> owned_files(folder)
+        ['run.json', 'plots/losses.png']
+    """
+    names = [name for name in RUN_FILES if (folder / name).is_file()]
+    names += sorted(path.name for path in folder.glob(EVAL_FILES) if path.is_file())
+    plots = folder / "plots"
+    if plots.is_dir():
+        drawn = {path for pattern in PLOT_FILES for path in plots.glob(pattern) if path.is_file()}
+        names += sorted(f"plots/{path.name}" for path in drawn)
+    return names
+
+
+def _is_scaffolding(entry: Path) -> bool:
+    """Whether ``entry`` is pyro-vae's own and holds nothing of a user's: a lock, a write
+    probe, a compare cell's request and log, a write's temporary file, an empty plots/."""
+    if entry.name in (LOCK_FILE, ".write-test", *COMPARE_FILES):
+        return True
+    if entry.name == "plots" and entry.is_dir() and not entry.is_symlink():
+        return not any(entry.iterdir())
+    name = entry.name
+    return name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in TRAINING_FILES)
+
+
 class RunFolder:
     """Paths and atomic writers for one run's files."""
 
@@ -159,10 +219,13 @@ class RunFolder:
 
         A folder holding another run is refused unless ``overwrite``; then the old
         run's files are set aside in ``.previous-run/`` until :meth:`confirm_replacement`
-        (or put back by :meth:`restore_previous`). On failure nothing is left half-made.
+        (or put back by :meth:`restore_previous`). A non-empty folder that holds no run is
+        refused before anything is made there. On failure nothing is left half-made.
         """
         run = cls(path)
         check_path(run.path, "choose another --out")
+        run._refuse_if_locked()  # a run in its first moments has no run.json yet
+        run._refuse_if_not_a_run_folder()
         made, locked = _missing_folders(run.path), False
         try:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -187,13 +250,14 @@ class RunFolder:
 
     @classmethod
     def check_can_create(cls, path: str | Path, overwrite: bool = False) -> None:
-        """Refuse, touching nothing, a folder :meth:`create` would refuse: a bad path, another
-        run without ``overwrite``, or no writable folder to make it in (checked first, so a
-        run fails before its data are loaded)."""
+        """Refuse, touching nothing, a folder :meth:`create` would refuse: a bad path, a
+        non-empty folder that holds no run, another run without ``overwrite``, or no writable
+        folder to make it in (checked first, so a run fails before its data are loaded)."""
         run = cls(path)
         check_path(run.path, "choose another --out")
         run._refuse_if_locked()
-        if run.holds_run() and not overwrite:
+        run._refuse_if_not_a_run_folder()
+        if run._holds_run_or_its_set_aside() and not overwrite:
             raise _holds_another_run(run.path)
         existing = next((p for p in (run.path, *run.path.parents) if p.exists()), Path("."))
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -240,7 +304,28 @@ class RunFolder:
         return run
 
     def holds_run(self) -> bool:
-        return any((self.path / name).exists() for name in RUN_FILES)
+        """Whether run.json here is a pyro-vae run's (it names the version that wrote it)."""
+        return "pyro_vae_version" in self.read_info()
+
+    def _holds_run_or_its_set_aside(self) -> bool:
+        """:meth:`holds_run`, or a run set aside by a replacement not yet settled."""
+        places = (self.path, self.path / PREVIOUS, self.path / SETTING_ASIDE)
+        return any(RunFolder(place).holds_run() for place in places)
+
+    def _refuse_if_not_a_run_folder(self) -> None:
+        """RunFolderError for an existing folder that holds something but no run, so that
+        nothing of a user's is written over, set aside or removed."""
+        try:
+            if not self.path.is_dir() or self._holds_run_or_its_set_aside():
+                return
+            entries = sorted(e.name for e in self.path.iterdir() if not _is_scaffolding(e))
+        except OSError as err:
+            raise RunFolderError(
+                f"cannot read folder {self.path} ({err.strerror or err}); choose a new or "
+                "empty folder for --out"
+            ) from None
+        if entries:
+            raise _not_a_run_folder(self.path, entries)
 
     def check_writable(self) -> None:
         """Create the folders and prove a file can be written there, now rather than later."""
@@ -329,8 +414,7 @@ class RunFolder:
         if not previous.is_dir():
             return
         self.checkpoint_path.unlink(missing_ok=True)  # first: a crash here settles the same way
-        for name in (*RUN_FILES, "plots"):
-            _remove(self.path / name)
+        self._remove_owned()
         self._remove_stale_temp_files()
         os.rename(previous, self.path / SETTING_ASIDE)
         self._settle()
@@ -344,19 +428,25 @@ class RunFolder:
             return
         if self.checkpoint_path.exists():
             return
-        for name in (*RUN_FILES, "plots"):
-            _remove(self.path / name)
+        self._remove_owned()
         self._remove_stale_temp_files()
         self._undo(self._made, locked=True)
 
+    def _remove_owned(self) -> None:
+        """Remove the files this run wrote (:func:`owned_files`), and plots/ once empty."""
+        for name in owned_files(self.path):
+            (self.path / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # still holds a user's files
+            self.plots.rmdir()
+
     def _set_aside_previous(self) -> None:
-        """Move the old run's files into PREVIOUS (via SETTING_ASIDE, so a crash midway
-        leaves a state that :meth:`_settle` puts back)."""
+        """Move the old run's files (:func:`owned_files`) into PREVIOUS, via SETTING_ASIDE so
+        that a crash midway leaves a state that :meth:`_settle` puts back."""
         aside = self.path / SETTING_ASIDE
         aside.mkdir()
-        for name in (*RUN_FILES, "plots"):
-            if (self.path / name).exists():
-                os.rename(self.path / name, aside / name)
+        for name in owned_files(self.path):
+            (aside / name).parent.mkdir(exist_ok=True)
+            os.rename(self.path / name, aside / name)
         os.rename(aside, self.path / PREVIOUS)
 
     def _settle(self) -> None:
@@ -365,10 +455,7 @@ class RunFolder:
         and temporary files of killed writes are removed."""
         aside = self.path / SETTING_ASIDE
         if aside.is_dir():  # nothing new was written while files were on their way
-            for entry in aside.iterdir():
-                _remove(self.path / entry.name)
-                os.rename(entry, self.path / entry.name)
-            aside.rmdir()
+            _move_back(aside, self.path)
         if (self.path / PREVIOUS).is_dir():
             if self.checkpoint_path.is_file():
                 self.confirm_replacement()
@@ -440,11 +527,16 @@ def _missing_folders(path: Path) -> list[Path]:
     return missing
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+def _move_back(aside: Path, folder: Path) -> None:
+    """Move every file under ``aside`` to its place in ``folder`` (replacing a file there,
+    keeping any other, as in a user's plots/), then remove ``aside``."""
+    for entry in sorted(aside.rglob("*")):
+        if entry.is_dir() and not entry.is_symlink():
+            continue
+        target = folder / entry.relative_to(aside)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(entry, target)
+    shutil.rmtree(aside)
 
 
 def _pid_in(fd: int) -> str:

@@ -326,9 +326,9 @@ def _train(
     created = run is None
     if created:
         run, cfg = _create_run(cfg, overwrite, ctx)
-    if ctx.is_main:
-        run.write_config(cfg, info["model_class"] if given else "")
+    if ctx.is_main:  # run.json first: it marks the folder as a run's
         run.write_info(info)
+        run.write_config(cfg, info["model_class"] if given else "")
 
     try:
         trainer.fit(run, say, progress)

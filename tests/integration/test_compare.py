@@ -131,6 +131,7 @@ def test_a_training_runs_folder_is_refused_as_a_comparisons_folder(tiny_npz, tmp
     run = tmp_path / "run"
     RunFolder(run).check_writable()
     RunFolder(run).write_config(base_config(tiny_npz))
+    RunFolder(run).write_info({"pyro_vae_version": "0.1.0"})
     before = sorted(p.name for p in run.iterdir())
     with pytest.raises(ConfigError, match="is the folder of a training run"):
         compare(base_config(tiny_npz), {"latent_dim": [2, 3]}, [0], run)

@@ -79,7 +79,7 @@ def test_the_lock_of_a_killed_process_is_free(holder, tmp_path):
 
 OLD_RUN = {
     "config.toml": "old config",
-    "run.json": "{}",
+    "run.json": '{"pyro_vae_version": "0.1.0"}',
     "metrics.csv": "epoch\n1\n",
     "checkpoint.pt": "old weights",
     "plots/samples.png": "old picture",
@@ -123,7 +123,7 @@ def test_a_failed_replacement_puts_the_old_run_back_exactly(old_run):
     run = RunFolder.create(old_run, overwrite=True)
     run.write_config(Config(epochs=1))
     run.write_metrics([{"epoch": 1}])
-    (run.plots / "new.png").write_text("new picture")
+    (run.plots / "losses.png").write_text("new picture")
     (old_run / ".checkpoint.pt.0badc0de.tmp").write_text("half a checkpoint")
     run.restore_previous()
     assert _contents(old_run) == before

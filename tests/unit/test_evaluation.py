@@ -1,7 +1,10 @@
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyro.distributions as dist
@@ -10,9 +13,10 @@ import torch
 from linear_gaussian import LinearGaussian
 
 from pyro_vae import Config, build_vae
+from pyro_vae.app.cli import main
 from pyro_vae.app.evaluate import evaluate
 from pyro_vae.app.train import train
-from pyro_vae.errors import DataError
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.estimators import MAX_DECODED_VALUES, elbo_per_datapoint, evaluate_vae
 from pyro_vae.likelihoods import BernoulliLikelihood
 
@@ -231,6 +235,61 @@ def test_non_finite_scores_are_warned_about_and_named_in_eval_json(
     assert values["warning"] == warning.removeprefix("warning: ")
     with pytest.warns(RuntimeWarning, match="log_px nan, elbo -inf are not finite"):
         evaluate(trained_run, k=5, out=tmp_path / "again.json")
+
+
+def _never(*args, **kwargs):
+    pytest.fail("the data were read or scored before the output path was checked")
+
+
+@pytest.fixture
+def copied_run(trained_run, tmp_path, monkeypatch):
+    """A copy of the trained run, and an evaluate that fails if it reads or scores data."""
+    module = sys.modules[evaluate.__module__]
+    monkeypatch.setattr(module, "load_dataset", _never)
+    monkeypatch.setattr(module, "evaluate_vae", _never)
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def test_an_unwritable_output_is_refused_before_any_scoring(copied_run, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"--out .*eval.json: folder .*a-file is a file, not a"):
+        evaluate(copied_run, out=tmp_path / "a-file" / "eval.json")
+    default = copied_run / "eval-mnist5k.json"  # where the scores of mnist5k go by default
+    default.unlink(missing_ok=True)
+    default.mkdir()
+    with pytest.raises(
+        ConfigError, match=r"by default in RUN_DIR\) .*eval-mnist5k.json is a folder"
+    ):
+        evaluate(copied_run, data="mnist5k")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_a_read_only_run_folder_is_refused_before_any_scoring(copied_run):
+    copied_run.chmod(0o555)
+    try:
+        with pytest.raises(ConfigError, match=f"folder {copied_run} is not writable"):
+            evaluate(copied_run)
+    finally:
+        copied_run.chmod(0o755)
+
+
+@pytest.mark.skipif(
+    os.access("/proc/self", os.W_OK), reason="no folder here that even root may not write to"
+)
+def test_a_folder_not_even_root_may_write_to_is_refused_before_any_scoring(copied_run):
+    with pytest.raises(ConfigError, match="folder /proc/self is not writable; choose another"):
+        evaluate(copied_run, out="/proc/self/eval.json")
+
+
+def test_the_cli_names_the_file_evaluate_wrote(trained_run, tmp_path, capsys):
+    """Named from the checkpoint's config, even where config.toml was edited to differ."""
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    edited = Config.from_file(run / "config.toml").replace(dataset="mnist5k")
+    (run / "config.toml").write_text(edited.to_toml())
+    assert main(["evaluate", str(run), "--dataset", "mnist5k", "--k", "2", "--no-progress"]) == 0
+    written = Path(capsys.readouterr().out.split("written to ")[1].strip())
+    assert written == run / "eval-mnist5k.json"
+    assert json.loads(written.read_text())["k"] == 2
 
 
 @pytest.mark.integration

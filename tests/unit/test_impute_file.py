@@ -1,5 +1,6 @@
 """pyro_vae.app.impute: what `pyro-vae impute` writes, and that a refusal writes nothing."""
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,6 +10,8 @@ import pytest
 from pyro_vae import Config, ConfigError, DataError, ModelError, evaluate, train
 from pyro_vae.app.cli import main
 from pyro_vae.app.impute import _check_imputable, impute_file
+from pyro_vae.data import prepare_data
+from pyro_vae.datasets import Dataset, load_npz_points
 from pyro_vae.families.cvae import mlp_cvae
 from pyro_vae.families.m2 import mlp_m2
 
@@ -147,3 +150,27 @@ def test_sample_checks_out_before_drawing_and_replaces_an_old_file(runs, tmp_pat
     (tmp_path / "s.png").write_bytes(b"old")
     assert main(["sample", run, "--out", str(tmp_path / "s.png"), "--n", "4"]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sample_makes_the_runs_plots_folder_again_when_it_was_removed(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs / "cb", run)
+    shutil.rmtree(run / "plots")
+    assert main(["sample", str(run), "--n", "4"]) == 0, capsys.readouterr().err
+    png = run / "plots" / "prior-samples-seed0-n4.png"
+    assert capsys.readouterr().out.strip() == str(png) and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_impute_and_scoring_refuse_a_file_with_nothing_observed_in_the_same_words(tmp_path):
+    """One test (pyro_vae.data.has_missing) serves the early check of impute and the data's."""
+    levels = np.full((4, 28, 28), 128, np.uint8)
+    np.savez(tmp_path / "none.npz", x=levels, mask=np.zeros(levels.shape, bool))
+    with pytest.raises(DataError) as early:  # before the run is read
+        impute_file(tmp_path / "no-run", tmp_path / "none.npz", tmp_path / "o.npz")
+    x, mask, _ = load_npz_points(tmp_path / "none.npz")
+    whole = Dataset("none.npz", x, None, x, None, source="", mask_train=mask, mask_test=mask)
+    with pytest.raises(DataError) as scored:
+        prepare_data(whole, "unit", "continuous-bernoulli", "none", 0, splits=("x", "x"))
+    words = "every entry of {} is missing (NaN, or False in a mask); there is nothing to"
+    assert words.format("x") in str(early.value)
+    assert words.format("its x") in str(scored.value)

@@ -355,6 +355,8 @@ def test_evaluate_reports_accuracy_and_writes_the_plots(tmp_path, tiny_data):
     assert scores.log_px >= scores.elbo - 1.0 and "classifier accuracy" in scores.table()
     for name in ("losses", "class-samples", "analogies", "confusion"):
         assert (run.run_dir / "plots" / f"{name}.png").is_file(), name
+    assert scores.confusion_path == run.run_dir / "plots" / "confusion.png"
+    assert scores.path.is_file() and scores.path.parent == run.run_dir
 
 
 def test_sample_cli_draws_the_asked_label_from_an_m2_run(tmp_path, tiny_npz, capsys):
