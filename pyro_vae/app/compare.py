@@ -542,6 +542,7 @@ def _matching_eval(run: RunFolder, k: int) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     same = values.get("k") == k and values.get("seed") == EVAL_SEED
+    same = same and values.get("trained_epochs", len(run.read_metrics())) == len(run.read_metrics())
     own_data = values.get("split") == "test" and values.get("dataset") == run.read_config().dataset
     return values if same and own_data else None
 

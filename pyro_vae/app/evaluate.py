@@ -163,7 +163,14 @@ def evaluate(
             observed_dims = result.num_dims * (1 - result.missing_fraction)
             result.bits_per_dim = -result.log_px / (observed_dims * math.log(2))
             result.elbo_bits_per_dim = -result.elbo / (observed_dims * math.log(2))
-    info = {"run": str(run.folder.path), "dataset": dataset.name, "split": split}
+    position = run.checkpoint["position"]
+    info = {
+        "run": str(run.folder.path),
+        "dataset": dataset.name,
+        "split": split,
+        "trained_epochs": position["epoch"],  # which weights were scored: a resumed run
+        "trained_steps": position["global_step"],  # that trains on makes these stale
+    }
     done = RunEvaluation(**{f.name: getattr(result, f.name) for f in fields(result)})
     if ctx.is_main:
         scores = result.to_dict()

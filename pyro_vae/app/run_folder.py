@@ -487,6 +487,20 @@ class RunFolder:
     def read_config(self) -> Config:
         return Config.from_file(self.config_path, saved=True)
 
+    def stale_evaluations(self, steps: int) -> list[str]:
+        """The names of this run's evaluation files that scored other weights than those
+        after ``steps`` training steps (evaluated before a resume trained on)."""
+        found = [self.eval_path, *sorted(self.path.glob(EVAL_FILES))]
+        stale = []
+        for path in found:
+            try:
+                values = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(values, dict) and values.get("trained_steps", -1) != steps:
+                stale.append(path.name)
+        return stale
+
     def write_info(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
 

@@ -335,6 +335,11 @@ def _train(
         if ctx.is_main:
             _save_plots(model, trainer, prepared, run, cfg.seed)
             run.write_info({**info, "finished": True, "epochs_done": trainer.position.epoch})
+            if state is not None and (stale := run.stale_evaluations(trainer.position.global_step)):
+                say(
+                    f"{', '.join(stale)} scored this run's weights before it trained on; "
+                    f"pyro-vae evaluate {run.path} scores them again"
+                )
     except BaseException as err:
         if ctx.is_main and not run.checkpoint_path.exists():
             if created and not isinstance(err, KeyboardInterrupt):

@@ -267,3 +267,18 @@ def test_the_readme_names_every_setting_a_resume_may_change():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     sentence = readme[readme.index("It continues only what belongs to the") :][:700]
     assert all(f"`{key}`" in sentence for key in RESUMABLE)
+
+
+def test_scores_of_weights_a_resume_trained_past_are_named_stale(run):
+    from pyro_vae import evaluate
+
+    evaluate(run, k=2, progress=False)
+    assert json.loads((run / "eval.json").read_text())["trained_epochs"] == 1
+    said = []
+    train(resume=run, epochs=2, progress=False, log=said.append)
+    assert any(line.startswith("eval.json scored this run's weights before") for line in said)
+    steps = torch.load(run / "checkpoint.pt", weights_only=False)["position"]["global_step"]
+    assert RunFolder(run).stale_evaluations(steps) == ["eval.json"]
+    evaluate(run, k=2, progress=False)
+    assert json.loads((run / "eval.json").read_text())["trained_epochs"] == 2
+    assert RunFolder(run).stale_evaluations(steps) == []
