@@ -90,12 +90,16 @@ def _epochs_on_record(run: RunFolder) -> int:
 
 def check_config(run: RunFolder, cfg: Config, saved: Config) -> None:
     """Refuse when ``cfg`` (config.toml with the command line's epochs) differs from the
-    config the checkpoint was trained with in a setting outside :data:`RESUMABLE`."""
+    config the checkpoint was trained with in a setting outside :data:`RESUMABLE`.
+
+    A run whose data have a fingerprint on record may name them by another path (a moved
+    file): :func:`check_data` then compares the data themselves."""
+    movable = RESUMABLE | ({"dataset"} if "data_fingerprint" in run.read_info() else set())
     differ = [
         f"{name} = {_shown(getattr(cfg, name))} in config.toml but "
         f"{_shown(getattr(saved, name))} in checkpoint.pt"
         for name in (f.name for f in fields(Config))
-        if name not in RESUMABLE and getattr(cfg, name) != getattr(saved, name)
+        if name not in movable and getattr(cfg, name) != getattr(saved, name)
     ]
     if differ:
         raise ConfigError(

@@ -282,3 +282,14 @@ def test_scores_of_weights_a_resume_trained_past_are_named_stale(run):
     evaluate(run, k=2, progress=False)
     assert json.loads((run / "eval.json").read_text())["trained_epochs"] == 2
     assert RunFolder(run).stale_evaluations(steps) == []
+
+
+def test_a_moved_data_file_may_be_renamed_in_config_toml_but_not_replaced(own_data, tmp_path):
+    out, path = own_data
+    moved = tmp_path / "moved.npz"
+    shutil.move(path, moved)
+    edit_config(out, f'dataset = "{path}"', f'dataset = "{moved}"')
+    assert len(train(resume=out, epochs=2, **QUIET).history) == 2
+    rewrite(moved, flip_a_pixel)  # the same path, other data: still refused
+    with pytest.raises(DataError, match="same shapes, other values"):
+        train(resume=out, epochs=3, **QUIET)
