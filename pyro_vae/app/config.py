@@ -333,6 +333,10 @@ class Config:
     out: str = _option("", "run folder; default runs/<timestamp>", "output")
 
     def __post_init__(self) -> None:
+        for name in PATH_KEYS:  # `~/runs/x` in a file or from Python, as a shell expands it
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):
+                object.__setattr__(self, name, str(Path(value).expanduser()))
         for f in fields(self):
             _validate(f, getattr(self, f.name))
             if f.type == "float":  # `lr = 1` in TOML is an int; store it as the float it means
@@ -589,6 +593,7 @@ def _check_layers(cfg: Config) -> None:
 
 
 PART_KEYS = ("model", "prior", "likelihood", "guide")
+PATH_KEYS = ("out", "data_dir", "dataset")
 
 
 def _without_ignored_part_args(flat: dict[str, Any]) -> dict[str, Any]:

@@ -111,3 +111,10 @@ def test_a_saved_run_with_args_for_a_built_in_part_still_loads_as_it_trained():
     assert cfg.prior_args == {} and cfg == Config(epochs=1)
     with pytest.raises(ConfigError, match="prior_args"):
         Config.from_toml_text(saved)  # a new request is refused
+
+
+def test_a_home_folder_tilde_is_expanded_as_a_shell_would(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = Config.from_toml_text("out = '~/runs/a'\ndata_dir = '~/data'\n")
+    assert (cfg.out, cfg.data_dir) == (str(tmp_path / "runs/a"), str(tmp_path / "data"))
+    assert Config(out="runs/~a").out == "runs/~a"  # only a leading ~ is the home folder
