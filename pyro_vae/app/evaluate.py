@@ -86,10 +86,10 @@ def evaluate(
     read; the result's ``path`` says where the scores went. Launched by torchrun, the ranks
     share the datapoints and rank 0 writes the file; the numbers are those of one process.
     Labels reach a model that takes ``y``; an M2 is scored with its label summed out, and its
-    classifier's accuracy and confusion matrix (``plots/confusion.png``, the result's
-    ``confusion_path``) are added. ``log`` receives a note when the folder's config.toml
-    disagrees with the checkpoint; ``progress`` shows a bar over the datapoints (this rank's
-    share under torchrun).
+    classifier's accuracy and confusion matrix (``plots/confusion.png``, or
+    ``NAME-confusion.png`` beside ``out``; the result's ``confusion_path``) are added.
+    ``log`` receives a note when the folder's config.toml disagrees with the checkpoint;
+    ``progress`` shows a bar over the datapoints (this rank's share under torchrun).
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
@@ -186,9 +186,12 @@ def evaluate(
         run.folder.write_json(path, {**info, **scores, **checks})
         done.path = path
         if result.confusion is not None:  # a classifier's (M2's) test labels against its own
-            run.folder.plots.mkdir(exist_ok=True)
             title = f"{dataset.name}, {split}: accuracy {100 * result.accuracy:.2f}%"
-            confusion = run.folder.plots / "confusion.png"
+            if out is None:
+                run.folder.plots.mkdir(exist_ok=True)
+                confusion = run.folder.plots / "confusion.png"
+            else:  # beside the scores, in the folder already checked
+                confusion = path.with_name(f"{path.stem}-confusion.png")
             plot_confusion(result.confusion, confusion, title)
             done.confusion_path = confusion
     return done

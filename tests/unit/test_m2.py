@@ -357,6 +357,11 @@ def test_evaluate_reports_accuracy_and_writes_the_plots(tmp_path, tiny_data):
         assert (run.run_dir / "plots" / f"{name}.png").is_file(), name
     assert scores.confusion_path == run.run_dir / "plots" / "confusion.png"
     assert scores.path.is_file() and scores.path.parent == run.run_dir
+    elsewhere = tmp_path / "scores" / "m2.json"  # --out elsewhere: the plot goes with the scores
+    elsewhere.parent.mkdir()
+    moved = pyro_vae.evaluate(run.run_dir, data=tiny_data, k=3, out=elsewhere)
+    assert moved.confusion_path == elsewhere.with_name("m2-confusion.png")
+    assert moved.confusion_path.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_sample_cli_draws_the_asked_label_from_an_m2_run(tmp_path, tiny_npz, capsys):
