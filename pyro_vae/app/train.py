@@ -160,6 +160,24 @@ def _missing_note(x: torch.Tensor) -> str:
     return note
 
 
+FAR_FROM_UNIT_SCALE = 1e3
+
+
+def _scale_note(x: torch.Tensor, support: str) -> str:
+    """A note for real-valued data far from unit scale, which a network starting near 0
+    with a learning rate of 1e-3 fits slowly, if at all; else ''."""
+    if support != "real" or not x.is_floating_point():
+        return ""
+    largest = float(torch.nan_to_num(x, nan=0.0).abs().max()) if x.numel() else 0.0
+    if largest <= FAR_FROM_UNIT_SCALE:
+        return ""
+    return (
+        f"note: the training data reach |x| = {largest:.3g}; a real-valued likelihood learns "
+        "far-from-unit-scale data slowly or overflows: standardize each feature (subtract "
+        "its mean, divide by its standard deviation) and keep the two numbers to undo it"
+    )
+
+
 def _learns_classes(cfg: Config, model: nn.Module | None) -> bool:
     """Whether the model learns from labels y: a built-in cvae or m2, or a given model
     whose convention takes labels."""
@@ -292,6 +310,8 @@ def _train(
     if prepared.missing:  # NaN entries: a likelihood masked per entry (iwae becomes MIWAE)
         allow_missing(model)
         say(_missing_note(prepared.train))
+    if scale_note := _scale_note(prepared.train, data_support(model)):
+        say(scale_note)
     if isinstance(model, M2):  # a balanced, seeded subset keeps its labels
         labels = parse_labels(cfg.labels)
         prepared = semi_supervised(prepared, labels, cfg.seed, model.num_classes)

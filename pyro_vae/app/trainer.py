@@ -87,6 +87,18 @@ class Position:
     seconds: float = 0.0  # time spent in that epoch so far
 
 
+def _non_finite_start(loss: float, x: torch.Tensor) -> str:
+    """Why training cannot start: the loss at the initial weights is not finite."""
+    observed = x[~torch.isnan(x)] if x.is_floating_point() else x
+    largest = float(observed.abs().max()) if observed.numel() else float("nan")
+    return (
+        f"the loss at the initial weights is {loss} on two test datapoints, so no step could "
+        f"be taken (the largest |x| in the test data is {largest:.3g}); for real-valued data "
+        "far from unit scale, standardize each feature (subtract its mean, divide by its "
+        "standard deviation); otherwise check the custom parts for a NaN or an infinity"
+    )
+
+
 class Trainer:
     """Owns the model, its loss module, the optimizer and the data; runs epochs.
 
@@ -178,8 +190,10 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with pyro.validation_enabled(True), isolated_rng(self.cfg.seed, self.data.device):
-            self._loss(x, None, 1.0, y)
+            loss = self._loss(x, None, 1.0, y)
         self.model.train(was_training)
+        if not torch.isfinite(loss.detach()).all():
+            raise DataError(_non_finite_start(float(loss.detach().sum()), self.data.test))
 
     def _loss(
         self,
