@@ -247,7 +247,28 @@ def _check_maskable(vae: nn.Module, fill: float, name: str) -> None:
             vae.sample(1)
     finally:
         handle.remove()
-    mask_per_entry(drawn[0], fill, name)
+    masked = mask_per_entry(drawn[0], fill, name)
+    _check_fill_in_support(masked.base.base_dist, fill, name)
+
+
+def _check_fill_in_support(entries: dist.Distribution, fill: float, name: str) -> None:
+    """ModelError unless every entry's log-density at ``fill`` (what a missing entry is
+    scored at, then masked out) is finite: -inf times a mask of 0 is NaN, in the loss and
+    in every gradient."""
+    with torch.no_grad():
+        try:
+            finite = bool(
+                torch.isfinite(entries.log_prob(torch.full(entries.batch_shape, fill))).all()
+            )
+        except ValueError:  # Pyro's validation: the value is outside the support
+            finite = False
+    if not finite:
+        raise ModelError(
+            f"{name} has no finite log-density at missing_fill = {fill:g}, the value missing "
+            "entries are scored at before they are masked out, so every loss would be NaN; "
+            "set the class attribute missing_fill to a value inside its support (e.g. "
+            "missing_fill = 1.0 for a Gamma or a log-normal)"
+        )
 
 
 def _masking_hook(fill: float, name: str):

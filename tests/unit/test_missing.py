@@ -12,7 +12,7 @@ from objective_grid import ALL
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
-from pyro_vae import ModelError, mlp_vae
+from pyro_vae import Likelihood, ModelError, mlp_vae
 from pyro_vae.app.build import build_vae
 from pyro_vae.app.config import Config
 from pyro_vae.app.objective_specs import build_objective
@@ -219,3 +219,31 @@ def test_log_p_x_obs_matches_the_closed_form_marginal_of_the_observed_entries():
     assert (complete < result.log_px_per_datapoint).all()  # more entries, less probability
     assert result.missing_fraction == 0.0  # set by the application, which knows the data
     assert math.isfinite(result.elbo) and result.elbo < result.log_px
+
+
+class _GammaLikelihood(Likelihood):
+    """A custom likelihood whose support (0, inf) excludes the default missing_fill 0."""
+
+    params_per_pixel = 2
+
+    def forward(self, params):
+        a, b = self.split(params)
+        softplus = torch.nn.functional.softplus
+        return self.event(dist.Gamma(softplus(a) + 1e-3, softplus(b) + 1e-3))
+
+
+class _GammaFilledAtOne(_GammaLikelihood):
+    missing_fill = 1.0
+
+
+def test_a_missing_fill_outside_the_likelihoods_support_is_named_not_a_nan_loss():
+    vae = mlp_vae((4,), latent_dim=2, hidden=[8], likelihood=_GammaLikelihood((4,)))
+    with pytest.raises(ModelError, match="no finite log-density at missing_fill = 0"):
+        allow_missing(vae)
+    fixed = allow_missing(
+        mlp_vae((4,), latent_dim=2, hidden=[8], likelihood=_GammaFilledAtOne((4,)))
+    )
+    x = torch.tensor([[1.0, float("nan"), 2.0, 0.5]])
+    loss = Trace_ELBO().differentiable_loss(fixed.model, fixed.guide, x)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in fixed.parameters())
