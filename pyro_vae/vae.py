@@ -37,6 +37,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
@@ -126,7 +127,10 @@ class AmortizedModel(PyroModule):
         return copied
 
     def shaped(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused."""
+        """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused,
+        and so (while Pyro's validation is on) are missing entries the model cannot mask."""
+        if is_validation_enabled():
+            self._refuse_unmasked_missing(x)
         if self.data_shape is None or tuple(x.shape[1:]) == self.data_shape:
             return x
         if x.dim() >= 1 and math.prod(x.shape[1:]) == math.prod(self.data_shape):
@@ -137,6 +141,15 @@ class AmortizedModel(PyroModule):
             f"{', '.join(map(str, self.data_shape))}] or flat rows [batch, "
             f"{math.prod(self.data_shape)}]"
         )
+
+    def _refuse_unmasked_missing(self, x: torch.Tensor) -> None:
+        masked = getattr(self, "_allows_missing", False)
+        if x.is_floating_point() and not masked and bool(torch.isnan(x).any()):
+            raise ModelError(
+                f"x holds missing (NaN) entries but this {type(self).__name__} scores "
+                "every entry: call pyro_vae.missing.allow_missing(model) first, to train "
+                "on and score the observed entries alone"
+            )
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         """The model, so that ``Trace_ELBO()(m, m.guide_module())`` works."""

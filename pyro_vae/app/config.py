@@ -602,7 +602,7 @@ def _without_ignored_part_args(flat: dict[str, Any]) -> dict[str, Any]:
     return {
         key: value
         for key, value in flat.items()
-        if not (key.endswith("_args") and key[:-5] in PART_KEYS
+        if not (isinstance(key, str) and key.endswith("_args") and key[:-5] in PART_KEYS
                 and ":" not in str(flat.get(key[:-5], defaults[key[:-5]])))
     }  # fmt: skip
 

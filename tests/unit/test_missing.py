@@ -19,6 +19,7 @@ from pyro_vae.app.objective_specs import build_objective
 from pyro_vae.app.registry import LIKELIHOODS
 from pyro_vae.estimators import evaluate_vae
 from pyro_vae.families.m2 import M2
+from pyro_vae.likelihoods import GaussianLikelihood
 from pyro_vae.missing import (
     MissingInput,
     allow_missing,
@@ -247,3 +248,16 @@ def test_a_missing_fill_outside_the_likelihoods_support_is_named_not_a_nan_loss(
     loss = Trace_ELBO().differentiable_loss(fixed.model, fixed.guide, x)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in fixed.parameters())
+
+
+def test_training_on_nan_data_without_allow_missing_names_the_fix_on_every_path():
+    vae = mlp_vae((4,), latent_dim=2, hidden=[8], likelihood=GaussianLikelihood((4,)))
+    x = torch.randn(5, 4)
+    x[0, 1] = float("nan")
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    loss_module = build_objective("elbo")(vae, vae.guide_module())
+    for step in (lambda: svi.step(x), lambda: loss_module(x)):
+        with pytest.raises(ModelError, match=r"call pyro_vae.missing.allow_missing\(model\)"):
+            step()
+    allow_missing(vae)
+    assert torch.isfinite(loss_module(x))
