@@ -179,7 +179,7 @@ def prepare_data(
         binarize = "dynamic" if support == "binary" else "none"
     for split, x in zip(splits, (dataset.x_train, dataset.x_test), strict=True):
         if x.shape[0] == 0:
-            raise DataError(f"{dataset.name}: its {split} is empty; it needs images")
+            raise DataError(f"{dataset.name}: its {split} is empty; it needs datapoints")
     train = _scaled(
         dataset.x_train, dataset.mask_train, dataset, support, likelihood_name, binarize
     )
@@ -318,7 +318,7 @@ def _check_counts(observed: torch.Tensor, found: str, likelihood_name: str) -> N
     fractional = observed[observed != observed.round()]
     if len(fractional):
         raise DataError(
-            f"{needs}, including {float(fractional[0]):g}, which is not an integer; give it "
+            f"{needs}, including {float(fractional[0]):.10g}, which is not an integer; give it "
             "count data, or use --likelihood gaussian for real values"
         )
     if float(observed.min()) < 0:

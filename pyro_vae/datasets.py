@@ -84,7 +84,8 @@ class Dataset:
         mask_train: torch.Tensor | None = None,
         mask_test: torch.Tensor | None = None,
     ) -> Dataset:
-        """A dataset of your own tensors (uint8 levels or floats; integer labels optional).
+        """A dataset of your own tensors: uint8 is 8-bit levels, any other number (floats,
+        integer counts, 0/1 booleans) is kept as its value; integer labels are optional.
 
         Missing entries are NaN in float ``x``, or False in a boolean mask of x's shape.
 
@@ -97,8 +98,8 @@ class Dataset:
         if (y_train is None) != (y_test is None):
             raise DataError("give labels for both splits (y_train and y_test) or for neither")
         for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-            if x.dtype != torch.uint8 and not x.is_floating_point():
-                raise DataError(f"x_{split} must hold uint8 levels or floats, not {x.dtype}")
+            if x.is_complex():
+                raise DataError(f"x_{split} must hold real numbers, not {x.dtype}")
             if y is not None and (y.dim() != 1 or len(y) != len(x) or y.is_floating_point()):
                 raise DataError(
                     f"y_{split} must be a 1-D integer tensor with one label per datapoint "
@@ -594,7 +595,7 @@ def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
             f"{path}: array '{key}' has shape {x.shape}; expected [N, D], [N, H, W] or [N, C, H, W]"
         )
     if len(x) == 0 or x[0].size == 0:
-        raise DataError(f"{path}: array '{key}' is empty (shape {x.shape}); it needs images")
+        raise DataError(f"{path}: array '{key}' is empty (shape {x.shape}); it needs datapoints")
     if x.ndim == 3:
         x = x[:, None]
     if x.dtype == np.uint8:

@@ -9,7 +9,7 @@ import torch
 
 from pyro_vae.app.registry import load_dataset
 from pyro_vae.data import prepare_data
-from pyro_vae.datasets import DEBIAN_FASHION_MNIST, load_npz, read_idx
+from pyro_vae.datasets import DEBIAN_FASHION_MNIST, Dataset, load_npz, read_idx
 from pyro_vae.errors import DataError
 
 
@@ -250,3 +250,14 @@ def test_images_saved_channels_last_get_a_note_with_the_transpose(tmp_path):
         tmp_path / "chw.npz", x=rgb.transpose(0, 3, 1, 2), x_test=rgb[:2].transpose(0, 3, 1, 2)
     )
     assert load_npz(tmp_path / "chw.npz").note == ""
+
+
+def test_from_tensors_keeps_integer_counts_and_booleans_as_their_values():
+    counts = torch.randint(0, 40, (8, 3))
+    as_ints = Dataset.from_tensors(counts, counts[:2])
+    as_floats = Dataset.from_tensors(counts.float(), counts[:2].float())
+    assert torch.equal(as_ints.x_train, as_floats.x_train)  # not levels / 255
+    binary = Dataset.from_tensors(counts > 20, counts[:2] > 20)
+    assert torch.equal(binary.x_train, (counts > 20).float())
+    with pytest.raises(DataError, match="must hold real numbers"):
+        Dataset.from_tensors(counts.to(torch.complex64), counts[:2].to(torch.complex64))
