@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--out",
         type=Path,
-        help="PNG path, replaced if it exists; default "
+        help="PNG path, replaced if it exists, or FILE.npz for the numbers (any data shape: "
+        "'mean' E[x|z], 'x' a draw from p(x|z), 'z', and 'y' for a cvae or m2); default "
         "RUN_DIR/plots/prior-samples-seed<SEED>-n<N>.png (for a cvae or m2 run "
         "samples-label<K>-seed<SEED>-n<N>.png, or samples-label-all-seed<SEED>-n<N>-each.png)",
     )
@@ -330,12 +331,14 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from .load import load_run
     from .plots import save_image_grid
     from .runtime import apply_threads
+    from .sampling import save_draws
 
     apply_threads(args.threads)
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    numbers = args.out is not None and args.out.suffix.lower() == ".npz"
     if args.out is not None:  # a file there is replaced, as the default names are
-        check_output_path(args.out, "--out", ".png", replace=True)
+        check_output_path(args.out, "--out", ".npz" if numbers else ".png", replace=True)
     run = load_run(args.run_dir, args.device)
     if run.note:
         print(run.note, file=sys.stderr)
@@ -346,6 +349,9 @@ def _cmd_sample(args: argparse.Namespace) -> None:
             "which pyro-vae sample cannot draw from; load it with pyro_vae.load_run and draw "
             "with pyro.infer.Predictive(model.model, ...) in Python"
         )
+    if numbers:
+        print(save_draws(vae, args.out, args.n, args.label, args.seed, args.device))
+        return
     levels = data_support(run.model) == "levels"
     run_name = run.folder.path.resolve().name
     if isinstance(vae, CVAE) or standard_m2(vae):
@@ -364,7 +370,10 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         title = f"{run_name}: {n} samples from the prior (E[x|z]), seed {args.seed}"
         drawn = save_image_grid(images, out, title=title, levels=levels)
     if not drawn:
-        raise ConfigError(f"data shape {run.data_shape} is not an image; nothing to draw")
+        raise ConfigError(
+            f"data shape {run.data_shape} is not an image, so there is nothing to draw; "
+            "--out FILE.npz writes the samples' numbers"
+        )
     print(out)
 
 
@@ -382,6 +391,7 @@ def _sample_classes(
     import torch
 
     from .plots import class_samples, plot_class_samples, prior_name, save_image_grid
+    from .sampling import parse_label
 
     classes = model.num_classes
     prior = prior_name(model)
@@ -393,14 +403,7 @@ def _sample_classes(
             f"(E[x|z, y], z ~ {prior}), seed {args.seed}"
         )
         return out, plot_class_samples(model, out, n, title=title, levels=levels)
-    try:
-        label = int(args.label)
-    except ValueError:
-        label = -1
-    if not 0 <= label < classes:
-        raise ConfigError(
-            f"--label: expected a class 0..{classes - 1} of this run or 'all', got {args.label!r}"
-        )
+    label = parse_label(args.label, classes)
     n = args.n or 64
     out = args.out or _in_plots(run, f"samples-label{label}-seed{args.seed}-n{n}.png")
     images = class_samples(model, torch.full((n,), label))

@@ -1,0 +1,56 @@
+"""``pyro-vae sample --out FILE.npz``: samples as numbers, for data of any shape."""
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae import Config, train
+from pyro_vae.app.cli import main
+from pyro_vae.app.load import load_run
+from pyro_vae.rng import isolated_rng
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    rows = np.random.default_rng(0).normal(size=(120, 6)).astype(np.float32)
+    np.savez(folder / "table.npz", x=rows)
+    cfg = Config(dataset=str(folder / "table.npz"), likelihood="gaussian", epochs=1,
+                 batch_size=40, hidden=[16], latent_dim=2, out=str(folder / "run"))  # fmt: skip
+    return train(cfg, progress=False, log=lambda _: None).run_dir
+
+
+def test_a_table_run_writes_means_draws_and_latents_the_png_path_would_draw(table_run, tmp_path):
+    out = tmp_path / "draws.npz"
+    assert main(["sample", str(table_run), "--out", str(out), "--n", "5", "--seed", "3"]) == 0
+    draws = dict(np.load(out))
+    assert {k: v.shape for k, v in draws.items()} == {"mean": (5, 6), "x": (5, 6), "z": (5, 2)}
+    vae = load_run(table_run).model
+    with torch.no_grad(), isolated_rng(3, "cpu"):
+        expected = vae.sample(5)
+    assert np.array_equal(draws["mean"], expected.numpy())  # E[x|z] at the same z
+    assert not np.allclose(draws["x"], draws["mean"])  # a draw of x, with the likelihood's noise
+    assert main(["sample", str(table_run), "--out", str(out), "--n", "5", "--seed", "3"]) == 0
+    assert all(np.array_equal(v, np.load(out)[k]) for k, v in draws.items())  # seeded
+
+
+def test_a_table_run_without_npz_names_the_numeric_output(table_run, capsys):
+    assert main(["sample", str(table_run)]) == 2
+    assert "--out FILE.npz writes the samples' numbers" in capsys.readouterr().err
+
+
+def test_labels_are_refused_for_a_model_without_classes(table_run, tmp_path, capsys):
+    assert main(["sample", str(table_run), "--out", str(tmp_path / "d.npz"), "--label", "1"]) == 2
+    assert "--label draws class-conditional samples" in capsys.readouterr().err
+
+
+def test_a_cvae_run_writes_the_label_of_each_row(tiny_npz, tmp_path):
+    cfg = Config(dataset=str(tiny_npz), model="cvae", epochs=1, batch_size=100, hidden=[16],
+                 latent_dim=2, out=str(tmp_path / "cvae"))  # fmt: skip
+    run = train(cfg, progress=False, log=lambda _: None).run_dir
+    out = tmp_path / "d.npz"
+    assert main(["sample", str(run), "--out", str(out), "--n", "4", "--label", "7"]) == 0
+    draws = np.load(out)
+    assert draws["mean"].shape == (4, 1, 28, 28) and draws["y"].tolist() == [7] * 4
+    assert main(["sample", str(run), "--out", str(out), "--n", "2"]) == 0
+    assert np.load(out)["y"].tolist() == [c for c in range(10) for _ in range(2)]
