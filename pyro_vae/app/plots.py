@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 
+MIN_FLAT_IMAGE_SIDE = 8  # 16 features of a table are not a 4x4 image
 MISSING_COLOUR = (0.85, 0.25, 0.2)  # how a missing (NaN) pixel of a grey image is drawn
 
 
@@ -59,9 +60,9 @@ def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
     if levels:
         x = x / 255.0
     x = x.clamp(0, 1)
-    if x.dim() == 2:
+    if x.dim() == 2:  # flat rows: a square image of at least 8x8 (flattened digits), else a table
         side = math.isqrt(x.shape[1])
-        if side * side != x.shape[1]:
+        if side * side != x.shape[1] or side < MIN_FLAT_IMAGE_SIDE:
             return None
         return _with_missing(x.view(-1, side, side))
     if x.dim() == 4 and x.shape[1] == 1:

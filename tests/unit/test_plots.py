@@ -6,7 +6,7 @@ from PIL import Image
 
 from pyro_vae import mlp_vae
 from pyro_vae.app.cli import main
-from pyro_vae.app.plots import plot_latent_scatter, plot_losses, save_image_grid
+from pyro_vae.app.plots import is_image_shape, plot_latent_scatter, plot_losses, save_image_grid
 
 
 def test_a_one_epoch_history_draws_marked_points_with_labelled_axes(tmp_path):
@@ -79,3 +79,8 @@ def test_sample_writes_a_titled_grid_named_after_seed_and_count(tiny_npz, tmp_pa
     assert main(["sample", str(run), "--n", "9", "--seed", "4"]) == 0
     png = run / "plots" / "prior-samples-seed4-n9.png"
     assert Image.open(png).info["Title"] == "my-run: 9 samples from the prior (E[x|z]), seed 4"
+
+
+def test_flat_rows_are_images_only_from_8x8_up():
+    assert is_image_shape((784,)) and is_image_shape((64,))
+    assert not is_image_shape((16,)) and not is_image_shape((1,)) and not is_image_shape((10,))
