@@ -35,7 +35,9 @@ from pyro_vae.semisupervised import (
     UNLABELLED,
     SemiSupervisedLoss,
     evaluate_m2,
+    label_shares,
     labelled_subset,
+    parse_labels,
     semi_supervised,
 )
 
@@ -237,10 +239,46 @@ def test_labelled_subset_is_balanced_and_reproducible(mnist5k):
     assert torch.bincount(y[chosen], minlength=CLASSES).tolist() == [10] * CLASSES
     assert torch.equal(chosen, labelled_subset(y, 100, CLASSES, seed=0))
     assert not torch.equal(chosen, labelled_subset(y, 100, CLASSES, seed=1))
-    with pytest.raises(ConfigError, match="multiple of 10"):
-        labelled_subset(y, 105, CLASSES, seed=0)
-    with pytest.raises(DataError, match="class 9 has"):
+    spread = torch.bincount(y[labelled_subset(y, 105, CLASSES, seed=0)], minlength=CLASSES)
+    assert sorted(spread.tolist()) == [10] * 5 + [11] * 5
+    with pytest.raises(DataError, match="class 9 has 0 labelled"):
         labelled_subset(torch.arange(40) % 9, 20, CLASSES, seed=0)
+
+
+def test_a_count_that_does_not_split_evenly_is_spread_by_seed():
+    """100 labels of 3 classes were refused ("do not split evenly"), and so was the default
+    on any 3-, 7- or 25-class dataset; now 34/33/33, the extra label's class drawn by seed."""
+    shares = {seed: label_shares([50, 50, 50], 100, seed) for seed in range(6)}
+    assert all(sorted(s) == [33, 33, 34] for s in shares.values())
+    assert len({s.index(34) for s in shares.values()}) == 3  # each class gets it for some seed
+    assert shares[1] == label_shares([50, 50, 50], 100, seed=1)  # the same seed, the same
+    assert sorted(label_shares([20] * 7, 100, seed=0)) == [14] * 5 + [15] * 2
+    assert all(label_shares([33, 50, 50], 100, s)[0] == 33 for s in range(6))  # none to spare
+    with pytest.raises(DataError, match="class 1 has 20 labelled training datapoints"):
+        label_shares([50, 20, 50], 100, seed=0)
+    with pytest.raises(DataError, match="only 1 classes have more than 33"):
+        label_shares([33, 33, 35], 101, seed=0)
+    with pytest.raises(ConfigError, match="100 labels asked for, but the training data have 90"):
+        label_shares([30, 30, 30], 100, seed=0)
+    with pytest.raises(ConfigError, match="2 labels leave some of the 3 classes without one"):
+        label_shares([30, 30, 30], 2, seed=0)
+
+
+def test_rows_labelled_minus_one_are_the_unlabelled_data():
+    x = torch.rand(60, 3)
+    y = torch.where(torch.arange(60) < 45, UNLABELLED, torch.arange(60) % 3)
+    given = Dataset.from_tensors(x, x[:9], y, torch.arange(9) % 3)
+    data = prepare_data(given, "real", "gaussian", "none", seed=0)
+    assert parse_labels("auto", unlabelled=True) is None and parse_labels("auto") == 100
+    every = semi_supervised(data, None, seed=0)
+    assert every.labelled.tolist() == list(range(45, 60))
+    assert every.unlabelled.tolist() == list(range(45)) and every.num_classes == 3
+    some = semi_supervised(data, 7, seed=0)  # a subset of the given labels, 3/2/2
+    assert set(some.labelled.tolist()) < set(range(45, 60))
+    assert sorted(torch.bincount(y[some.labelled]).tolist()) == [2, 2, 3]
+    assert some.num_unlabelled == 53 and int((some.y_train >= 0).sum()) == 7
+    with pytest.raises(ConfigError, match="16 labels asked for, but the training data have 15"):
+        semi_supervised(data, 16, seed=0)
 
 
 def _semi(mnist5k, labels=30, n=500):
