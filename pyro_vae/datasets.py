@@ -88,6 +88,7 @@ class Dataset:
         integer counts, 0/1 booleans) is kept as its value; integer labels are optional.
 
         Missing entries are NaN in float ``x``, or False in a boolean mask of x's shape.
+        Labels are classes 0..C-1; -1 marks a datapoint without one (m2 learns from it).
 
         Example:
             >>> ds = Dataset.from_tensors(torch.rand(8, 3), torch.rand(2, 3), torch.zeros(8).long(),
@@ -352,8 +353,9 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
     integers, or floats of any range (the likelihood's own range is checked later,
     by :func:`pyro_vae.data.prepare_data`). Missing entries are NaN in a float ``x``, or
     False in an optional boolean array ``mask`` of x's shape (True = observed; and
-    ``mask_test`` for ``x_test``). Without ``x_test`` a seeded ``test_fraction`` of ``x``
-    becomes the test set. No array is allocated before its header is checked.
+    ``mask_test`` for ``x_test``). Labels are classes 0..C-1; -1 marks a datapoint without
+    one (m2 learns from it). Without ``x_test`` a seeded ``test_fraction`` of ``x`` becomes
+    the test set. No array is allocated before its header is checked.
     """
     path = Path(path)
     arrays = _read_npz(path)

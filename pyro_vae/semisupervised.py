@@ -1,8 +1,11 @@
 """Semi-supervised training and scoring of M2: the labelled subset, the batches, the loss.
 
-**The labelled subset.** :func:`labelled_subset` keeps ``count / num_classes`` training
-labels of each class, drawn by seed; the other training datapoints are unlabelled (their
-labels are replaced by ``UNLABELLED`` = -1, so nothing downstream can use them).
+**The labelled subset.** A training label of ``UNLABELLED`` = -1 marks a datapoint
+given without its class. :func:`labelled_subset` keeps ``count`` of the given labels,
+spread over the classes as evenly as possible (:func:`label_shares`), drawn by seed; every
+other training datapoint is unlabelled (its label is replaced by -1, so nothing downstream
+can use it). ``labels="auto"`` (:func:`parse_labels`) keeps every given label when the
+data hold unlabelled rows, else ``DEFAULT_LABELS``.
 
 **The batches.** As in Kingma et al. (2014), every step takes an unlabelled minibatch of
 ``batch_size`` and a labelled one of ``min(batch_size, count)``; an epoch is one pass over
@@ -31,6 +34,9 @@ Example:
     >>> chosen = labelled_subset(y, 6, num_classes=3, seed=0)
     >>> torch.bincount(y[chosen]).tolist()
     [2, 2, 2]
+    >>> y[:50] = UNLABELLED  # ten rows keep their class: 0, 1 or 2
+    >>> sorted(labelled_subset(y, 10, num_classes=3, seed=0).tolist()) == list(range(50, 60))
+    True
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ from .rng import release_freed_memory
 
 __all__ = [
     "UNLABELLED",
+    "DEFAULT_LABELS",
     "parse_labels",
+    "label_shares",
     "labelled_subset",
     "SemiSupervisedData",
     "semi_supervised",
@@ -79,21 +87,29 @@ __all__ = [
 ]
 
 UNLABELLED = -1
-_UNLABELLED_ORDER, _LABELLED_ORDER, _SUBSET = 1001, 1002, 1003  # keys of the random streams
+DEFAULT_LABELS = 100  # labels kept under "auto" when every training datapoint has one
+_UNLABELLED_ORDER, _LABELLED_ORDER, _SUBSET, _SPREAD = 1001, 1002, 1003, 1004  # stream keys
 
 
-def parse_labels(value: str | int) -> int | None:
-    """A labels setting as a count, or None for ``"all"`` (every label: fully supervised).
+def parse_labels(value: str | int, unlabelled: bool = False) -> int | None:
+    """A labels setting as a count, or None for every given label (``"all"``).
+
+    ``"auto"`` is every given label when the training data hold ``unlabelled`` rows
+    (y = -1), else ``DEFAULT_LABELS``.
 
     Example:
-        >>> parse_labels("100"), parse_labels("all")
-        (100, None)
+        >>> parse_labels("100"), parse_labels("all"), parse_labels("auto")
+        (100, None, 100)
+        >>> parse_labels("auto", unlabelled=True) is None
+        True
     """
     text = str(value).strip().lower()
+    if text == "auto":
+        return None if unlabelled else DEFAULT_LABELS
     if text == "all":
         return None
     if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"labels: expected a positive count or 'all', got {value!r}")
+        raise ConfigError(f"labels: expected a positive count, 'all' or 'auto', got {value!r}")
     return int(text)
 
 
@@ -103,27 +119,60 @@ def _generator(seed: int, *key: int, device: torch.device | str = "cpu") -> torc
     return torch.Generator(device=device).manual_seed(state & (2**63 - 1))
 
 
-def labelled_subset(y: torch.Tensor, count: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Sorted indices of ``count`` datapoints, ``count / num_classes`` of each class, by seed."""
-    if count % num_classes:
-        low = count - count % num_classes
+def label_shares(available: list[int], count: int, seed: int) -> list[int]:
+    """How many of ``count`` labels each class keeps, as evenly as possible: every class
+    ``count // C``, and one more for ``count % C`` classes in a seeded order, skipping
+    those with no datapoint to spare. ``available[c]`` is class c's labelled datapoints.
+
+    Example:
+        >>> label_shares([50, 50, 50], 100, seed=1)
+        [34, 33, 33]
+        >>> label_shares([33, 50, 50], 100, seed=1)  # class 0 has none to spare
+        [33, 34, 33]
+    """
+    classes = len(available)
+    if count < classes:
         raise ConfigError(
-            f"labels: {count} labels do not split evenly over {num_classes} classes; use a "
-            f"multiple of {num_classes} (e.g. {low or num_classes}) or 'all'"
+            f"labels: {count} labels leave some of the {classes} classes without one, so M2 "
+            f"could not learn their names; keep at least {classes} (or --labels all)"
         )
-    if count > len(y):
-        raise ConfigError(f"labels: {count} labels asked for, but there are {len(y)} datapoints")
-    per_class, chosen = count // num_classes, []
+    if count > sum(available):
+        raise ConfigError(
+            f"labels: {count} labels asked for, but the training data have {sum(available)} "
+            "labelled datapoints; ask for fewer, or --labels all to keep every one"
+        )
+    base, extra = divmod(count, classes)
+    short = [c for c in range(classes) if available[c] < base]
+    if short:
+        raise DataError(
+            f"labels: {count} labels need {base} of each class, but class {short[0]} has "
+            f"{available[short[0]]} labelled training datapoints; ask for fewer labels "
+            "(or --labels all)"
+        )
+    order = torch.randperm(classes, generator=_generator(seed, _SPREAD)).tolist()
+    spare = [c for c in order if available[c] > base]
+    if len(spare) < extra:
+        raise DataError(
+            f"labels: {count} labels need {base + 1} of {extra} classes, but only "
+            f"{len(spare)} classes have more than {base} labelled training datapoints; ask "
+            "for fewer labels (or --labels all)"
+        )
+    shares = [base] * classes
+    for c in spare[:extra]:
+        shares[c] += 1
+    return shares
+
+
+def labelled_subset(y: torch.Tensor, count: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``count`` datapoints with a label (y >= 0), spread over the
+    classes by :func:`label_shares`, drawn by seed."""
     y = y.cpu()
-    for label in range(num_classes):
-        members = (y == label).nonzero().flatten()
-        if len(members) < per_class:
-            raise DataError(
-                f"labels: {count} labels need {per_class} of each class, but class {label} has "
-                f"{len(members)} training datapoints; ask for fewer labels"
-            )
-        order = torch.randperm(len(members), generator=_generator(seed, _SUBSET, label))
-        chosen.append(members[order[:per_class]])
+    members = [(y == label).nonzero().flatten() for label in range(num_classes)]
+    shares = label_shares([len(m) for m in members], count, seed)
+    chosen = []
+    for label, (share, rows) in enumerate(zip(shares, members, strict=True)):
+        order = torch.randperm(len(rows), generator=_generator(seed, _SUBSET, label))
+        chosen.append(rows[order[:share]])
     return torch.cat(chosen).sort().values
 
 
@@ -199,26 +248,29 @@ class SemiSupervisedData(TrainingData):
 def semi_supervised(
     data: TrainingData, labels: int | None, seed: int, num_classes: int | None = None
 ) -> SemiSupervisedData:
-    """``data`` with ``labels`` training labels kept (balanced, by ``seed``; None: all)."""
-    if data.y_train is None or data.y_test is None:
+    """``data`` with ``labels`` of its given training labels kept (spread over the classes,
+    by ``seed``; None: every one); the rest, and rows given as -1, are unlabelled. A test
+    split without labels counts as unlabelled (scored without accuracy)."""
+    if data.y_train is None:
         raise DataError(
             f"M2 learns from labels but {data.name} has none; use a dataset with labels "
-            "(mnist5k, mnist, fashion-mnist, or an .npz with y)"
+            "(mnist5k, mnist, fashion-mnist, or an .npz with y, -1 for unlabelled rows)"
         )
     y = data.y_train.long()
     num_classes = num_classes or int(y.max()) + 1
     if labels is None:
-        chosen = torch.arange(len(y))
+        keep = (y != UNLABELLED).cpu()
     else:
-        chosen = labelled_subset(y, labels, num_classes, seed)
-    keep = torch.zeros(len(y), dtype=torch.bool)
-    keep[chosen] = True
-    masked = torch.where(keep, y, torch.full_like(y, UNLABELLED))
+        keep = torch.zeros(len(y), dtype=torch.bool)
+        keep[labelled_subset(y, labels, num_classes, seed)] = True
+    masked = torch.where(keep.to(y.device), y, torch.full_like(y, UNLABELLED))
     values = {f.name: getattr(data, f.name) for f in fields(TrainingData)}
     values["y_train"] = masked
+    if data.y_test is None:
+        values["y_test"] = torch.full((len(data.test),), UNLABELLED, device=data.test.device)
     return SemiSupervisedData(
         **values,
-        labelled=chosen.to(data.device),
+        labelled=keep.nonzero().flatten().to(data.device),
         unlabelled=(~keep).nonzero().flatten().to(data.device),
         num_classes=num_classes,
     )
@@ -351,8 +403,12 @@ def training_loss(
 def classifier_scores(
     model: M2, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
 ) -> tuple[float, list[list[int]]]:
-    """Accuracy of q(y|x)'s most probable label, and the confusion matrix (rows: true label,
-    columns: predicted)."""
+    """Accuracy of q(y|x)'s most probable label on the labelled rows (y = -1 rows are
+    left out), and the confusion matrix (rows: true label, columns: predicted)."""
+    known = y != UNLABELLED
+    x, y = x[known], y[known]
+    if not len(y):
+        raise DataError("no labelled datapoint to score the classifier on (every y is -1)")
     c = model.num_classes
     predicted = torch.cat([model.classify(chunk) for chunk in x.split(batch_size)])
     counts = torch.bincount(y.long() * c + predicted, minlength=c * c).view(c, c)
@@ -393,7 +449,8 @@ def evaluate_m2(
     y: torch.Tensor | None = None,
     progress: Callable[[int], Any] | None = None,
 ) -> Evaluation:
-    """Score an M2 on ``x`` with the label summed out; with ``y``, its classifier too.
+    """Score an M2 on ``x`` with the label summed out; with ``y``, its classifier too, on
+    the rows whose label is given (y = -1 rows count for log p(x) alone).
 
     log p(x) is estimated with ``k`` particles, each holding one draw z ~ q(z|x,y) for
     every label: log (1/k) sum_k sum_y p(x, y, z_{y,k}) / q(z_{y,k}|x,y) (k C decoded
@@ -437,8 +494,9 @@ def evaluate_m2(
         sums.add("log_lik", log_lik / k)
         if y is not None:
             truth = y[start : start + points].long()
-            predicted = model.classify(chunk)
-            cells = torch.bincount(truth * classes + predicted, minlength=classes**2)
+            known = truth != UNLABELLED
+            predicted = model.classify(chunk[known])
+            cells = torch.bincount(truth[known] * classes + predicted, minlength=classes**2)
             confusion += cells.view(classes, classes).double()
         if index // shard.world_size % 16 == 15:
             release_freed_memory()
@@ -460,6 +518,8 @@ def _summary(
 ) -> Evaluation:
     n = len(x)
     counts = None if confusion is None else confusion.round().long()
+    if counts is not None and not counts.sum():  # no labelled row: no accuracy to report
+        counts = None
     reconstruction, elbo = sums.mean("log_lik", n), sums.mean("elbo", n)
     return Evaluation(
         **sums.importance_fields(model, x, k, seed, log_px),
@@ -471,6 +531,6 @@ def _summary(
         active_units=None,
         latent_dim=int(model.prior().event_shape[0]),
         posterior_mean_variance=None,
-        accuracy=None if counts is None else float(counts.diagonal().sum()) / n,
+        accuracy=None if counts is None else int(counts.diagonal().sum()) / int(counts.sum()),
         confusion=None if counts is None else counts.tolist(),
     )

@@ -109,9 +109,10 @@ class Config:
         choices=("auto", "dynamic", "static", "none"),
     )
     labels: str = _option(
-        "100",
-        "m2: training labels kept, a count (the same number of each class, drawn by seed) "
-        "or all; the other training datapoints are unlabelled",
+        "auto",
+        "m2: training labels kept, of those given (y = -1 marks an unlabelled datapoint): a "
+        "count (spread evenly over the classes, drawn by seed), all, or auto (all when some "
+        "training datapoints are unlabelled, else 100); the rest are unlabelled",
         "data",
         check=lambda v: _check_labels(v),
     )

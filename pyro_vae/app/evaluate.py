@@ -33,7 +33,9 @@ from ..datasets import Dataset
 from ..errors import ConfigError, DataError
 from ..estimators import Evaluation, evaluate_vae
 from ..families.cvae import CVAE
+from ..families.m2 import standard_m2
 from ..missing import allow_missing
+from ..semisupervised import UNLABELLED
 from .atomic import check_output_path
 from .config import Config
 from .distributed import init_distributed
@@ -86,7 +88,8 @@ def evaluate(
     read; the result's ``path`` says where the scores went. Launched by torchrun, the ranks
     share the datapoints and rank 0 writes the file; the numbers are those of one process.
     Labels reach a model that takes ``y``; an M2 is scored with its label summed out, and its
-    classifier's accuracy and confusion matrix (``plots/confusion.png``, or
+    classifier's accuracy on the labelled rows (y = -1 rows count for log p(x) alone) and
+    confusion matrix (``plots/confusion.png``, or
     ``NAME-confusion.png`` beside ``out``; the result's ``confusion_path``) are added.
     ``log`` receives a note when the folder's config.toml disagrees with the checkpoint;
     ``progress`` shows a bar over the datapoints (this rank's share under torchrun).
@@ -142,8 +145,9 @@ def evaluate(
     takes_labels = convention_of(run.model).takes_labels
     y = y.to(torch_device) if takes_labels and y is not None else None
     num_classes = getattr(run.model, "num_classes", None)
-    if y is not None and isinstance(num_classes, int):
-        check_labels_fit(y, num_classes, dataset.name)
+    if y is not None and isinstance(num_classes, int):  # m2 scores y = -1 rows without accuracy
+        model_name, unlabelled = type(run.model).__name__, standard_m2(run.model) is not None
+        check_labels_fit(y, num_classes, dataset.name, model_name, unlabelled)
     if y is None and isinstance(run.model, CVAE):
         raise DataError(
             f"{dataset.name} has no labels y, but the run's cvae scores log p(x|y) given them; "
@@ -156,6 +160,8 @@ def evaluate(
             run.model, x, k, seed=seed, shard=ctx.shard(), y=y, progress=bar.update
         )
     result.data = f"{dataset.name}, {split}, {len(x)} datapoints"
+    if result.accuracy is not None and (given := int((y != UNLABELLED).sum())) < len(x):
+        result.data += f", {given} of them labelled (the accuracy's)"
     if prepared.missing:
         result.missing_fraction = float(torch.isnan(x).float().mean())
         result.data += f", {100 * result.missing_fraction:.1f}% of entries missing"

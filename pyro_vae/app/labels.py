@@ -1,13 +1,16 @@
 """Checks of the labels y that the families taking labels (cvae, m2) learn from or score.
 
-A class is a number 0..C-1, and a conditional model learns one per number: a label that
-is negative, or a class no training datapoint has, cannot be learned, so both are refused
+A class is a number 0..C-1, and a conditional model learns one per number; y = -1 marks
+a datapoint given without its class, which only a model that learns classes
+semi-supervised (m2) can use. Any other negative label, -1 for a model that needs every
+class, or a class no labelled training datapoint has, cannot be learned: each is refused
 in one line before training instead of failing (or being quietly wasted) later.
 
 Example:
     >>> import torch
-    >>> check_training_classes(torch.tensor([0, 1, 1]), torch.tensor([1, 0]), "d.npz")
-    >>> check_training_classes(torch.tensor([0, 5, 9]), None, "d.npz")
+    >>> check_training_classes(torch.tensor([0, 1, 1]), torch.tensor([1, 0]), "d.npz", "cvae")
+    >>> check_training_classes(torch.tensor([0, -1, 1]), None, "d.npz", "m2", unlabelled=True)
+    >>> check_training_classes(torch.tensor([0, 5, 9]), None, "d.npz", "cvae")
     Traceback (most recent call last):
     ...
     pyro_vae.errors.DataError: d.npz: the labels y take 3 values (0, 5, 9) but run to 9: ...
@@ -18,25 +21,37 @@ from __future__ import annotations
 import torch
 
 from ..errors import DataError
+from ..semisupervised import UNLABELLED
 
 __all__ = ["check_training_classes", "check_labels_fit"]
 
 RENUMBER = "renumber them 0..C-1, e.g. y = np.unique(y, return_inverse=True)[1]"
 
 
-def check_training_classes(y_train: torch.Tensor, y_test: torch.Tensor | None, name: str) -> None:
-    """Every label is a class number 0..C-1 (C - 1 the largest of either split) that some
-    training datapoint has; DataError naming the labels otherwise."""
-    labels = [y for y in (y_train, y_test) if y is not None and len(y)]
-    low = min(int(y.min()) for y in labels)
-    if low < 0:
+def check_training_classes(
+    y_train: torch.Tensor,
+    y_test: torch.Tensor | None,
+    name: str,
+    model: str,
+    unlabelled: bool = False,
+    keep_unused: bool = False,
+) -> None:
+    """Every given label is a class number 0..C-1 (C - 1 the largest of either split) that
+    some training datapoint has; with ``unlabelled`` (``model`` learns from unlabelled
+    data) -1 marks a datapoint without one. ``keep_unused``: classes without a training
+    datapoint are asked for (--num-classes). DataError naming the labels otherwise."""
+    splits = [y for y in (y_train, y_test) if y is not None and len(y)]
+    for y in splits:
+        _check_values(y, name, model, unlabelled)
+    given = [y[y != UNLABELLED] for y in splits]
+    trained = torch.unique(given[0])
+    if not len(trained):
         raise DataError(
-            f"{name}: the labels y include {low}; classes are numbers 0..C-1 (give every "
-            f"datapoint its class; m2's --labels chooses which keep theirs): {RENUMBER}"
+            f"{name}: every training label is -1 (unlabelled), but {model} learns its classes "
+            "from labelled datapoints; give at least one datapoint of each class its label"
         )
-    trained = torch.unique(y_train)
-    classes = max(int(y.max()) for y in labels) + 1
-    if len(trained) == classes:
+    classes = max(int(y.max()) for y in given if len(y)) + 1
+    if len(trained) == classes or keep_unused:
         return
     absent = sorted(set(range(classes)) - set(trained.tolist()))
     shown = ", ".join(map(str, trained.tolist()[:10])) + (", ..." if len(trained) > 10 else "")
@@ -44,14 +59,39 @@ def check_training_classes(y_train: torch.Tensor, y_test: torch.Tensor | None, n
     raise DataError(
         f"{name}: the labels y take {len(trained)} values ({shown}) but run to {classes - 1}: "
         f"a conditional model learns a class for every number 0..{classes - 1}, and "
-        f"{len(absent)} of them ({listed}) have no training datapoint; {RENUMBER} (or set "
-        "--num-classes to keep unused classes on purpose)"
+        f"{len(absent)} of them ({listed}) have no labelled training datapoint; {RENUMBER} "
+        "(or set --num-classes to keep unused classes on purpose)"
     )
 
 
-def check_labels_fit(y: torch.Tensor, num_classes: int, name: str) -> None:
-    """Labels to score lie in the model's classes 0..num_classes-1; DataError otherwise."""
-    low, high = int(y.min()), int(y.max())
+def _check_values(y: torch.Tensor, name: str, model: str, unlabelled: bool) -> None:
+    """DataError for a label below -1, or -1 where ``model`` needs every class."""
+    low = int(y.min())
+    if low < UNLABELLED:
+        raise DataError(
+            f"{name}: the labels y include {low}; classes are numbers 0..C-1 and -1 marks an "
+            f"unlabelled datapoint (for m2): {RENUMBER}"
+        )
+    if low == UNLABELLED and not unlabelled:
+        count = int((y == UNLABELLED).sum())
+        raise DataError(
+            f"{name}: the labels y include -1 (an unlabelled datapoint) in {count} rows, but "
+            f"{model} needs every datapoint's class; drop those rows, or learn from them with "
+            "--model m2 (semi-supervised)"
+        )
+
+
+def check_labels_fit(
+    y: torch.Tensor, num_classes: int, name: str, model: str, unlabelled: bool = False
+) -> None:
+    """Labels to score lie in the model's classes 0..num_classes-1 (or are -1, unlabelled,
+    for a model that scores without them: ``unlabelled``); DataError otherwise."""
+    given = y[y != UNLABELLED] if unlabelled else y
+    if not len(given):
+        return
+    low, high = int(given.min()), int(given.max())
+    if low == UNLABELLED:
+        _check_values(given, name, model, unlabelled=False)  # names the fix
     if low < 0 or high >= num_classes:
         raise DataError(
             f"{name}: the labels y run from {low} to {high}, but the run's model has "

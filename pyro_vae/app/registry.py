@@ -113,7 +113,8 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "m2": ModelSpec(
         "semi-supervised M2 (Kingma et al. 2014): p(y) p(z) p(x|y,z) with a classifier q(y|x); "
-        "--labels of the training labels are kept, y is summed exactly for the rest",
+        "--labels of the given training labels are kept (y = -1: unlabelled), y is summed "
+        "exactly for the rest",
         ("latent_dim", "hidden", "labels", "aux_loss"),
     ),
 }

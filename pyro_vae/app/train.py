@@ -36,7 +36,7 @@ from ..datasets import Dataset
 from ..errors import ConfigError, PyroVAEError, RunFolderError
 from ..families.m2 import M2
 from ..missing import allow_missing
-from ..semisupervised import SemiSupervisedData, parse_labels, semi_supervised
+from ..semisupervised import UNLABELLED, SemiSupervisedData, parse_labels, semi_supervised
 from .build import build_model
 from .config import Config
 from .distributed import (
@@ -186,6 +186,17 @@ def _learns_classes(cfg: Config, model: nn.Module | None) -> bool:
     return isinstance(model, M2) or convention_of(model).takes_labels
 
 
+def _learns_unlabelled(cfg: Config, model: nn.Module | None) -> bool:
+    """Whether the model learns classes semi-supervised (m2): y = -1 marks an unlabelled
+    training datapoint."""
+    return cfg.model == "m2" if model is None else isinstance(model, M2)
+
+
+def _model_name(cfg: Config, model: nn.Module | None) -> str:
+    """The model in messages: the config's name, or the class of a model passed in."""
+    return cfg.model if model is None else type(model).__name__
+
+
 def _num_classes(dataset: Dataset) -> int | None:
     """Classes of the labels of both splits (a test label the training split lacks still
     needs its class); None without training labels."""
@@ -292,8 +303,11 @@ def _train(
             say(data_note)
     seed_everything(cfg.seed)
     given = model is not None
-    if _learns_classes(cfg, model) and dataset.y_train is not None and not cfg.num_classes:
-        check_training_classes(dataset.y_train, dataset.y_test, dataset.name)
+    if _learns_classes(cfg, model) and dataset.y_train is not None:
+        check_training_classes(
+            dataset.y_train, dataset.y_test, dataset.name, _model_name(cfg, model),
+            unlabelled=_learns_unlabelled(cfg, model), keep_unused=bool(cfg.num_classes),
+        )  # fmt: skip
     if model is None:
         model = build_model(cfg, dataset.data_shape, _num_classes(dataset))
     model = model.to(device)
@@ -312,8 +326,9 @@ def _train(
         say(_missing_note(prepared.train))
     if scale_note := _scale_note(prepared.train, data_support(model)):
         say(scale_note)
-    if isinstance(model, M2):  # a balanced, seeded subset keeps its labels
-        labels = parse_labels(cfg.labels)
+    if isinstance(model, M2):  # the given labels, or a seeded subset spread over the classes
+        unlabelled = bool((prepared.y_train == UNLABELLED).any())
+        labels = parse_labels(cfg.labels, unlabelled)
         prepared = semi_supervised(prepared, labels, cfg.seed, model.num_classes)
     if cfg.batch_size > prepared.num_train:
         raise ConfigError(
@@ -330,6 +345,7 @@ def _train(
     }
     if isinstance(prepared, SemiSupervisedData):
         info["num_labelled"] = prepared.num_labelled
+        info["num_unlabelled"] = prepared.num_unlabelled
     if state is not None:
         check_model(run, recorded, info)
         note = trainer.load_state_dict(state, str(run.checkpoint_path))

@@ -128,6 +128,9 @@ class Trainer:
         self.ctx = ctx or DistContext()
         self.takes_labels = convention_of(model).takes_labels
         self.y_train, self.y_test = self._labels()
+        self.scores_classifier = (  # M2's test accuracy, on the test rows with a label
+            isinstance(model, M2) and self.y_test is not None and bool((self.y_test >= 0).any())
+        )
         objective = objective if objective is not None else build_objective(cfg.objective)
         self.loss_module = training_loss(  # M2's semi-supervised steps take their own loss
             objective, model, data, cfg.batch_size, cfg.aux_loss, self.ctx.world_size
@@ -286,7 +289,7 @@ class Trainer:
         }
         if units_of(self.model)[0] == "8-bit":
             row["test_bits_per_dim"] = bits_per_dim(row["test_elbo"], self.data.data_shape)
-        if isinstance(self.model, M2) and self.y_test is not None:
+        if self.scores_classifier:
             row["test_accuracy"] = classifier_scores(self.model, self.data.test, self.y_test)[0]
         self.history.append(row)
         pos.epoch, pos.step, pos.seconds = pos.epoch + 1, 0, 0.0
