@@ -56,11 +56,18 @@ def check_training_classes(
     absent = sorted(set(range(classes)) - set(trained.tolist()))
     shown = ", ".join(map(str, trained.tolist()[:10])) + (", ..." if len(trained) > 10 else "")
     listed = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+    tested = set(given[1].tolist()) if len(given) > 1 else set()
+    test_only = [c for c in absent if c in tested]
+    where = (
+        f" ({', '.join(map(str, test_only[:5]))} only in the test labels y_test)"
+        if test_only
+        else ""
+    )
     raise DataError(
         f"{name}: the labels y take {len(trained)} values ({shown}) but run to {classes - 1}: "
         f"a conditional model learns a class for every number 0..{classes - 1}, and "
-        f"{len(absent)} of them ({listed}) have no labelled training datapoint; {RENUMBER} "
-        "(or set --num-classes to keep unused classes on purpose)"
+        f"{len(absent)} of them ({listed}) have no labelled training datapoint{where}; "
+        f"{RENUMBER} (or set --num-classes to keep unused classes on purpose)"
     )
 
 
