@@ -231,6 +231,12 @@ class Evaluation:
 
     def table(self) -> str:
         """The scores as a small aligned table."""
+        rows = self.rows()
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The rows of :meth:`table`: (name, value in words)."""
         u = self.units
         plain = u.split(" (")[0]  # a KL or a gap is a difference: nats, never a "density"
         px, elbo = ("log p(x|y)", "conditional ELBO") if self.conditional else ("log p(x)", "ELBO")
@@ -278,8 +284,7 @@ class Evaluation:
             rows.append(("KL per dim", self.kl_per_dim_note))
         if self.scale == "continuous":
             rows.append(("note", "log-densities: may be positive, never ranked against masses"))
-        width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+        return rows
 
 
 def _factorized(d: Distribution) -> bool:

@@ -51,11 +51,17 @@ __all__ = [
     "DiscretizedLogisticLikelihood",
     "CategoricalLikelihood",
     "bits_per_dim",
+    "scale_from_data",
 ]
 
 SCALE_MODES = ("fixed", "learned", "per-pixel")
 MIN_PIXEL_SCALE = 1e-3  # keeps densities finite on constant pixels (MNIST's empty corners)
 LEVELS = 256
+DEFAULT_SCALE = 0.1  # where a scale starts unless told: suits pixels in [0, 1], not other data
+# A scale started from data lies in [MIN_START, MAX_START]; a per-pixel one is at least
+# PIXEL_FLOOR times the overall spread (a pixel constant in the training data, such as
+# MNIST's corners, would otherwise start with a near-infinite density and gradient).
+MIN_START, MAX_START, PIXEL_FLOOR = 10 * MIN_PIXEL_SCALE, 1e6, 0.1
 
 
 def bits_per_dim(log_prob: float, data_shape: tuple[int, ...]) -> float:
@@ -68,13 +74,47 @@ def bits_per_dim(log_prob: float, data_shape: tuple[int, ...]) -> float:
     return -log_prob / (math.prod(data_shape) * math.log(2))
 
 
+def scale_from_data(x: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
+    """Where a likelihood's scale should start on training data ``x`` (``[N, *data_shape]``):
+    the standard deviation of its observed entries (NaN = missing, ignored).
+
+    One number over all entries (a 0-d tensor), or with ``per_pixel`` one per pixel (a
+    ``data_shape`` tensor; a pixel never observed takes the overall value). The overall
+    value is clamped into [0.01, 1e6], each pixel's to at least 0.1 times it.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 10.0], [2.0, float("nan")], [4.0, 30.0]])
+        >>> scale_from_data(x, per_pixel=True)
+        tensor([ 1.6330, 10.0000])
+        >>> lik = GaussianLikelihood((2,), scale_value=scale_from_data(x))
+    """
+    values = x.detach().float()
+    observed = values[~torch.isnan(values)]
+    overall = observed.std(correction=0) if observed.numel() else values.new_tensor(1.0)
+    overall = overall.nan_to_num(MIN_START, MAX_START, MAX_START).clamp(MIN_START, MAX_START)
+    if not per_pixel:
+        return overall
+    mean = values.nanmean(0, keepdim=True)
+    spread = (values - mean).square().nanmean(0).sqrt()
+    spread = spread.nan_to_num(float(overall), MAX_START, MAX_START)
+    return spread.clamp(PIXEL_FLOOR * float(overall), MAX_START)
+
+
 def _positive(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + MIN_PIXEL_SCALE
 
 
 def _unpositive(value: float) -> float:
-    """The raw value whose :func:`_positive` is ``value``."""
-    return math.log(math.expm1(value - MIN_PIXEL_SCALE))
+    """The raw value whose :func:`_positive` is ``value`` (for any value softplus can reach)."""
+    y = value - MIN_PIXEL_SCALE
+    return math.log(math.expm1(y)) if y < 30 else y + math.log(-math.expm1(-y))
+
+
+def _unpositive_tensor(value: torch.Tensor) -> torch.Tensor:
+    """:func:`_unpositive` of every entry (float64 arithmetic, float32 result)."""
+    y = value.double() - MIN_PIXEL_SCALE
+    small = y.clamp(max=30)
+    return torch.where(y < 30, small.expm1().log(), y + (-y).expm1().neg().log()).float()
 
 
 class BernoulliLikelihood(Likelihood):
@@ -110,27 +150,61 @@ class ContinuousBernoulliLikelihood(Likelihood):
 class LocationScaleLikelihood(Likelihood):
     """Decoder gives the location; the scale is fixed, one learned scalar, or learned per pixel.
 
-    ``scale_value`` is the fixed scale, or where a learned one starts.
+    ``scale_value`` is the fixed scale, or where a learned one starts: a number, or a
+    tensor (0-d; or, per pixel, of ``data_shape``, as :func:`scale_from_data` gives).
+    The default, 0.1, suits pixels in [0, 1]; ``pyro-vae train`` starts the scale from the
+    training data's spread unless ``likelihood_scale_value`` is set; from Python do the
+    same with ``scale_value=scale_from_data(x_train, per_pixel=...)``.
     """
 
     support = "real"
     family: ClassVar[Callable[..., dist.TorchDistribution]]
 
     def __init__(
-        self, data_shape: tuple[int, ...], scale_mode: str = "learned", scale_value: float = 0.1
+        self,
+        data_shape: tuple[int, ...],
+        scale_mode: str = "learned",
+        scale_value: float | torch.Tensor = DEFAULT_SCALE,
     ):
         super().__init__(data_shape)
         if scale_mode not in SCALE_MODES:
             raise ValueError(f"unknown scale mode {scale_mode!r}; expected one of {SCALE_MODES}")
-        if not scale_value > MIN_PIXEL_SCALE:
-            raise ValueError(f"the scale must exceed {MIN_PIXEL_SCALE}, got {scale_value}")
         self.scale_mode = scale_mode
         shape = self.data_shape if scale_mode == "per-pixel" else ()
-        raw = torch.full(shape, _unpositive(scale_value))
+        raw = torch.zeros(shape)
         if scale_mode == "fixed":
             self.register_buffer("raw_scale", raw, persistent=False)
         else:
             self.raw_scale = nn.Parameter(raw)
+        self.set_scale(scale_value)
+
+    @torch.no_grad()
+    def set_scale(self, value: float | torch.Tensor) -> None:
+        """Set the scale (a fixed one, or where a learned one is now) to ``value``: a number,
+        or a tensor that broadcasts to the scale's shape (``()``, or ``data_shape`` per pixel).
+
+        Example:
+            >>> lik = GaussianLikelihood((2,), scale_mode="per-pixel")
+            >>> lik.set_scale(torch.tensor([0.5, 2.0]))
+            >>> lik.pixel_scale.detach()
+            tensor([0.5000, 2.0000])
+        """
+        shape = self.raw_scale.shape
+        if torch.is_tensor(value):
+            value = value.detach().to("cpu", torch.float64)
+            if torch.broadcast_shapes(value.shape, shape) != shape:
+                raise ValueError(
+                    f"a scale of shape {tuple(value.shape)} does not fit the {self.scale_mode} "
+                    f"scale's shape {tuple(shape)}"
+                )
+            if not bool((value > MIN_PIXEL_SCALE).all() & torch.isfinite(value).all()):
+                raise ValueError(f"the scale must be finite and exceed {MIN_PIXEL_SCALE}")
+            raw = _unpositive_tensor(value).expand(shape)
+        else:
+            if not MIN_PIXEL_SCALE < value < math.inf:
+                raise ValueError(f"the scale must exceed {MIN_PIXEL_SCALE}, got {value}")
+            raw = torch.full(shape, _unpositive(value))
+        self.raw_scale.copy_(raw)
 
     @property
     def pixel_scale(self) -> torch.Tensor:
@@ -145,6 +219,11 @@ class LocationScaleLikelihood(Likelihood):
 class GaussianLikelihood(LocationScaleLikelihood):
     """Normal pixels: mean from the decoder, scale fixed, learned, or learned per pixel.
 
+    The scale starts at ``scale_value``, by default 0.1 (pixels in [0, 1]); ``pyro-vae
+    train`` starts it at the training data's standard deviation instead (per pixel for a
+    per-pixel scale) unless ``likelihood_scale_value`` is set. From Python, for data of
+    another scale: ``GaussianLikelihood((10,), scale_value=scale_from_data(x_train))``.
+
     Example:
         >>> lik = GaussianLikelihood((1, 2, 2), scale_mode="per-pixel", scale_value=0.5)
         >>> lik.pixel_scale.shape, lik(torch.zeros(3, 4)).mean.shape
@@ -156,6 +235,9 @@ class GaussianLikelihood(LocationScaleLikelihood):
 
 class LaplaceLikelihood(LocationScaleLikelihood):
     """Laplace pixels: location from the decoder, scale fixed, learned, or learned per pixel.
+
+    The scale starts as :class:`GaussianLikelihood`'s does (``scale_value``, default 0.1;
+    ``pyro-vae train`` starts it from the data's standard deviation unless told).
 
     Example:
         >>> lik = LaplaceLikelihood((1, 2, 2), scale_mode="fixed", scale_value=0.5)

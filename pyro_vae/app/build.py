@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from ..convention import convention_of
 from ..data import data_max
 from ..errors import ConfigError, DataError, ModelError
 from ..families.cvae import CVAE, ConditionalNormalPrior, LabelledDecoder, LabelledEncoder
+from ..likelihoods import LocationScaleLikelihood, scale_from_data
 from ..missing import MissingInput
 from ..networks import input_transform, with_input_transform
 from ..parts import likelihood_contract
@@ -43,6 +45,7 @@ __all__ = [
     "build_guide",
     "build_decoder",
     "build_prior",
+    "start_scale_from_data",
 ]
 
 
@@ -179,6 +182,31 @@ def build_likelihood(cfg: Config, data_shape: tuple[int, ...]) -> nn.Module:
         standard = {"data_shape": tuple(data_shape)}
         return call_with_accepted(cls, "likelihood", standard, cfg.likelihood_args)
     return LIKELIHOODS[cfg.likelihood].build(cfg, data_shape)
+
+
+def start_scale_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Config:
+    """Start the scale of the built-in gaussian or laplace likelihood of ``model`` (built
+    from ``cfg``) from the training data ``x`` when ``cfg.likelihood_scale_value`` is 0:
+    the standard deviation of the observed entries, per pixel for a per-pixel scale (see
+    :func:`~pyro_vae.likelihoods.scale_from_data`). Returns ``cfg``, with a fixed scale's
+    value filled in: a checkpoint holds learned scales but not a fixed one, which the
+    run's config must therefore name to rebuild the model.
+
+    A config with a value (an old run's 0.1 included) keeps it; so do models given by
+    import path, whose parts are their own.
+    """
+    if cfg.likelihood_scale_value or is_import_path(cfg.model) or is_import_path(cfg.likelihood):
+        return cfg
+    if "likelihood_scale_value" not in LIKELIHOODS[cfg.likelihood].options:
+        return cfg
+    value: float | torch.Tensor = scale_from_data(x, per_pixel=cfg.likelihood_scale == "per-pixel")
+    if cfg.likelihood_scale == "fixed":
+        value = float(value)
+        cfg = cfg.replace(likelihood_scale_value=value)
+    for part in model.modules():
+        if isinstance(part, LocationScaleLikelihood):
+            part.set_scale(value)
+    return cfg
 
 
 def build_encoder(cfg: Config, data_shape: tuple[int, ...], support: str = "real") -> nn.Module:

@@ -552,6 +552,9 @@ def _check_same_config(run: RunFolder, cfg: Config) -> None:
     existing = run.read_config().to_dict()
     wanted = cfg.to_dict()
     requested = run.read_info().get("dataset_requested", existing["dataset"])
+    if wanted["likelihood_scale"] == "fixed" and not wanted["likelihood_scale_value"]:
+        # training took the fixed scale from the data and recorded it (start_scale_from_data)
+        wanted["likelihood_scale_value"] = existing.get("likelihood_scale_value")
     different = sorted(
         f"{key}: {existing[key]!r} there, {wanted[key]!r} now"
         for key in wanted

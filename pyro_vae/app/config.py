@@ -234,11 +234,13 @@ class Config:
         choices=("fixed", "learned", "per-pixel"),
     )
     likelihood_scale_value: float = _option(
-        0.1,
-        "gaussian/laplace scale if fixed, else where the learned scale starts",
+        0.0,
+        "gaussian/laplace scale if fixed, else where the learned scale starts; 0: the "
+        "standard deviation of the training data (per pixel with per-pixel; a run's "
+        "config.toml records a fixed one's value)",
         "model",
-        minimum=0.001,
-        exclusive_minimum=True,
+        minimum=0.0,
+        check=lambda v: _check_scale_value(v),
     )
     guide_flow_depth: int = _option(
         2, "inverse autoregressive flow steps of the iaf guide", "model", minimum=1, maximum=64
@@ -636,6 +638,13 @@ def _check_conditional(model: str, prior: str, conditional_prior: bool) -> None:
         raise ConfigError(
             "prior: vamp mixes the encoder's q(z|u) at pseudo-inputs, which a cvae's encoder "
             "cannot give without a label; use another prior or conditional_prior = true"
+        )
+
+
+def _check_scale_value(value: float) -> None:
+    if 0 < value <= 0.001:  # a scale keeps at least 0.001 (see pyro_vae.likelihoods)
+        raise ConfigError(
+            f"likelihood_scale_value: must be > 0.001 (or 0: from the training data), got {value!r}"
         )
 
 

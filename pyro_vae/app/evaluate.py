@@ -5,6 +5,9 @@ or another dataset of the same shape), scores it with the core's
 :func:`pyro_vae.estimators.evaluate_vae` (sharded over ranks under torchrun) and writes
 the results. Scores that came out NaN or infinite are named in eval.json's
 ``not_finite`` (a list, empty when all is well) and ``warning``, and logged as a warning.
+For a density over real values, eval.json also holds ``baseline_log_px``, what independent
+Gaussians fitted to each feature of the training split score on the same entries (see
+:mod:`pyro_vae.baseline`); a log p(x) more than a nat per datapoint below it is warned about.
 
 Example::
 
@@ -39,7 +42,12 @@ from ..semisupervised import UNLABELLED
 from .atomic import check_output_path
 from .config import Config
 from .distributed import init_distributed
-from .faults import non_finite_warning
+from .faults import (
+    BASELINE_DESCRIPTION,
+    baseline_log_px,
+    below_baseline_warning,
+    non_finite_warning,
+)
 from .labels import check_labels_fit
 from .load import load_run
 from .m2 import plot_confusion
@@ -52,15 +60,24 @@ __all__ = ["evaluate", "default_name", "RunEvaluation"]
 class RunEvaluation(Evaluation):
     """The scores, with the files :func:`evaluate` wrote: ``path`` (the scores' JSON) and
     ``confusion_path`` (an M2's confusion matrix); None where nothing was written (the
-    ranks other than 0 under torchrun, a run without a classifier)."""
+    ranks other than 0 under torchrun, a run without a classifier). ``baseline_log_px``:
+    the real-valued baseline's log-density on the same data (None for other likelihoods)."""
 
     path: Path | None = None
     confusion_path: Path | None = None
+    baseline_log_px: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         values = super().to_dict()
         del values["path"], values["confusion_path"]
         return values
+
+    def rows(self) -> list[tuple[str, str]]:
+        rows = super().rows()
+        if self.baseline_log_px is not None:
+            value = f"{self.baseline_log_px:.2f} {self.units}  (independent Gaussians per feature)"
+            rows.insert(3, ("baseline log p(x)", value))
+        return rows
 
 
 def evaluate(
@@ -177,18 +194,24 @@ def evaluate(
         "trained_epochs": position["epoch"],  # which weights were scored: a resumed run
         "trained_steps": position["global_step"],  # that trains on makes these stale
     }
+    baseline = baseline_log_px(run.model, prepared, x)
     done = RunEvaluation(**{f.name: getattr(result, f.name) for f in fields(result)})
+    done.baseline_log_px = baseline
     if ctx.is_main:
         scores = result.to_dict()
         not_finite = not_finite_scores(scores)
         warning = (
-            non_finite_warning([_shown(n, scores[n]) for n in not_finite]) if not_finite else ""
+            non_finite_warning([_shown(n, scores[n]) for n in not_finite])
+            if not_finite
+            else below_baseline_warning("log p(x)", result.log_px, baseline)
         )
         if warning and log is not None:
             log(warning)
         elif warning:
             warnings.warn(warning.removeprefix("warning: "), RuntimeWarning, stacklevel=2)
         checks = {"not_finite": not_finite, "warning": warning.removeprefix("warning: ")}
+        if baseline is not None:
+            checks |= {"baseline_log_px": baseline, "baseline": BASELINE_DESCRIPTION}
         run.folder.write_json(path, {**info, **scores, **checks})
         done.path = path
         if result.confusion is not None:  # a classifier's (M2's) test labels against its own

@@ -39,6 +39,7 @@ from ..datasets import (
 from ..errors import ConfigError, DataError
 from ..guides import IAFGuide, NormalGuide
 from ..likelihoods import (
+    DEFAULT_SCALE,
     BernoulliLikelihood,
     BetaLikelihood,
     CategoricalLikelihood,
@@ -47,6 +48,7 @@ from ..likelihoods import (
     GaussianLikelihood,
     LaplaceLikelihood,
     Likelihood,
+    LocationScaleLikelihood,
 )
 from ..networks import ACTIVATIONS, conv_decoder, conv_encoder, mlp_decoder, mlp_encoder
 from ..objectives.analytic_kl import AnalyticKL_ELBO
@@ -192,6 +194,19 @@ class LikelihoodSpec:
 
 _SCALE_OPTIONS = ("likelihood_scale", "likelihood_scale_value")
 
+
+def _location_scale(cls: type[LocationScaleLikelihood]) -> Callable[..., Likelihood]:
+    """A factory of ``cls`` with the config's scale; ``likelihood_scale_value`` 0 (from the
+    data) builds the class's default, which training replaces (see
+    :func:`~pyro_vae.app.build.start_scale_from_data`)."""
+
+    def build(cfg: Any, data_shape: tuple[int, ...]) -> Likelihood:
+        value = cfg.likelihood_scale_value or DEFAULT_SCALE
+        return cls(data_shape, cfg.likelihood_scale, value)
+
+    return build
+
+
 LIKELIHOODS: dict[str, LikelihoodSpec] = {
     "bernoulli": LikelihoodSpec(
         lambda cfg, data_shape: BernoulliLikelihood(data_shape),
@@ -202,17 +217,15 @@ LIKELIHOODS: dict[str, LikelihoodSpec] = {
         "continuous Bernoulli on logits; grey data in [0, 1]; nats of a density",
     ),
     "gaussian": LikelihoodSpec(
-        lambda cfg, data_shape: GaussianLikelihood(
-            data_shape, cfg.likelihood_scale, cfg.likelihood_scale_value
-        ),
-        "Normal with decoded mean; data in [0, 1]; nats of a density",
+        _location_scale(GaussianLikelihood),
+        "Normal with decoded mean; any real values (8-bit images divided by 255; standardize "
+        "tables); its scale starts at the training data's std unless set; nats of a density",
         _SCALE_OPTIONS,
     ),
     "laplace": LikelihoodSpec(
-        lambda cfg, data_shape: LaplaceLikelihood(
-            data_shape, cfg.likelihood_scale, cfg.likelihood_scale_value
-        ),
-        "Laplace with decoded location; data in [0, 1]; nats of a density",
+        _location_scale(LaplaceLikelihood),
+        "Laplace with decoded location; any real values (as gaussian); the scale starts at "
+        "the training data's std unless set; nats of a density",
         _SCALE_OPTIONS,
     ),
     "beta": LikelihoodSpec(

@@ -55,12 +55,15 @@ from .distributed import (
     rank_seed,
 )
 from .faults import (
+    BASELINE_MIN_EPOCHS,
     MAX_RECOVERIES,
     FaultRecord,
     NonFiniteStep,
     NumericalFault,
     StepScan,
     absurd_elbo_warning,
+    baseline_log_px,
+    below_baseline_warning,
     name_non_finite_state,
     non_finite_kind,
     non_finite_state,
@@ -161,6 +164,9 @@ class Trainer:
         self.recoveries = 0
         self.remember_good_state()
         self._validated = False
+        # real-valued data: what independent per-feature Gaussians score on the test split
+        self.baseline = baseline_log_px(model, data)
+        self._baseline_warned = False
 
     @property
     def units(self) -> str:
@@ -455,8 +461,19 @@ class Trainer:
             )
             scale = units_of(self.model)[0]
             warning = absurd_elbo_warning(row["test_elbo"], scale, self.data.data_shape)
-            if warning:
+            if warning := warning or self.baseline_warning(row):
                 log(warning)
+
+    def baseline_warning(self, row: dict[str, Any]) -> str:
+        """A warning line when the epoch's test ELBO is below the real-valued baseline (see
+        :func:`~pyro_vae.app.faults.below_baseline_warning`): from epoch
+        ``BASELINE_MIN_EPOCHS`` on, the first time and again at the last epoch; else ""."""
+        last = row["epoch"] == self.cfg.epochs
+        if row["epoch"] < BASELINE_MIN_EPOCHS or (self._baseline_warned and not last):
+            return ""
+        warning = below_baseline_warning("test ELBO", row["test_elbo"], self.baseline)
+        self._baseline_warned = self._baseline_warned or bool(warning)
+        return warning
 
 
 def _reason(err: Exception) -> str:

@@ -5,12 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyro_vae import Config
-from pyro_vae.app.build import build_likelihood
+from pyro_vae import Config, ConfigError
+from pyro_vae.app.build import build_likelihood, build_vae, start_scale_from_data
 from pyro_vae.app.registry import LIKELIHOODS
 from pyro_vae.data import SUPPORTS, prepare_data
 from pyro_vae.datasets import Dataset
-from pyro_vae.likelihoods import bits_per_dim
+from pyro_vae.likelihoods import (
+    GaussianLikelihood,
+    LaplaceLikelihood,
+    bits_per_dim,
+    scale_from_data,
+)
 
 SHAPE = (1, 3, 4)  # not square, so a wrong reshape shows
 PIXELS = 12
@@ -216,3 +221,74 @@ def test_bernoulli_pixels_score_as_torchs_bernoulli():
     assert type(ours.expand((3, 4, 5))) is type(ours)
     with pyro.validation_enabled(True), pytest.raises(ValueError, match="support"):
         ours.log_prob(torch.full_like(x, 0.5))
+
+
+# -- where the scale starts -------------------------------------------------------------------
+
+
+def _table_with_holes():
+    """[N, 3] data of spreads 2, 5 and 0 (a constant column), with missing entries."""
+    x = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([2, 5, 0])
+    x[::7, 0] = math.nan
+    x[::3, 1] = math.nan
+    return x
+
+
+def test_scale_from_data_is_the_std_of_the_observed_entries_overall_or_per_feature():
+    x = _table_with_holes()
+    columns = [x[:, j][~torch.isnan(x[:, j])].double() for j in range(3)]
+    observed = torch.cat(columns)
+    overall = math.sqrt(float(((observed - observed.mean()) ** 2).mean()))
+    assert math.isclose(float(scale_from_data(x)), overall, rel_tol=1e-5)
+    per_feature = scale_from_data(x, per_pixel=True)
+    for j in (0, 1):  # the NaN entries ignored, population std
+        expected = math.sqrt(float(((columns[j] - columns[j].mean()) ** 2).mean()))
+        assert math.isclose(float(per_feature[j]), expected, rel_tol=1e-5)
+    assert math.isclose(float(per_feature[2]), 0.1 * overall, rel_tol=1e-5)  # constant: floor
+    assert scale_from_data(x.unflatten(1, (1, 3)), per_pixel=True).shape == (1, 3)
+    never = torch.cat([x, torch.full((500, 1), math.nan)], 1)  # a feature never observed
+    assert math.isclose(float(scale_from_data(never, per_pixel=True)[3]), overall, rel_tol=1e-5)
+    assert float(scale_from_data(torch.ones(10, 4))) == pytest.approx(0.01)  # all constant
+
+
+@pytest.mark.parametrize("mode", ["fixed", "learned", "per-pixel"])
+@pytest.mark.parametrize("name", ["gaussian", "laplace"])
+def test_training_starts_an_unset_scale_at_the_datas_std_and_a_set_one_where_set(name, mode):
+    x = _table_with_holes()
+    cfg = Config(likelihood=name, likelihood_scale=mode, latent_dim=2, hidden=[8])
+    assert cfg.likelihood_scale_value == 0  # the default: from the data
+    model = build_vae(cfg, (3,))
+    resolved = start_scale_from_data(cfg, model, x)
+    expected = scale_from_data(x, per_pixel=mode == "per-pixel")
+    assert torch.allclose(model.likelihood.pixel_scale.detach(), expected, rtol=1e-5)
+    if mode == "fixed":  # not in the checkpoint: the run's config names it, and rebuilds it
+        assert resolved.likelihood_scale_value == pytest.approx(float(expected))
+        rebuilt = build_vae(resolved, (3,)).likelihood.pixel_scale
+        assert torch.equal(rebuilt, model.likelihood.pixel_scale)
+    else:
+        assert resolved == cfg
+    old = cfg.replace(likelihood_scale_value=0.1)  # an older run's config.toml says 0.1
+    model = build_vae(old, (3,))
+    assert start_scale_from_data(old, model, x) == old
+    raw = torch.full(model.likelihood.raw_scale.shape, math.log(math.expm1(0.1 - MIN_SCALE)))
+    assert torch.equal(model.likelihood.raw_scale, raw)  # bit for bit as before
+
+
+def test_a_likelihood_takes_a_start_scale_as_a_number_or_a_tensor():
+    assert torch.allclose(GaussianLikelihood((10,)).pixel_scale, torch.tensor(0.1))  # as documented
+    start = torch.tensor([0.5, 2.0, 3e3])
+    lik = GaussianLikelihood((3,), "per-pixel", scale_value=start)
+    assert torch.allclose(lik.pixel_scale.detach(), start)
+    assert torch.allclose(LaplaceLikelihood((3,), scale_value=1e5).pixel_scale, torch.tensor(1e5))
+    with pytest.raises(ValueError, match="does not fit"):
+        GaussianLikelihood((3,), "learned", scale_value=start)
+    with pytest.raises(ValueError, match="must be finite and exceed"):
+        GaussianLikelihood((3,), "per-pixel", scale_value=torch.tensor([0.5, math.nan, 1.0]))
+
+
+def test_the_scale_value_is_zero_for_the_data_or_above_the_smallest_scale():
+    assert Config(likelihood_scale_value=0).likelihood_scale_value == 0.0
+    with pytest.raises(ConfigError, match=r"> 0.001 \(or 0: from the training data\)"):
+        Config(likelihood_scale_value=0.0005)
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        Config(likelihood_scale_value=-1.0)
