@@ -344,7 +344,7 @@ def load_digits(data_dir: str | Path | None = None) -> Dataset:
 NPZ_KEYS = ("x", "y", "x_test", "y_test", "mask", "mask_test")
 
 
-def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
+def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = False) -> Dataset:
     """Load ``x`` (and optional ``y``, ``x_test``, ``y_test``) from a NumPy ``.npz`` file.
 
     ``x`` is ``[N, D]``, ``[N, H, W]`` or ``[N, C, H, W]``; uint8 levels 0..255, other
@@ -352,7 +352,9 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
     by :func:`pyro_vae.data.prepare_data`). Missing entries are NaN in a float ``x``, or
     False in an optional boolean array ``mask`` of x's shape (True = observed; and
     ``mask_test`` for ``x_test``). Without ``x_test`` a seeded ``test_fraction`` of ``x``
-    becomes the test set. No array is allocated before its header is checked.
+    becomes the test set, or with ``whole`` both splits hold all of ``x`` (a file scored
+    whole, which may hold a single datapoint). No array is allocated before its header is
+    checked.
     """
     path = Path(path)
     arrays = _read_npz(path)
@@ -377,6 +379,8 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
                 f"{path}: x holds {_kind(x)} but x_test holds {_kind(x_test)}; save both the "
                 "same way"
             )
+    elif whole:
+        x_test, y_test, mask_test = x, y, mask
     else:
         if len(x) < 2:
             raise DataError(

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..convention import convention_of, data_support
 from ..data import draw_binary, prepare_data, seeded_generator
-from ..datasets import Dataset
+from ..datasets import Dataset, load_npz
 from ..errors import ConfigError, DataError
 from ..estimators import Evaluation, evaluate_vae
 from ..families.cvae import CVAE
@@ -79,9 +79,10 @@ def evaluate(
 
     ``data`` is a dataset name, an ``.npz`` path or a :class:`~pyro_vae.datasets.Dataset`
     (default: the run's own dataset, as training prepared it). A file given here is
-    scored whole unless it has its own ``x_test``; otherwise ``split`` is ``test`` or
-    ``train``. ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run
-    whose model was passed from Python (see :func:`~pyro_vae.app.load.load_run`).
+    scored whole (even a single datapoint) unless it has its own ``x_test``; otherwise
+    ``split`` is ``test`` or ``train``. ``k`` defaults to the run's ``eval_k``; ``model`` is
+    needed for a run whose model was passed from Python (see
+    :func:`~pyro_vae.app.load.load_run`).
     The output path is checked (its folder exists and may be written to) before the data are
     read; the result's ``path`` says where the scores went. Launched by torchrun, the ranks
     share the datapoints and rank 0 writes the file; the numbers are those of one process.
@@ -109,6 +110,8 @@ def evaluate(
         check_output_path(path, "--out (by default in RUN_DIR)", ".json", replace=True)
     if isinstance(data, Dataset):
         dataset = data
+    elif whole:
+        dataset = load_npz(data, whole=True)
     else:
         dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
     if tuple(dataset.data_shape) != tuple(run.data_shape):
@@ -127,13 +130,10 @@ def evaluate(
         torch_device,
         splits=splits,
     )
-    if whole:
-        x = torch.cat([prepared.train, prepared.test])
-        y = _cat(prepared.y_train, prepared.y_test)
-    elif split == "train":
-        x, y = prepared.train, prepared.y_train
-    else:
+    if split == "test":
         x, y = prepared.test, prepared.y_test
+    else:  # the training split, or a whole file (each split holds all of it)
+        x, y = prepared.train, prepared.y_train
     if prepared.dynamic and split != "test":  # probabilities: one fixed binarization
         generator = seeded_generator(0, purpose="eval", device=x.device)
         x = draw_binary(x, generator, prepared.missing)
@@ -220,10 +220,6 @@ def _has_own_test_split(path: str) -> bool:
             return "x_test.npy" in archive.namelist()
     except (OSError, zipfile.BadZipFile):
         return False
-
-
-def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    return None if a is None or b is None else torch.cat([a, b])
 
 
 def not_finite_scores(scores: dict[str, Any]) -> list[str]:
