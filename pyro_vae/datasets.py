@@ -39,9 +39,11 @@ __all__ = [
     "load_digits",
     "read_idx",
     "default_data_dir",
+    "TENSORS_SOURCE",
 ]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+TENSORS_SOURCE = "tensors given from Python"  # the source of Dataset.from_tensors
 NETWORK_PROBE_SECONDS = 3.0
 DOWNLOAD_SOCKET_TIMEOUT = 20.0
 
@@ -124,7 +126,7 @@ class Dataset:
 
         return cls(
             name, values(x_train), labels(y_train), values(x_test), labels(y_test),
-            source="tensors given from Python", mask_train=mask_train, mask_test=mask_test,
+            source=TENSORS_SOURCE, mask_train=mask_train, mask_test=mask_test,
         )  # fmt: skip
 
     @property

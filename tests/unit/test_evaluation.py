@@ -339,7 +339,7 @@ def test_the_table_says_a_density_may_be_positive():
     assert "nats (density)" in next(line for line in table.splitlines() if line.startswith("log p"))
 
 
-# -- a whole file, down to one datapoint ----------------------------------------------------------
+# -- the run's own data, checked against its record ----------------------------------------------
 
 GAUSSIAN = dict(likelihood="gaussian", epochs=1, batch_size=50, hidden=[16], latent_dim=2,
                 eval_k=5, device="cpu", threads=1)  # fmt: skip
@@ -354,6 +354,36 @@ def gaussian_run(tmp_path):
     out = tmp_path / "run"
     train(Config(dataset=str(path), out=str(out), **GAUSSIAN), progress=False, log=print)
     return out, path
+
+
+def test_the_runs_own_data_file_changed_since_training_is_refused(gaussian_run, capsys):
+    """Shuffled rows moved training rows into the carved test split and raised log p(x),
+    silently; now refused naming the file, the change and both fixes."""
+    run, path = gaussian_run
+    x = np.load(path)["x"]
+    np.savez(path, x=x[np.random.default_rng(1).permutation(len(x))])
+    with pytest.raises(DataError) as refused:
+        evaluate(run, k=2)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: not the data {run} was trained on (same shapes, other")
+    assert "restore the data it was trained on" in message.lower()
+    assert f"--data {path} (scores written to eval-ovf.json)" in message
+    assert main(["evaluate", str(run), "--k", "2", "--no-progress"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not list(run.glob("eval*.json"))  # nothing written
+    other = evaluate(run, data=str(path), k=2)  # deliberately, as other data: scored whole
+    assert other.path == run / "eval-ovf.json" and other.num_datapoints == 200
+    assert not (run / "eval.json").exists()
+
+
+def test_a_run_recorded_without_a_fingerprint_is_evaluated_with_a_note(gaussian_run):
+    run, path = gaussian_run
+    info = json.loads((run / "run.json").read_text())
+    del info["data_fingerprint"]  # as an older pyro-vae wrote it
+    (run / "run.json").write_text(json.dumps(info))
+    said = []
+    assert evaluate(run, k=2, log=said.append).path == run / "eval.json"
+    assert any("holds no fingerprint of the training data" in line for line in said)
 
 
 def test_a_whole_file_of_one_datapoint_is_scored_with_no_spread_over_datapoints(
