@@ -2,7 +2,7 @@
 
 It loads the run, prepares the data the way training did (the run's own test split,
 checked against the record of :mod:`~pyro_vae.app.data_record`, or other data of the same
-shape), scores it with the core's
+shape and scale), scores it with the core's
 :func:`pyro_vae.estimators.evaluate_vae` (sharded over ranks under torchrun) and writes
 the results. Scores that came out NaN or infinite are named in eval.json's
 ``not_finite`` (a list, empty when all is well) and ``warning``, and logged as a warning.
@@ -37,7 +37,7 @@ from ..families.cvae import CVAE
 from ..missing import allow_missing
 from .atomic import check_output_path
 from .config import Config
-from .data_record import check_loadable, check_own_data
+from .data_record import check_loadable, check_own_data, check_range
 from .distributed import init_distributed
 from .faults import non_finite_warning
 from .labels import check_labels_fit
@@ -88,7 +88,8 @@ def evaluate(
     (default: the run's own dataset, as training prepared it, refused when it differs from
     the fingerprint run.json records, or when the run's data were passed from Python). A
     file given here is scored whole (even a single datapoint) unless it has its own
-    ``x_test``; otherwise ``split`` is ``test`` or ``train``.
+    ``x_test``; otherwise ``split`` is ``test`` or ``train``. Data given are refused when
+    their values fall far outside the training data's recorded range (another scale).
     ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run whose model was
     passed from Python (see :func:`~pyro_vae.app.load.load_run`).
     The output path is checked (its folder exists and may be written to) before the data are
@@ -149,6 +150,8 @@ def evaluate(
         x, y = prepared.test, prepared.y_test
     else:  # the training split, or a whole file (each split holds all of it)
         x, y = prepared.train, prepared.y_train
+    if data is not None:  # the run's own data are the fingerprint's
+        check_range(run.folder.path, run.info, x, dataset.is_8bit, dataset.name)
     if prepared.dynamic and split != "test":  # probabilities: one fixed binarization
         generator = seeded_generator(0, purpose="eval", device=x.device)
         x = draw_binary(x, generator, prepared.missing)

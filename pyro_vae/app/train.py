@@ -39,7 +39,7 @@ from ..missing import allow_missing
 from ..semisupervised import SemiSupervisedData, parse_labels, semi_supervised
 from .build import build_model
 from .config import Config
-from .data_record import check_loadable, data_source
+from .data_record import check_loadable, data_source, training_range
 from .distributed import (
     DistContext,
     broadcast_object,
@@ -331,6 +331,7 @@ def _train(
         **_run_info(cfg, requested, dataset, prepared, device),
         "data_fingerprint": fingerprint,
         "data_source": data_source(data is not None),
+        "data_range": training_range(dataset, prepared.train, data_support(model)),
         **_model_info(model, given, objective),
         "world_size": ctx.world_size,
     }
