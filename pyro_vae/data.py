@@ -50,6 +50,8 @@ __all__ = [
     "data_max",
     "check_support",
     "has_missing",
+    "observed_range",
+    "scaling",
 ]
 
 OPEN_UNIT_MARGIN = 1e-3  # float data in [0, 1] move this far inside for open-unit likelihoods
@@ -252,6 +254,33 @@ def _observed(x: torch.Tensor) -> torch.Tensor:
     """The observed (non-NaN) entries of ``x``, flattened; ``x`` itself when none is missing."""
     holes = torch.isnan(x)
     return x[~holes] if bool(holes.any()) else x
+
+
+def observed_range(x: torch.Tensor) -> tuple[float, float]:
+    """The smallest and largest observed (non-NaN) entry of ``x``.
+
+    Example:
+        >>> observed_range(torch.tensor([0.5, float("nan"), -2.0]))
+        (-2.0, 0.5)
+    """
+    low, high = torch.aminmax(_observed(x).float())
+    return float(low), float(high)
+
+
+def scaling(is_8bit: bool, support: str) -> str:
+    """How :func:`prepare_data` maps raw values for a likelihood of ``support``, in words.
+
+    Example:
+        >>> scaling(True, "real"), scaling(False, "real")
+        ('uint8 levels divided by 255', 'values taken as stored')
+    """
+    if not is_8bit:
+        return "values taken as stored"
+    if support in ("levels", "counts"):
+        return "uint8 values kept as they are"
+    if support == "open-unit":
+        return "uint8 levels v taken as (v + 0.5) / 256"
+    return "uint8 levels divided by 255"
 
 
 def _scaled(

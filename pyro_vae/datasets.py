@@ -39,9 +39,11 @@ __all__ = [
     "load_digits",
     "read_idx",
     "default_data_dir",
+    "TENSORS_SOURCE",
 ]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+TENSORS_SOURCE = "tensors given from Python"  # the source of Dataset.from_tensors
 NETWORK_PROBE_SECONDS = 3.0
 DOWNLOAD_SOCKET_TIMEOUT = 20.0
 
@@ -126,7 +128,7 @@ class Dataset:
 
         return cls(
             name, values(x_train), labels(y_train), values(x_test), labels(y_test),
-            source="tensors given from Python", mask_train=mask_train, mask_test=mask_test,
+            source=TENSORS_SOURCE, mask_train=mask_train, mask_test=mask_test,
         )  # fmt: skip
 
     @property
@@ -346,7 +348,7 @@ def load_digits(data_dir: str | Path | None = None) -> Dataset:
 NPZ_KEYS = ("x", "y", "x_test", "y_test", "mask", "mask_test")
 
 
-def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
+def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = False) -> Dataset:
     """Load ``x`` (and optional ``y``, ``x_test``, ``y_test``) from a NumPy ``.npz`` file.
 
     ``x`` is ``[N, D]``, ``[N, H, W]`` or ``[N, C, H, W]``; uint8 levels 0..255, other
@@ -355,7 +357,8 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
     False in an optional boolean array ``mask`` of x's shape (True = observed; and
     ``mask_test`` for ``x_test``). Labels are classes 0..C-1; -1 marks a datapoint without
     one (m2 learns from it). Without ``x_test`` a seeded ``test_fraction`` of ``x`` becomes
-    the test set. No array is allocated before its header is checked.
+    the test set, or with ``whole`` both splits hold all of ``x`` (a file scored whole,
+    which may hold a single datapoint). No array is allocated before its header is checked.
     """
     path = Path(path)
     arrays = _read_npz(path)
@@ -380,6 +383,8 @@ def load_npz(path: str | Path, test_fraction: float = 0.1) -> Dataset:
                 f"{path}: x holds {_kind(x)} but x_test holds {_kind(x_test)}; save both the "
                 "same way"
             )
+    elif whole:
+        x_test, y_test, mask_test = x, y, mask
     else:
         if len(x) < 2:
             raise DataError(

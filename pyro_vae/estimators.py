@@ -185,7 +185,8 @@ class Evaluation:
     """The scores of a VAE on a dataset; every log-quantity is per datapoint, in ``units``.
 
     ``log_px_se`` is the standard error of the mean over datapoints (how much the
-    number would move on another test set); ``log_px_mc_se`` the Monte Carlo standard
+    number would move on another test set; None, undefined, for one datapoint, as is
+    ``elbo_se``); ``log_px_mc_se`` the Monte Carlo standard
     error of the importance-sampling estimate for these datapoints (delta method on the
     weights). ``kl_per_dim`` is None where q or p does not factorize over dimensions
     (``kl_per_dim_note`` says why). ``bits_per_dim`` is set for 8-bit likelihoods only.
@@ -196,10 +197,10 @@ class Evaluation:
     num_datapoints: int
     k: int
     log_px: float
-    log_px_se: float
+    log_px_se: float | None
     log_px_mc_se: float
     elbo: float
-    elbo_se: float
+    elbo_se: float | None
     reconstruction: float | None
     kl: float | None
     kl_per_dim: list[float] | None
@@ -247,10 +248,10 @@ class Evaluation:
             ("importance samples K", f"{self.k}"),
             (
                 px,
-                f"{self.log_px:.2f} {u}  (+/- {self.log_px_se:.2f} over datapoints, "
+                f"{self.log_px:.2f} {u}  (+/- {_shown_se(self.log_px_se)} over datapoints, "
                 f"+/- {self.log_px_mc_se:.3f} Monte Carlo)",
             ),  # fmt: skip
-            (elbo, f"{self.elbo:.2f} {u}  (+/- {self.elbo_se:.2f})"),
+            (elbo, f"{self.elbo:.2f} {u}  (+/- {_shown_se(self.elbo_se)})"),
         ]
         if self.reconstruction is not None and self.kl is not None:
             rows += [
@@ -285,6 +286,11 @@ class Evaluation:
         if self.scale == "continuous":
             rows.append(("note", "log-densities: may be positive, never ranked against masses"))
         return rows
+
+
+def _shown_se(se: float | None) -> str:
+    """A standard error over datapoints for the table: ``n/a`` where it is undefined."""
+    return "n/a" if se is None else f"{se:.2f}"
 
 
 def _factorized(d: Distribution) -> bool:
@@ -346,9 +352,12 @@ class _Sums:
     def mean(self, name: str, n: int) -> float:
         return float(self[name]) / n
 
-    def std_error(self, name: str, n: int) -> float:
-        """Standard error over the n datapoints of the mean of ``name``."""
-        variance = (float(self[f"{name}_sq"]) - float(self[name]) ** 2 / n) / max(n - 1, 1)
+    def std_error(self, name: str, n: int) -> float | None:
+        """Standard error over the n datapoints of the mean of ``name``; None (undefined:
+        no spread to estimate) for one datapoint."""
+        if n < 2:
+            return None
+        variance = (float(self[f"{name}_sq"]) - float(self[name]) ** 2 / n) / (n - 1)
         return math.sqrt(max(variance, 0.0) / n)
 
     def importance_fields(

@@ -1,7 +1,8 @@
 """``evaluate``: score a run folder and write ``RUN_DIR/eval.json``.
 
 It loads the run, prepares the data the way training did (the run's own test split,
-or another dataset of the same shape), scores it with the core's
+checked against the record of :mod:`~pyro_vae.app.data_record`, or other data of the same
+shape and scale), scores it with the core's
 :func:`pyro_vae.estimators.evaluate_vae` (sharded over ranks under torchrun) and writes
 the results. Scores that came out NaN or infinite are named in eval.json's
 ``not_finite`` (a list, empty when all is well) and ``warning``, and logged as a warning.
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..convention import convention_of, data_support
 from ..data import draw_binary, prepare_data, seeded_generator
-from ..datasets import Dataset
+from ..datasets import Dataset, load_npz
 from ..errors import ConfigError, DataError
 from ..estimators import Evaluation, evaluate_vae
 from ..families.cvae import CVAE
@@ -41,6 +42,7 @@ from ..missing import allow_missing
 from ..semisupervised import UNLABELLED
 from .atomic import check_output_path
 from .config import Config
+from .data_record import check_loadable, check_own_data, check_range
 from .distributed import init_distributed
 from .faults import (
     BASELINE_DESCRIPTION,
@@ -54,6 +56,11 @@ from .m2 import plot_confusion
 from .registry import load_dataset
 
 __all__ = ["evaluate", "default_name", "RunEvaluation"]
+
+_PASS_AGAIN = (
+    "pyro_vae.evaluate(run, data=Dataset.from_tensors(x_train, x_test)), or --data FILE.npz "
+    "holding them as x and x_test"
+)
 
 
 @dataclass
@@ -97,10 +104,13 @@ def evaluate(
     """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
 
     ``data`` is a dataset name, an ``.npz`` path or a :class:`~pyro_vae.datasets.Dataset`
-    (default: the run's own dataset, as training prepared it). A file given here is
-    scored whole unless it has its own ``x_test``; otherwise ``split`` is ``test`` or
-    ``train``. ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run
-    whose model was passed from Python (see :func:`~pyro_vae.app.load.load_run`).
+    (default: the run's own dataset, as training prepared it, refused when it differs from
+    the fingerprint run.json records, or when the run's data were passed from Python). A
+    file given here is scored whole (even a single datapoint) unless it has its own
+    ``x_test``; otherwise ``split`` is ``test`` or ``train``. Data given are refused when
+    their values fall far outside the training data's recorded range (another scale).
+    ``k`` defaults to the run's ``eval_k``; ``model`` is needed for a run whose model was
+    passed from Python (see :func:`~pyro_vae.app.load.load_run`).
     The output path is checked (its folder exists and may be written to) before the data are
     read; the result's ``path`` says where the scores went. Launched by torchrun, the ranks
     share the datapoints and rank 0 writes the file; the numbers are those of one process.
@@ -108,7 +118,8 @@ def evaluate(
     classifier's accuracy on the labelled rows (y = -1 rows count for log p(x) alone) and
     confusion matrix (``plots/confusion.png``, or
     ``NAME-confusion.png`` beside ``out``; the result's ``confusion_path``) are added.
-    ``log`` receives a note when the folder's config.toml disagrees with the checkpoint;
+    ``log`` receives a note when the folder's config.toml disagrees with the checkpoint or
+    run.json holds no fingerprint of the data;
     ``progress`` shows a bar over the datapoints (this rank's share under torchrun).
     """
     if split not in ("test", "train"):
@@ -120,6 +131,8 @@ def evaluate(
     if run.note and log is not None and ctx.is_main:
         log(run.note)
     cfg = run.config
+    if data is None:
+        check_loadable(run.folder.path, run.info, _PASS_AGAIN)
     own_file = isinstance(data, str) and data.endswith(".npz")
     whole = own_file and not _has_own_test_split(data)
     if whole:
@@ -129,8 +142,14 @@ def evaluate(
         check_output_path(path, "--out (by default in RUN_DIR)", ".json", replace=True)
     if isinstance(data, Dataset):
         dataset = data
+    elif whole:
+        dataset = load_npz(data, whole=True)
     else:
         dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
+    if data is None:
+        note = check_own_data(run.folder.path, run.info, dataset, _as_other(dataset.name))
+        if note and log is not None and ctx.is_main:
+            log(note)
     if tuple(dataset.data_shape) != tuple(run.data_shape):
         raise DataError(
             f"{dataset.name} holds datapoints of shape {tuple(dataset.data_shape)} but the run "
@@ -147,13 +166,12 @@ def evaluate(
         torch_device,
         splits=splits,
     )
-    if whole:
-        x = torch.cat([prepared.train, prepared.test])
-        y = _cat(prepared.y_train, prepared.y_test)
-    elif split == "train":
-        x, y = prepared.train, prepared.y_train
-    else:
+    if split == "test":
         x, y = prepared.test, prepared.y_test
+    else:  # the training split, or a whole file (each split holds all of it)
+        x, y = prepared.train, prepared.y_train
+    if data is not None:  # the run's own data are the fingerprint's
+        check_range(run.folder.path, run.info, x, dataset.is_8bit, dataset.name)
     if prepared.dynamic and split != "test":  # probabilities: one fixed binarization
         generator = seeded_generator(0, purpose="eval", device=x.device)
         x = draw_binary(x, generator, prepared.missing)
@@ -227,15 +245,18 @@ def evaluate(
 
 
 def default_name(data: str | Dataset | None, own: str, split: str) -> str:
-    """``eval.json`` for the run's own test split; ``eval-<data>[-train].json`` for other
-    data or the training split, so scoring them never replaces the run's own score.
+    """``eval.json`` for the run's own test split (``data`` None: checked against the run's
+    record); ``eval-<data>[-train].json`` for data given, even by the run's own name, and
+    for the training split, so scoring them never replaces the run's own score.
 
     Example:
         >>> default_name(None, "mnist5k", "test"), default_name("/d/my data.npz", "x", "test")
         ('eval.json', 'eval-my_data.json')
+        >>> default_name("mnist5k", "mnist5k", "test"), default_name(None, "mnist5k", "train")
+        ('eval-mnist5k.json', 'eval-mnist5k-train.json')
     """
     name = data.name if isinstance(data, Dataset) else data
-    if name in (None, own) and split == "test":
+    if data is None and split == "test":
         return "eval.json"
     stem = Path(str(name or own)).name.removesuffix(".npz")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:60]
@@ -251,8 +272,10 @@ def _has_own_test_split(path: str) -> bool:
         return False
 
 
-def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    return None if a is None or b is None else torch.cat([a, b])
+def _as_other(name: str) -> str:
+    """How to score the run's own dataset ``name`` deliberately, as other data."""
+    flag = "--data" if name.endswith(".npz") else "--dataset"
+    return f"{flag} {name} (scores written to {default_name(name, name, 'test')})"
 
 
 def not_finite_scores(scores: dict[str, Any]) -> list[str]:

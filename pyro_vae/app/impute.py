@@ -38,6 +38,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..imputation import Imputation, impute
 from ..missing import allow_missing
 from .atomic import atomic_write_bytes, atomic_writer, check_output_path
+from .data_record import check_range
 from .load import LoadedRun, load_run
 from .plots import image_grid_png, is_image_shape
 
@@ -74,7 +75,8 @@ def impute_file(
     ``k`` importance samples per datapoint (default: the run's ``eval_k``), ``draws``
     multiple imputations; ``figure`` defaults to ``out`` with the suffix ``.png``. Neither
     ``out`` nor the figure may exist. Every input and output path is checked before the model
-    is loaded, and an error leaves nothing written.
+    is loaded, and an error leaves nothing written. Data whose values fall far outside the
+    training data's recorded range (another scale) are refused before any imputation.
     """
     out = check_output_path(out, "--out", ".npz", replace=False)
     if draws < 0 or (k is not None and k < 1):
@@ -104,6 +106,7 @@ def impute_file(
         whole, support, cfg.likelihood, binarize, cfg.seed, device, splits=("x", "x")
     )
     given = prepared.train
+    check_range(run.folder.path, run.info, given, whole.is_8bit, str(data))
     result = impute(run.model, prepared.test, k or cfg.eval_k, draws, seed=seed)
     seen = result.observed
     result.mean = torch.where(seen, given, result.mean)

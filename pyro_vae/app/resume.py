@@ -41,6 +41,7 @@ __all__ = [
     "check_epochs",
     "is_complete",
     "data_fingerprint",
+    "data_change",
     "check_data",
     "check_model",
 ]
@@ -174,6 +175,24 @@ def check_data(
             "pyro-vae wrote it), so the data could not be checked against the run's; they "
             "are recorded now"
         )
+    if what := data_change(then, now):
+        raise DataError(
+            f"{source}: not the data {run.path} was trained on ({what}). Resuming would mix two "
+            f"datasets in one run: restore the data it was trained on, or {_NEW_RUN}"
+        )
+    return ""
+
+
+def data_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """How the data of fingerprint ``now`` differ from those of ``then``, in words; '' when
+    they are the same data.
+
+    Example:
+        >>> then = data_fingerprint(Dataset.from_tensors(torch.zeros(4, 3), torch.ones(2, 3)))
+        >>> now = data_fingerprint(Dataset.from_tensors(torch.ones(4, 3), torch.ones(2, 3)))
+        >>> data_change(then, then), data_change(then, now)
+        ('', 'same shapes, other values')
+    """
     if then.get("sha256") == now["sha256"]:
         return ""
     changed = [
@@ -181,11 +200,7 @@ def check_data(
         for split, key in (("training", "train_shape"), ("test", "test_shape"))
         if then.get(key) != now[key]
     ]
-    what = "; ".join(changed) or "same shapes, other values"
-    raise DataError(
-        f"{source}: not the data {run.path} was trained on ({what}). Resuming would mix two "
-        f"datasets in one run: restore the data it was trained on, or {_NEW_RUN}"
-    )
+    return "; ".join(changed) or "same shapes, other values"
 
 
 def check_model(run: RunFolder, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> None:

@@ -39,6 +39,7 @@ from ..missing import allow_missing
 from ..semisupervised import UNLABELLED, SemiSupervisedData, parse_labels, semi_supervised
 from .build import build_model, start_scale_from_data
 from .config import Config
+from .data_record import check_loadable, data_source, training_range
 from .distributed import (
     DistContext,
     broadcast_object,
@@ -128,6 +129,8 @@ def _create_run(cfg: Config, overwrite: bool, ctx: DistContext) -> tuple[RunFold
         raise RunFolderError(error)
     return folder or RunFolder(path), cfg.replace(out=path)
 
+
+_PASS_AGAIN = "train(resume=run, data=Dataset.from_tensors(x_train, x_test)) in your script"
 
 LARGE_MODEL = 50_000_000  # parameters; a 784-400-20 VAE has 0.6 million
 
@@ -293,6 +296,8 @@ def _train(
     say = log if ctx.is_main else (lambda _: None)
     requested = cfg.dataset
     if data is None:
+        if run is not None:  # before the config's dataset (a default) is loaded
+            check_loadable(run.path, run.read_info(), _PASS_AGAIN)
         cfg, dataset = _load_data(cfg, say)
     else:
         dataset = data
@@ -342,6 +347,8 @@ def _train(
     info = {
         **_run_info(cfg, requested, dataset, prepared, device),
         "data_fingerprint": fingerprint,
+        "data_source": data_source(data is not None),
+        "data_range": training_range(dataset, prepared.train, data_support(model)),
         **_model_info(model, given, objective),
         "world_size": ctx.world_size,
     }

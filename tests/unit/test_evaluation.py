@@ -337,3 +337,73 @@ def test_the_table_says_a_density_may_be_positive():
     rows = dict(line.split(None, 1) for line in table.splitlines() if line.startswith("  KL"))
     assert rows["KL"].endswith(" nats")  # a KL is a difference of log-densities, not one
     assert "nats (density)" in next(line for line in table.splitlines() if line.startswith("log p"))
+
+
+# -- the run's own data, checked against its record ----------------------------------------------
+
+GAUSSIAN = dict(likelihood="gaussian", epochs=1, batch_size=50, hidden=[16], latent_dim=2,
+                eval_k=5, device="cpu", threads=1)  # fmt: skip
+
+
+@pytest.fixture
+def gaussian_run(tmp_path):
+    """A run trained on a file of 200x20 real values without x_test (its test split is
+    carved from x), and the file."""
+    path = tmp_path / "ovf.npz"
+    np.savez(path, x=np.random.default_rng(0).normal(size=(200, 20)).astype(np.float32))
+    out = tmp_path / "run"
+    train(Config(dataset=str(path), out=str(out), **GAUSSIAN), progress=False, log=print)
+    return out, path
+
+
+def test_the_runs_own_data_file_changed_since_training_is_refused(gaussian_run, capsys):
+    """Shuffled rows moved training rows into the carved test split and raised log p(x),
+    silently; now refused naming the file, the change and both fixes."""
+    run, path = gaussian_run
+    x = np.load(path)["x"]
+    np.savez(path, x=x[np.random.default_rng(1).permutation(len(x))])
+    with pytest.raises(DataError) as refused:
+        evaluate(run, k=2)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: not the data {run} was trained on (same shapes, other")
+    assert "restore the data it was trained on" in message.lower()
+    assert f"--data {path} (scores written to eval-ovf.json)" in message
+    assert main(["evaluate", str(run), "--k", "2", "--no-progress"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not list(run.glob("eval*.json"))  # nothing written
+    other = evaluate(run, data=str(path), k=2)  # deliberately, as other data: scored whole
+    assert other.path == run / "eval-ovf.json" and other.num_datapoints == 200
+    assert not (run / "eval.json").exists()
+
+
+def test_a_run_recorded_without_a_fingerprint_is_evaluated_with_a_note(gaussian_run):
+    run, path = gaussian_run
+    info = json.loads((run / "run.json").read_text())
+    del info["data_fingerprint"]  # as an older pyro-vae wrote it
+    (run / "run.json").write_text(json.dumps(info))
+    said = []
+    assert evaluate(run, k=2, log=said.append).path == run / "eval.json"
+    assert any("holds no fingerprint of the training data" in line for line in said)
+
+
+def test_a_whole_file_of_one_datapoint_is_scored_with_no_spread_over_datapoints(
+    gaussian_run, capsys
+):
+    """One datapoint was refused (no test set to split off), though a file given to --data
+    is scored whole; its standard error over datapoints is undefined, not 0."""
+    run, path = gaussian_run
+    one = path.with_name("one.npz")
+    np.savez(one, x=np.load(path)["x"][:1])
+    assert main(["evaluate", str(run), "--data", str(one), "--k", "3", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "(+/- n/a over datapoints, +/- " in table and "(+/- n/a)" in table
+    values = json.loads((run / "eval-one.json").read_text())
+    assert values["num_datapoints"] == 1 and values["split"] == "whole file"
+    assert values["log_px_se"] is None and values["elbo_se"] is None
+    assert values["not_finite"] == [] and math.isfinite(values["log_px_mc_se"])
+
+
+def test_standard_errors_over_datapoints_need_two_of_them(model):
+    one, two = (evaluate_vae(model.vae, model.data(n), k=5) for n in (1, 2))
+    assert one.log_px_se is None and one.elbo_se is None
+    assert two.log_px_se > 0 and two.elbo_se > 0

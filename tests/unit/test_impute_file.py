@@ -1,14 +1,18 @@
 """pyro_vae.app.impute: what `pyro-vae impute` writes, and that a refusal writes nothing."""
 
+import json
+import math
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from pyro_vae import Config, ConfigError, DataError, ModelError, evaluate, train
 from pyro_vae.app.cli import main
+from pyro_vae.app.data_record import check_range
 from pyro_vae.app.impute import _check_imputable, impute_file
 from pyro_vae.data import prepare_data
 from pyro_vae.datasets import Dataset, load_npz_points
@@ -174,3 +178,82 @@ def test_impute_and_scoring_refuse_a_file_with_nothing_observed_in_the_same_word
     words = "every entry of {} is missing (NaN, or False in a mask); there is nothing to"
     assert words.format("x") in str(early.value)
     assert words.format("its x") in str(scored.value)
+
+
+# -- data on another scale than the training data ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gaussian_on_levels(runs, mnist5k) -> Path:
+    """A gaussian run trained on uint8 levels (divided by 255 to [0, 1]), and beside it the
+    same images as floats 0..255 with holes (``floats255.npz``, the natural way to add NaN,
+    which uint8 cannot hold) and divided by 255 (``floats1.npz``)."""
+    levels = mnist5k.x_train[:150, 0].numpy()
+    np.savez(runs / "levels-only.npz", x=levels)
+    cfg = Config(dataset=str(runs / "levels-only.npz"), likelihood="gaussian",
+                 out=str(runs / "gaussian"), **TINY)  # fmt: skip
+    train(cfg, progress=False, log=lambda _: None)
+    floats = levels[:20].astype(np.float32)
+    floats[:, 10:14, 10:14] = np.nan
+    np.savez(runs / "floats255.npz", x=floats)
+    np.savez(runs / "floats1.npz", x=floats / 255)
+    return runs / "gaussian"
+
+
+def test_floats_0_to_255_for_a_run_on_levels_divided_by_255_are_refused(
+    gaussian_on_levels, runs, tmp_path
+):
+    """They were imputed (observed 0..254 back, imputed -19..17) and scored (log p(x_obs)
+    -2.2e8) without a word."""
+    run = gaussian_on_levels
+    for score in (
+        lambda: impute_file(run, runs / "floats255.npz", tmp_path / "o.npz", k=5),
+        lambda: evaluate(run, data=str(runs / "floats255.npz"), k=5, out=tmp_path / "e.json"),
+    ):
+        with pytest.raises(DataError) as refused:
+            score()
+        message = str(refused.value)
+        assert message.startswith(
+            f"{runs / 'floats255.npz'}: its observed values range over [0, 255] on the model's "
+            f"scale, far outside the [0, 1] of the data {run} was trained on (uint8 levels "
+            "divided by 255)"
+        )
+        assert message.endswith(
+            "floats, taken as stored: divide them by 255, or save them as uint8"
+        )
+    assert list(tmp_path.iterdir()) == []
+    impute_file(run, runs / "floats1.npz", tmp_path / "o.npz", k=5, draws=0)
+    assert evaluate(run, data=str(runs / "floats1.npz"), k=5, out=tmp_path / "e.json").log_px > -1e4
+
+
+def test_a_run_recorded_without_the_training_range_is_not_checked(
+    gaussian_on_levels, runs, tmp_path
+):
+    run = Path(shutil.copytree(gaussian_on_levels, tmp_path / "run"))
+    info = json.loads((run / "run.json").read_text())
+    del info["data_range"]  # as an older pyro-vae wrote it
+    (run / "run.json").write_text(json.dumps(info))
+    impute_file(run, runs / "floats255.npz", tmp_path / "o.npz", k=2, draws=0)
+    assert (tmp_path / "o.npz").is_file()
+
+
+@pytest.mark.parametrize(
+    "low, high, found, refused",
+    [
+        (-4.5, 4.5, (-6.0, 7.0), False),  # standardized: a test set a little beyond the extremes
+        (-4.5, 4.5, (-14.0, 2.0), True),
+        (280.0, 300.0, (275.0, 330.0), False),  # kelvins: narrow, far from 0
+        (280.0, 300.0, (275.0, 76_500.0), True),  # the same x 255
+        (0.0, 16.0, (0.0, 30.0), False),  # counts
+        (0.0, 1.0, (0.0, 0.5), False),  # a shrunk scale stays inside: not caught
+    ],
+)
+def test_the_range_check_catches_scale_errors_not_test_set_variation(low, high, found, refused):
+    info = {"data_range": {"dtype": "float32", "scaling": "values taken as stored",
+                           "min": low, "max": high}}  # fmt: skip
+    x = torch.tensor([found[0], math.nan, found[1]])
+    if not refused:
+        check_range(Path("run"), info, x, False, "new.npz")
+        return
+    with pytest.raises(DataError, match=r"new.npz: .* put them on the training data's scale"):
+        check_range(Path("run"), info, x, False, "new.npz")

@@ -3,6 +3,7 @@ data, a lost checkpoint, fewer epochs than are done, or another model, before it
 anything (every file of the run folder is left byte for byte as it was)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -293,3 +294,33 @@ def test_a_moved_data_file_may_be_renamed_in_config_toml_but_not_replaced(own_da
     rewrite(moved, flip_a_pixel)  # the same path, other data: still refused
     with pytest.raises(DataError, match="same shapes, other values"):
         train(resume=out, epochs=3, **QUIET)
+
+
+@pytest.mark.parametrize("recorded_by", ["data_source", "an older pyro-vae"])
+def test_a_run_trained_on_data_from_python_needs_them_passed_again(tmp_path, recorded_by):
+    """Its config names the default dataset (mnist), which evaluate tried to download and a
+    resume replaced by mnist5k; both refuse in one line, the same data passed again work."""
+    from pyro_vae import evaluate
+
+    x = torch.randn(120, 20)
+    data = Dataset.from_tensors(x[:100], x[100:])
+    cfg = Config(likelihood="gaussian", epochs=1, batch_size=50, hidden=[16], latent_dim=2,
+                 eval_k=5, device="cpu", out=str(tmp_path / "run"))  # fmt: skip
+    out = train(cfg, data=data, **QUIET).run_dir
+    info = json.loads((out / "run.json").read_text())
+    assert info["data_source"] == "python" and cfg.dataset == "mnist"
+    if recorded_by != "data_source":
+        del info["data_source"]  # Dataset.from_tensors' source still says where they came from
+        (out / "run.json").write_text(json.dumps(info))
+    before = files(out)
+    said = re.escape(
+        f"{out}: this run was trained on data passed from Python (100 training and 20 test "
+        "datapoints of shape (20,)), which its config's dataset does not name; pass the same "
+    )
+    with pytest.raises(DataError, match=said + r"data: pyro_vae\.evaluate\(run, data=Dataset"):
+        evaluate(out, k=2)
+    with pytest.raises(DataError, match=said + r"data: train\(resume=run, data=Dataset"):
+        train(resume=out, epochs=2, **QUIET)
+    assert files(out) == before
+    assert evaluate(out, data=data, k=2).num_datapoints == 20
+    assert len(train(resume=out, epochs=2, data=data, **QUIET).history) == 2

@@ -1,0 +1,143 @@
+"""What run.json records of a run's training data, and what the other commands check against it.
+
+Beside the data's fingerprint (:func:`~pyro_vae.app.resume.data_fingerprint`), training
+records ``data_source`` (``python`` for data passed as ``train(data=...)``, else ``config``)
+and ``data_range``: the raw data's dtype, how they were scaled for the likelihood, and the
+smallest and largest observed training entry on the model's scale. From these:
+
+- :func:`check_loadable`: the data of a run trained on data passed from Python cannot be
+  loaded by its config's ``dataset`` (a default that names other data), so evaluate and
+  resume need the data given again;
+- :func:`check_own_data`: evaluate refuses the run's own dataset once it differs from the
+  fingerprint (a data file rewritten since training moves training rows into its test split);
+- :func:`check_range`: evaluate of other data and impute refuse values far outside the
+  training range (a scale error: floats 0..255 for a run trained on uint8 levels / 255).
+
+A run recorded before a key existed is not checked for it. Each check raises a
+:class:`~pyro_vae.errors.DataError` naming the data, what differs and the fix.
+
+Example::
+
+    info["data_range"] = training_range(dataset, prepared.train, "real")
+    check_range(run.path, info, x, dataset.is_8bit, "other.npz")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import observed_range, scaling
+from ..datasets import TENSORS_SOURCE, Dataset
+from ..errors import DataError
+from .resume import data_change, data_fingerprint
+
+__all__ = [
+    "data_source",
+    "from_python",
+    "training_range",
+    "check_loadable",
+    "check_own_data",
+    "check_range",
+]
+
+
+def data_source(given: bool) -> str:
+    """run.json's ``data_source``: ``python`` for data passed to ``train``, else ``config``."""
+    return "python" if given else "config"
+
+
+def from_python(info: Mapping[str, Any]) -> bool:
+    """Whether run.json says the training data were passed from Python (``data_source``;
+    before that key, the source ``Dataset.from_tensors`` records)."""
+    if "data_source" in info:
+        return info["data_source"] == "python"
+    return info.get("dataset_source") == TENSORS_SOURCE
+
+
+def training_range(dataset: Dataset, x: torch.Tensor, support: str) -> dict[str, Any]:
+    """run.json's ``data_range``: the raw dtype, the scaling for ``support`` and the observed
+    range of ``x``, the prepared training data (on the model's scale).
+
+    Example:
+        >>> levels = torch.tensor([[0, 255]], dtype=torch.uint8)
+        >>> training_range(Dataset.from_tensors(levels, levels), torch.tensor([0.0, 1.0]), "real")
+        {'dtype': 'uint8', 'scaling': 'uint8 levels divided by 255', 'min': 0.0, 'max': 1.0}
+    """
+    low, high = observed_range(x)
+    dtype = str(dataset.x_train.dtype).removeprefix("torch.")
+    return {"dtype": dtype, "scaling": scaling(dataset.is_8bit, support), "min": low, "max": high}
+
+
+def check_loadable(path: Path, info: Mapping[str, Any], fix: str) -> None:
+    """Refuse to load the data of the run at ``path`` by its config's name when run.json
+    says they were passed from Python; ``fix`` says how to pass them again."""
+    if not from_python(info):
+        return
+    shape = info.get("data_shape")
+    shape = tuple(shape) if isinstance(shape, list) else "unknown"
+    sizes = f"{info.get('num_train')} training and {info.get('num_test')} test datapoints"
+    raise DataError(
+        f"{path}: this run was trained on data passed from Python ({sizes} of shape {shape}), "
+        f"which its config's dataset does not name; pass the same data: {fix}"
+    )
+
+
+def check_own_data(path: Path, info: Mapping[str, Any], dataset: Dataset, other: str) -> str:
+    """Refuse ``dataset``, loaded as the run's own, unless it has the fingerprint run.json
+    records; ``other`` says how to score it as other data. A note when none is recorded
+    (an older pyro-vae's run), else ''."""
+    then = info.get("data_fingerprint")
+    if not isinstance(then, dict):
+        return (
+            f"note: {path / 'run.json'} holds no fingerprint of the training data (an older "
+            f"pyro-vae wrote it), so {dataset.name} could not be checked against them"
+        )
+    if what := data_change(then, data_fingerprint(dataset)):
+        raise DataError(
+            f"{dataset.name}: not the data {path} was trained on ({what}); scored as the run's "
+            "own, rows it trained on may sit in its test split. Restore the data it was "
+            f"trained on, or score these as other data: {other}"
+        )
+    return ""
+
+
+def check_range(
+    path: Path, info: Mapping[str, Any], x: torch.Tensor, is_8bit: bool, name: str
+) -> None:
+    """Refuse data ``name`` whose observed values (``x``, prepared for the model) fall far
+    outside the training range run.json records: data on another scale, whose scores or
+    imputations would be meaningless.
+
+    "Far" is beyond the training range widened on each side by its width or its largest
+    magnitude, whichever is larger. Data drawn like the training data rarely pass its
+    extremes, and then by a fraction of its width (standardized training data in [-4.5, 4.5]
+    allow [-13.5, 13.5]); a scale error passes them many times over (floats 0..255 against
+    uint8 levels divided by 255: 254 where 2 is allowed). The magnitude keeps data far from 0
+    with a narrow range (kelvins in [280, 300] allow [-20, 600]) from being refused for an
+    ordinary excursion. Data shrunk by a scale error (levels / 255 where the run saw 0..255)
+    stay inside and pass.
+    """
+    record = info.get("data_range")
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(key), float) for key in ("min", "max")
+    ):
+        return  # a run recorded by an older pyro-vae
+    low, high = record["min"], record["max"]
+    margin = max(high - low, abs(low), abs(high))
+    found_low, found_high = observed_range(x)
+    if low - margin <= found_low and found_high <= high + margin:
+        return
+    found = f"[{found_low:g}, {found_high:g}]"
+    if record.get("dtype") == "uint8" and high <= 1 and not is_8bit:
+        fix = "they are floats, taken as stored: divide them by 255, or save them as uint8"
+    else:
+        fix = "put them on the training data's scale (the same units and standardization)"
+    raise DataError(
+        f"{name}: its observed values range over {found} on the model's scale, far outside "
+        f"the [{low:g}, {high:g}] of the data {path} was trained on ({record.get('scaling')}), "
+        f"so the model's numbers for them would be meaningless; {fix}"
+    )
