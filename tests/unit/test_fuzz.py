@@ -112,7 +112,8 @@ def test_random_npz_loads_or_fails_with_a_data_error(tmp_path_factory, x, y, sup
         assert "data.npz" in str(err) or "fuzzed" in str(err) or "split" in str(err)
         return
     assert data.train.shape[0] >= 1 and data.test.shape[0] >= 1
-    assert data.train.isfinite().all() and data.test.isfinite().all()
+    # NaN marks a missing entry (scored over the observed ones); nothing may be infinite
+    assert not data.train.isinf().any() and not data.test.isinf().any()
 
 
 @pytest.mark.parametrize("name", ["x", "x_test"])
