@@ -274,11 +274,19 @@ def _config_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> 
 
 
 def _refuse_config_of_a_python_model(path: Path) -> None:
-    """The config.toml of a run whose model came from Python names the built-in defaults for
-    the model's keys, so rerunning it would quietly train another model."""
+    """The config.toml of a run whose model or data came from Python names the built-in
+    defaults for them, so rerunning it would quietly train another model, or on other data."""
+    from .data_record import from_python
     from .run_folder import RunFolder
 
     info = RunFolder(path.parent).read_info()
+    if from_python(info):
+        raise ConfigError(
+            f"{path} belongs to a run trained on data passed from Python; its dataset key is "
+            "the default, not those data, so a rerun from it would train on other data. Rerun "
+            "from your script (train(cfg, data=...)), or copy the file, set dataset to a "
+            "file holding the data (an .npz) and pass the copy"
+        )
     if info.get("model_source") == "python":
         raise ConfigError(
             f"{path} belongs to a run whose model was passed from Python "

@@ -246,3 +246,17 @@ def test_the_config_of_a_python_model_run_is_refused_by_train_config(tiny_npz, t
     assert not (tmp_path / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
         "run"
     ]
+
+
+def test_the_config_of_a_python_data_run_is_refused_by_train_config(tmp_path, capsys):
+    """Its dataset key is the default (mnist), not the tensors: a rerun would train on MNIST."""
+    from pyro_vae.app.cli import main
+    from pyro_vae.datasets import Dataset
+
+    data = Dataset.from_tensors(torch.rand(40, 6), torch.rand(10, 6))
+    cfg = Config(likelihood="gaussian", epochs=1, batch_size=20, hidden=[8], latent_dim=2,
+                 device="cpu", out=str(tmp_path / "run"))  # fmt: skip
+    pyro_vae.train(cfg, data=data, progress=False, log=lambda _: None)
+    assert main(["train", "--config", str(tmp_path / "run" / "config.toml")]) == 2
+    assert "trained on data passed from Python" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
