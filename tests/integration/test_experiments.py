@@ -159,3 +159,16 @@ def test_stacked_layers_smoke_compares_one_and_two_layers(tiny_npz, tmp_path):
     table = (out / "layers.md").read_text()
     assert "| 150 |" in table and "| 100 50 |" in table, table
     assert "/ 100, " in table and "/ 50 |" in table
+
+
+def test_real_valued_table_smoke_scores_both_starts_against_the_baseline():
+    done = run_script("real_valued_table", "--epochs", "2", "--seeds", "0", "--k", "10")
+    rows = [
+        line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    assert [row.split(" | ")[0] for row in rows[1:]] == [
+        "| data's spread (default)",
+        "| 0.1 (before)",
+    ]
+    baselines = {row.split(" | ")[3] for row in rows[1:]}
+    assert len(baselines) == 1  # the same data, the same baseline
