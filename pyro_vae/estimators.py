@@ -244,7 +244,10 @@ class Evaluation:
         if self.missing_fraction:  # scored over the observed entries alone
             px = px.replace("x", "x_obs", 1)
         rows = [
-            ("data", self.data or f"{self.num_datapoints} datapoints"),
+            (
+                "data",
+                self.data or f"{self.num_datapoints} datapoint{'s' * (self.num_datapoints != 1)}",
+            ),
             ("importance samples K", f"{self.k}"),
             (
                 px,

@@ -194,7 +194,7 @@ def evaluate(
         result = evaluate_vae(
             run.model, x, k, seed=seed, shard=ctx.shard(), y=y, progress=bar.update
         )
-    result.data = f"{dataset.name}, {split}, {len(x)} datapoints"
+    result.data = f"{dataset.name}, {split}, {len(x)} datapoint{'s' * (len(x) != 1)}"
     if result.accuracy is not None and (given := int((y != UNLABELLED).sum())) < len(x):
         result.data += f", {given} of them labelled (the accuracy's)"
     if prepared.missing:
