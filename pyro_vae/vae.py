@@ -317,9 +317,13 @@ class VAE(AmortizedModel):
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """``n`` images from the model: E[x|z] (draws of x when ``mean=False``), z ~ p(z)."""
-        z = self.prior_given_globals().sample((n,))
-        p_x = self.likelihood(self.decoder(z))
+        p_x = self.draw(n)[1]
         return p_x.mean if mean else p_x.sample()
+
+    def draw(self, n: int) -> tuple[torch.Tensor, dist.Distribution]:
+        """``n`` latents z ~ p(z) (the layer x is decoded from) and p(x|z) at them."""
+        z = self.prior_given_globals().sample((n,))
+        return z, self.likelihood(self.decoder(z))
 
 
 class GuideModule(nn.Module):

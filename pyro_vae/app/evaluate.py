@@ -54,6 +54,7 @@ from .labels import check_labels_fit
 from .load import load_run
 from .m2 import plot_confusion
 from .registry import load_dataset
+from .resume import data_fingerprint
 
 __all__ = ["evaluate", "default_name", "RunEvaluation"]
 
@@ -137,7 +138,8 @@ def evaluate(
     whole = own_file and not _has_own_test_split(data)
     if whole:
         split = "whole file"
-    path = out or run.folder.path / default_name(data, cfg.dataset, split)
+    own = data is None or _trained_on(run.info, data)  # its eval.json, with the baseline
+    path = out or run.folder.path / default_name(None if own else data, cfg.dataset, split)
     if out is None:  # on every rank, so that all stop together, before any data are read
         check_output_path(path, "--out (by default in RUN_DIR)", ".json", replace=True)
     if isinstance(data, Dataset):
@@ -212,7 +214,8 @@ def evaluate(
         "trained_epochs": position["epoch"],  # which weights were scored: a resumed run
         "trained_steps": position["global_step"],  # that trains on makes these stale
     }
-    baseline = baseline_log_px(run.model, prepared, x)
+    # fitted to the training split: of other data, that split would be the file's own
+    baseline = baseline_log_px(run.model, prepared, x) if own else None
     done = RunEvaluation(**{f.name: getattr(result, f.name) for f in fields(result)})
     done.baseline_log_px = baseline
     if ctx.is_main:
@@ -242,6 +245,13 @@ def evaluate(
             plot_confusion(result.confusion, confusion, title)
             done.confusion_path = confusion
     return done
+
+
+def _trained_on(info: dict[str, Any], data: str | Dataset) -> bool:
+    """Whether ``data``, a Dataset passed from Python, are the very arrays the run trained on
+    (run.json's fingerprint; the way a run trained on Python data is scored as its own)."""
+    recorded = info.get("data_fingerprint")
+    return isinstance(data, Dataset) and recorded is not None and recorded == data_fingerprint(data)
 
 
 def default_name(data: str | Dataset | None, own: str, split: str) -> str:

@@ -1,7 +1,7 @@
 """``pyro-vae sample --out FILE.npz``: a trained model's samples as numbers, for any data shape.
 
 The file holds ``mean`` (E[x|z], what the PNG grids show), ``x`` (one draw from p(x|z)
-at the same z), ``z`` (the latent draws, the top layer's for a stacked model) and, for a
+at the same z), ``z`` (the latents x is decoded from: z_1 of a stacked model) and, for a
 cvae or m2, ``y`` (the label of each row). Values are on the scale the model was trained
 on (8-bit levels as level / 255).
 
@@ -69,26 +69,17 @@ def parse_label(label: str, classes: int) -> int:
 
 
 def _draws(vae: nn.Module, n: int, seed: int, device: str) -> dict[str, torch.Tensor]:
-    """E[x|z], a draw of x and z ~ p(z): the same seed gives the same z to both passes."""
+    """E[x|z], a draw of x at the same z, and z ~ p(z)."""
     with isolated_rng(seed, device):
-        z = vae.prior_given_globals().sample((n,))
-    with isolated_rng(seed, device):
-        mean = vae.sample(n)
-    with isolated_rng(seed, device):
-        x = vae.sample(n, mean=False)
-    return {"mean": mean, "x": x, "z": z}
+        z, p_x = vae.draw(n)
+        return {"mean": p_x.mean, "x": p_x.sample(), "z": z}
 
 
 def _class_draws(
     model: nn.Module, y: torch.Tensor, seed: int, device: str
 ) -> dict[str, torch.Tensor]:
-    """E[x|z, y] (and, for a cvae, a draw of x at the same z) for each label in ``y``."""
+    """E[x|z, y], a draw of x at the same z, and z, for each label in ``y``."""
     y = y.to(next(model.parameters()).device)
-    if isinstance(model, M2):
-        with isolated_rng(seed, device):
-            return {"mean": model.sample(len(y), y), "y": y}
     with isolated_rng(seed, device):
-        mean = model.sample(y)
-    with isolated_rng(seed, device):
-        x = model.sample(y, mean=False)
-    return {"mean": mean, "x": x, "y": y}
+        z, p_x = model.draw(len(y), y) if isinstance(model, M2) else model.draw(y)
+        return {"mean": p_x.mean, "x": p_x.sample(), "z": z, "y": y}

@@ -312,11 +312,15 @@ class CVAE(VAE):
     @torch.no_grad()
     def sample(self, y: torch.Tensor, mean: bool = True) -> torch.Tensor:
         """One image per label in ``y``: E[x|z, y] (a draw of x when ``mean=False``), z ~ p(z|y)."""
+        p_x = self.draw(y)[1]
+        return p_x.mean if mean else p_x.sample()
+
+    def draw(self, y: torch.Tensor) -> tuple[torch.Tensor, dist.Distribution]:
+        """One latent z ~ p(z|y) per label in ``y``, and p(x|z, y) at them."""
         label = self.one_hot(y)
         p_z = self._prior(label)
         z = p_z.sample() if self.conditional_prior else p_z.sample((len(label),))
-        p_x = self.likelihood(self.decoder(z, label))
-        return p_x.mean if mean else p_x.sample()
+        return z, self.likelihood(self.decoder(z, label))
 
 
 def check_conditional_parts(cvae: CVAE, data_shape: tuple[int, ...]) -> None:

@@ -313,9 +313,13 @@ class M2(AmortizedModel):
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` mean images E[x|y,z], z ~ p(z), with labels ``y`` (default y ~ p(y))."""
+        return self.draw(n, y)[1].mean
+
+    def draw(self, n: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, dist.Distribution]:
+        """``n`` latents z ~ p(z) and p(x|y, z) at them, labels ``y`` (default y ~ p(y))."""
         z = self.prior().sample((n,))
         y = self.label_prior().sample((n,)) if y is None else y.to(z.device)
-        return self.decode(z, y)
+        return z, self.likelihood(self.decoder(z, y))
 
     @torch.no_grad()
     def analogies(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

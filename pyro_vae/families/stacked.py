@@ -301,13 +301,12 @@ class StackedVAE(VAE):
         return self.likelihood(self.decoder(z1)).mean
 
     @torch.no_grad()
-    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
-        """``n`` images: z_L ~ p(z_L), each z_l ~ p(z_l|z_{l+1}), then E[x|z_1] (or a draw)."""
+    def draw(self, n: int) -> tuple[torch.Tensor, dist.Distribution]:
+        """z_L ~ p(z_L), each z_l ~ p(z_l|z_{l+1}); returns z_1 and p(x|z_1)."""
         z = self.prior_given_globals().sample((n,))
         for layer in reversed(self.prior_layers):
             z = layer(z).sample()
-        p_x = self.likelihood(self.decoder(z))
-        return p_x.mean if mean else p_x.sample()
+        return z, self.likelihood(self.decoder(z))
 
 
 class TopGuide(nn.Module):

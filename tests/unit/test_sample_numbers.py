@@ -51,6 +51,32 @@ def test_a_cvae_run_writes_the_label_of_each_row(tiny_npz, tmp_path):
     out = tmp_path / "d.npz"
     assert main(["sample", str(run), "--out", str(out), "--n", "4", "--label", "7"]) == 0
     draws = np.load(out)
-    assert draws["mean"].shape == (4, 1, 28, 28) and draws["y"].tolist() == [7] * 4
+    assert draws["mean"].shape == draws["x"].shape == (4, 1, 28, 28) and draws["z"].shape == (4, 2)
+    assert draws["y"].tolist() == [7] * 4
     assert main(["sample", str(run), "--out", str(out), "--n", "2"]) == 0
     assert np.load(out)["y"].tolist() == [c for c in range(10) for _ in range(2)]
+
+
+def test_an_m2_run_writes_draws_and_latents_too(tmp_path):
+    rng = np.random.default_rng(1)
+    centres, y = rng.normal(scale=3, size=(3, 6)), rng.integers(0, 3, 200)
+    x = (centres[y] + rng.normal(size=(200, 6))).astype(np.float32)
+    unlabelled = y.copy()
+    unlabelled[rng.random(200) < 0.8] = -1
+    np.savez(tmp_path / "m2.npz", x=x[:150], y=unlabelled[:150], x_test=x[150:], y_test=y[150:])
+    cfg = Config(dataset=str(tmp_path / "m2.npz"), model="m2", likelihood="gaussian", epochs=1,
+                 batch_size=50, hidden=[16], latent_dim=2, out=str(tmp_path / "run"))  # fmt: skip
+    run = train(cfg, progress=False, log=lambda _: None).run_dir
+    out = tmp_path / "d.npz"
+    assert main(["sample", str(run), "--out", str(out), "--n", "4", "--label", "1"]) == 0
+    draws = dict(np.load(out))
+    assert {k: v.shape for k, v in draws.items()} == {
+        "mean": (4, 6),
+        "x": (4, 6),
+        "z": (4, 2),
+        "y": (4,),
+    }
+    m2 = load_run(run).model  # building it draws initial weights: outside the seeded stream
+    with torch.no_grad(), isolated_rng(0, "cpu"):
+        expected = m2.sample(4, torch.full((4,), 1))
+    assert np.array_equal(draws["mean"], expected.numpy())  # the PNG path's images

@@ -146,3 +146,16 @@ def test_a_scale_started_from_the_data_or_set_as_before_resumes_exactly(tmp_path
     assert all(torch.equal(w, weights[k]) for k, w in straight.model.state_dict().items())
     loaded = load_run(tmp_path / "resumed").model.likelihood.pixel_scale
     assert torch.equal(loaded, resumed.model.likelihood.pixel_scale)
+
+
+def test_the_baseline_is_of_the_runs_own_data_only(tmp_path):
+    """Fitted to the training split: for other data it would be fitted to their own file."""
+    train_x, test_x = _tab()
+    own = Dataset.from_tensors(train_x, test_x)
+    run = train(_tab_config(tmp_path, "run", epochs=1), data=own, progress=False, log=print)
+    scores = evaluate(run.run_dir, data=own, k=2)  # the arrays it trained on: its own
+    assert scores.path.name == "eval.json" and scores.baseline_log_px is not None
+    other = Dataset.from_tensors(train_x * 2.5, test_x * 2.5)
+    scored = evaluate(run.run_dir, data=other, k=2)
+    assert scored.path.name != "eval.json" and scored.baseline_log_px is None
+    assert "baseline_log_px" not in json.loads(scored.path.read_text())
