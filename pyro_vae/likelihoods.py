@@ -80,7 +80,7 @@ def scale_from_data(x: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
 
     One number over all entries (a 0-d tensor), or with ``per_pixel`` one per pixel (a
     ``data_shape`` tensor; a pixel never observed takes the overall value). The overall
-    value is clamped into [0.01, 1e6], each pixel's to at least 0.1 times it.
+    value is clamped into [0.01, 1e6], each pixel's to at least 0.1 times it (and 0.01).
 
     Example:
         >>> x = torch.tensor([[0.0, 10.0], [2.0, float("nan")], [4.0, 30.0]])
@@ -97,7 +97,7 @@ def scale_from_data(x: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
     mean = values.nanmean(0, keepdim=True)
     spread = (values - mean).square().nanmean(0).sqrt()
     spread = spread.nan_to_num(float(overall), MAX_START, MAX_START)
-    return spread.clamp(PIXEL_FLOOR * float(overall), MAX_START)
+    return spread.clamp(max(PIXEL_FLOOR * float(overall), MIN_START), MAX_START)
 
 
 def _positive(raw: torch.Tensor) -> torch.Tensor:

@@ -292,3 +292,13 @@ def test_the_scale_value_is_zero_for_the_data_or_above_the_smallest_scale():
         Config(likelihood_scale_value=0.0005)
     with pytest.raises(ConfigError, match="must be >= 0"):
         Config(likelihood_scale_value=-1.0)
+
+
+@pytest.mark.parametrize("mode", ["per-pixel", "learned", "fixed"])
+def test_all_constant_data_start_every_scale_at_a_usable_floor(mode):
+    """Found by a probe: per-pixel scales of all-zero data came out at 0.001, which the
+    likelihood refuses, and training ended in a traceback."""
+    start = scale_from_data(torch.zeros(50, 3), per_pixel=mode == "per-pixel")
+    assert float(start.min()) == pytest.approx(0.01)
+    cfg = Config(likelihood="gaussian", likelihood_scale=mode, latent_dim=2, hidden=[8])
+    start_scale_from_data(cfg, build_vae(cfg, (3,)), torch.zeros(50, 3))  # no ValueError
