@@ -257,3 +257,15 @@ def test_the_range_check_catches_scale_errors_not_test_set_variation(low, high, 
         return
     with pytest.raises(DataError, match=r"new.npz: .* put them on the training data's scale"):
         check_range(Path("run"), info, x, False, "new.npz")
+
+
+def test_a_few_outliers_are_scored_but_a_scale_error_is_refused():
+    """Found by a probe: one value of 40 in standardized data refused the whole file, which
+    blocks scoring anomalies; a scale error moves nearly every entry, an outlier a few."""
+    info = {"data_range": {"dtype": "float32", "scaling": "values taken as stored",
+                           "min": -4.5, "max": 4.5}}  # fmt: skip
+    x = torch.randn(100, 5).clamp(-4, 4)
+    x[5, 2] = 40.0  # 1 entry of 500
+    check_range(Path("run"), info, x, False, "outlier.npz")
+    with pytest.raises(DataError, match="outlier.npz: .* far outside"):
+        check_range(Path("run"), info, x * 255, False, "outlier.npz")
