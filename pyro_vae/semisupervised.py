@@ -120,15 +120,18 @@ def _generator(seed: int, *key: int, device: torch.device | str = "cpu") -> torc
 
 
 def label_shares(available: list[int], count: int, seed: int) -> list[int]:
-    """How many of ``count`` labels each class keeps, as evenly as possible: every class
-    ``count // C``, and one more for ``count % C`` classes in a seeded order, skipping
-    those with no datapoint to spare. ``available[c]`` is class c's labelled datapoints.
+    """How many of ``count`` labels each class keeps, as evenly as possible: a class with
+    fewer labelled datapoints than an even share keeps them all, the others share the rest
+    evenly, and the remainder goes one each to classes with a datapoint to spare, in a
+    seeded order. ``available[c]`` is class c's labelled datapoints.
 
     Example:
         >>> label_shares([50, 50, 50], 100, seed=1)
         [34, 33, 33]
         >>> label_shares([33, 50, 50], 100, seed=1)  # class 0 has none to spare
         [33, 34, 33]
+        >>> label_shares([2, 50, 50], 100, seed=1)  # class 0 keeps its 2, the others 49
+        [2, 49, 49]
     """
     classes = len(available)
     if count < classes:
@@ -141,25 +144,28 @@ def label_shares(available: list[int], count: int, seed: int) -> list[int]:
             f"labels: {count} labels asked for, but the training data have {sum(available)} "
             "labelled datapoints; ask for fewer, or --labels all to keep every one"
         )
-    base, extra = divmod(count, classes)
-    short = [c for c in range(classes) if available[c] < base]
-    if short:
+    empty = [c for c in range(classes) if not available[c]]
+    if empty:
         raise DataError(
-            f"labels: {count} labels need {base} of each class, but class {short[0]} has "
-            f"{available[short[0]]} labelled training datapoints; ask for fewer labels "
-            "(or --labels all)"
+            f"labels: class {empty[0]} has 0 labelled training datapoints, so M2 could not "
+            "learn its name; give some of its datapoints their label"
         )
-    order = torch.randperm(classes, generator=_generator(seed, _SPREAD)).tolist()
-    spare = [c for c in order if available[c] > base]
-    if len(spare) < extra:
-        raise DataError(
-            f"labels: {count} labels need {base + 1} of {extra} classes, but only "
-            f"{len(spare)} classes have more than {base} labelled training datapoints; ask "
-            "for fewer labels (or --labels all)"
-        )
-    shares = [base] * classes
-    for c in spare[:extra]:
-        shares[c] += 1
+    shares, pool, remaining = [0] * classes, list(range(classes)), count
+    while short := [c for c in pool if available[c] < remaining // len(pool)]:
+        for c in short:  # fewer than an even share: every one, and the rest share the remainder
+            shares[c] = available[c]
+            remaining -= available[c]
+            pool.remove(c)
+    base, extra = divmod(remaining, len(pool))
+    for c in pool:
+        shares[c] = base
+    order = [c for c in torch.randperm(classes, generator=_generator(seed, _SPREAD)).tolist()
+             if c in pool]  # fmt: skip
+    while extra:  # one more each, in the seeded order, to classes with a datapoint to spare
+        for c in order:
+            if extra and available[c] > shares[c]:
+                shares[c] += 1
+                extra -= 1
     return shares
 
 
