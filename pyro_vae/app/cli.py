@@ -345,6 +345,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     numbers = args.out is not None and args.out.suffix.lower() == ".npz"
+    if args.out is not None and args.out.suffix.lower() not in (".png", ".npz"):
+        raise ConfigError(f"--out {args.out}: name the output FILE.png (images) or FILE.npz")
     if args.out is not None:  # a file there is replaced, as the default names are
         check_output_path(args.out, "--out", ".npz" if numbers else ".png", replace=True)
     run = load_run(args.run_dir, args.device)

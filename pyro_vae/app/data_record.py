@@ -72,9 +72,16 @@ def training_range(dataset: Dataset, x: torch.Tensor, support: str) -> dict[str,
     return {"dtype": dtype, "scaling": scaling(dataset.is_8bit, support), "min": low, "max": high}
 
 
-def check_loadable(path: Path, info: Mapping[str, Any], fix: str) -> None:
-    """Refuse to load the data of the run at ``path`` by its config's name when run.json
-    says they were passed from Python; ``fix`` says how to pass them again."""
+def check_loadable(path: Path, info: Mapping[str, Any], fix: str, dataset: str = "") -> None:
+    """Refuse to load the data of the run at ``path`` by its config's name ``dataset`` when
+    run.json says they were passed from Python (``fix`` says how to pass them again), or
+    when that name is a data file no longer there."""
+    if dataset.endswith(".npz") and not Path(dataset).expanduser().exists():
+        raise DataError(
+            f"{path}: the data file it was trained on, {dataset} (its config.toml's dataset), "
+            f"is gone; restore it, or if it moved, write its new path as dataset in "
+            f"{Path(path) / 'config.toml'}"
+        )
     if not from_python(info):
         return
     shape = info.get("data_shape")

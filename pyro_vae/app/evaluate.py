@@ -133,7 +133,7 @@ def evaluate(
         log(run.note)
     cfg = run.config
     if data is None:
-        check_loadable(run.folder.path, run.info, _PASS_AGAIN)
+        check_loadable(run.folder.path, run.info, _PASS_AGAIN, cfg.dataset)
     own_file = isinstance(data, str) and data.endswith(".npz")
     whole = own_file and not _has_own_test_split(data)
     if whole:

@@ -13,7 +13,7 @@ Example:
     >>> check_training_classes(torch.tensor([0, 5, 9]), None, "d.npz", "cvae")
     Traceback (most recent call last):
     ...
-    pyro_vae.errors.DataError: d.npz: the labels y take 3 values (0, 5, 9) but run to 9: ...
+    pyro_vae.errors.DataError: d.npz: the training labels y hold 3 classes (0, 5, 9) but ...
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def check_training_classes(
         else ""
     )
     raise DataError(
-        f"{name}: the labels y take {len(trained)} values ({shown}) but run to {classes - 1}: "
+        f"{name}: the training labels y hold {len(trained)} classes ({shown}) but the largest "
+        f"label is {classes - 1}: "
         f"a conditional model learns a class for every number 0..{classes - 1}, and "
         f"{len(absent)} of them ({listed}) have no labelled training datapoint{where}; "
         f"{RENUMBER} (or set --num-classes to keep unused classes on purpose)"

@@ -297,7 +297,7 @@ def _train(
     requested = cfg.dataset
     if data is None:
         if run is not None:  # before the config's dataset (a default) is loaded
-            check_loadable(run.path, run.read_info(), _PASS_AGAIN)
+            check_loadable(run.path, run.read_info(), _PASS_AGAIN, cfg.dataset)
         cfg, dataset = _load_data(cfg, say)
     else:
         dataset = data

@@ -448,8 +448,8 @@ def labelled(y_train: torch.Tensor, y_test: torch.Tensor) -> Dataset:
 @pytest.mark.parametrize(
     ("y_train", "y_test", "message"),
     [
-        (torch.arange(40) % 2, torch.arange(20) % 3, r"2 values \(0, 1\) but run to 2.*\(2\) have"),
-        (torch.arange(40) % 3 * 5, torch.arange(20) % 3 * 5, r"run to 10.*8 of them \(1, 2, 3, 4"),
+        (torch.arange(40) % 2, torch.arange(20) % 3, r"2 classes \(0, 1\) but.*\(2\) have"),
+        (torch.arange(40) % 3 * 5, torch.arange(20) % 3 * 5, r"is 10.*8 of them \(1, 2, 3, 4"),
         (torch.arange(40) % 3 - 2, torch.arange(20) % 2, r"include -2; classes are numbers 0..C-1"),
     ],
 )  # fmt: skip

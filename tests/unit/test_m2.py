@@ -482,7 +482,8 @@ def _with_labels(y_train, y_test):
          r"include -1 \(an unlabelled datapoint\) in 10 rows, but cvae needs every datapoint's "
          r"class; drop those rows, or learn from them with --model m2"),
         ("m2", [0, 1, -1, -1] * 10, [0, 1, 2] * 4,
-         r"take 2 values \(0, 1\) but run to 2: .*\(2\) have no labelled training datapoint "
+         r"hold 2 classes \(0, 1\) but the largest label is 2: .*\(2\) have no labelled "
+         r"training datapoint "
          r"\(2 only in the test labels y_test\)"),
         ("m2", [-1] * 40, [0, 1, 2] * 4, r"every training label is -1 \(unlabelled\)"),
         ("m2", [0, 1, 2, -2] * 10, [0, 1, 2] * 4, r"include -2; classes are numbers 0..C-1 and -1"),

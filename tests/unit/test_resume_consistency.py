@@ -324,3 +324,15 @@ def test_a_run_trained_on_data_from_python_needs_them_passed_again(tmp_path, rec
     assert files(out) == before
     assert evaluate(out, data=data, k=2).num_datapoints == 20
     assert len(train(resume=out, epochs=2, data=data, **QUIET).history) == 2
+
+
+def test_a_data_file_gone_is_named_with_where_the_run_looks_for_it(own_data, tmp_path):
+    from pyro_vae import evaluate
+
+    out, path = own_data
+    shutil.move(path, tmp_path / "elsewhere.npz")
+    before = files(out)
+    for attempt in (lambda: evaluate(out, k=2), lambda: train(resume=out, epochs=2, **QUIET)):
+        with pytest.raises(DataError, match=rf"{path} \(its config.toml's dataset\), is gone"):
+            attempt()
+    assert files(out) == before
