@@ -493,10 +493,20 @@ def _finish(cells, failures, out, base, seeds, k, command, say) -> ComparisonRes
         say(report.ranking_note or f"ranked by log p(x): {', '.join(report.ranking)}")
     if report.not_finite:
         say(f"not finite, left out of the means and the ranking: {'; '.join(report.not_finite)}")
+    for cell in cells:  # what evaluate warned about (a score below the baseline, say)
+        if cell.index not in failures and (warning := _eval_warning(cell)):
+            say(f"{cell.name} seed={cell.seed}: {warning}")
     say(f"comparison written to {out}/comparison.md, .csv and .png")
     if failed:
         raise error
     return ComparisonResult(out, rows, report)
+
+
+def _eval_warning(cell: Cell) -> str:
+    """The warning line in the cell's eval.json, or ''."""
+    values = json.loads(RunFolder(cell.path).eval_path.read_text())
+    warning = values.get("warning", "") if isinstance(values, dict) else ""
+    return f"warning: {warning}" if warning else ""
 
 
 def _row(cell: Cell, out: Path, k: int) -> dict[str, Any]:

@@ -307,3 +307,20 @@ def test_conditional_and_unconditional_scores_are_not_ranked_together():
     refusal = ranking_refusal(rows, ["model"])
     assert "Not ranked" in refusal and "log p(x|y), not log p(x)" in refusal
     assert ranking_refusal(rows[:1] * 2, ["model"]) == ""
+
+
+@pytest.mark.slow
+def test_what_evaluate_warned_about_reaches_the_terminal(tmp_path):
+    """A cell below the real-valued baseline warned only in its own compare.log."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)) @ rng.normal(size=(2, 6)) + 0.3 * rng.normal(size=(200, 6))
+    np.savez(tmp_path / "table.npz", x=((x - x.mean(0)) / x.std(0)).astype(np.float32))
+    base = Config(dataset=str(tmp_path / "table.npz"), likelihood="gaussian", epochs=2,
+                  batch_size=40, hidden=[16], latent_dim=2, eval_k=5, device="cpu")  # fmt: skip
+    said: list[str] = []
+    grid = {"likelihood_scale_value": [0.0, 0.1]}
+    compare(base, grid, [0], tmp_path / "cmp", log=said.append, progress=False)
+    warned = [line for line in said if "warning: log p(x)" in line]
+    assert len(warned) == 1 and warned[0].startswith("likelihood_scale_value=0.1 seed=0: ")
