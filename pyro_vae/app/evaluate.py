@@ -257,7 +257,8 @@ def _trained_on(info: dict[str, Any], data: str | Dataset) -> bool:
 def default_name(data: str | Dataset | None, own: str, split: str) -> str:
     """``eval.json`` for the run's own test split (``data`` None: checked against the run's
     record); ``eval-<data>[-train].json`` for data given, even by the run's own name, and
-    for the training split, so scoring them never replaces the run's own score.
+    for the training split, so scoring them never replaces the run's own score (a Dataset
+    from Python is named with the start of its fingerprint, one set of tensors per file).
 
     Example:
         >>> default_name(None, "mnist5k", "test"), default_name("/d/my data.npz", "x", "test")
@@ -266,6 +267,8 @@ def default_name(data: str | Dataset | None, own: str, split: str) -> str:
         ('eval-mnist5k.json', 'eval-mnist5k-train.json')
     """
     name = data.name if isinstance(data, Dataset) else data
+    if isinstance(data, Dataset):  # tensors have no file name: tell one set from another
+        name = f"{name}-{data_fingerprint(data)['sha256'][:8]}"
     if data is None and split == "test":
         return "eval.json"
     stem = Path(str(name or own)).name.removesuffix(".npz")

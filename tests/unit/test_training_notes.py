@@ -159,3 +159,5 @@ def test_the_baseline_is_of_the_runs_own_data_only(tmp_path):
     scored = evaluate(run.run_dir, data=other, k=2)
     assert scored.path.name != "eval.json" and scored.baseline_log_px is None
     assert "baseline_log_px" not in json.loads(scored.path.read_text())
+    third = evaluate(run.run_dir, data=Dataset.from_tensors(train_x * 2, test_x * 2), k=2)
+    assert third.path != scored.path  # other tensors, another file: no score replaced
