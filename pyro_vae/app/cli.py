@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         "RUN_DIR/eval.json for the run's own test split, RUN_DIR/eval-NAME.json for "
         "--data/--dataset NAME, eval-NAME-train.json for --split train",
     )
+    evaluate.add_argument(
+        "--dist-timeout",
+        type=float,
+        help="under torchrun, seconds a rank waits for a silent peer before it stops "
+        "(default: the run's own dist_timeout)",
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
@@ -432,6 +438,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     apply_threads(args.threads)
     if args.k is not None and args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
+    if args.dist_timeout is not None and not args.dist_timeout > 0:
+        raise ConfigError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
     result = evaluate(
         args.run_dir,
         data=args.data or args.dataset,
@@ -443,6 +451,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         out=args.out,
         log=lambda line: print(line, file=sys.stderr),
         progress=not args.no_progress and launched_as_main(),
+        dist_timeout=args.dist_timeout,
     )
     if launched_as_main():
         print(result.table())

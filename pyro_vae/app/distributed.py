@@ -42,6 +42,7 @@ __all__ = [
     "broadcast_object",
     "gather_objects",
     "rank_seed",
+    "collective_error",
 ]
 
 
@@ -143,6 +144,18 @@ def exit_rank(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def collective_error(err: Exception) -> str:
+    """The gist of a failed collective's error: gloo prefixes a source location and appends
+    advice.
+
+    Example:
+        >>> collective_error(RuntimeError("[pair.cc:545] Read error: Connection reset. Try"))
+        'Read error: Connection reset'
+    """
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split("] ", 1)[-1].split(". ", 1)[0][:160]
 
 
 def launched_as_main() -> bool:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..convention import convention_of, data_support
 from ..data import draw_binary, prepare_data, seeded_generator
 from ..datasets import Dataset, load_npz
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, PyroVAEError
 from ..estimators import Evaluation, evaluate_vae
 from ..families.cvae import CVAE
 from ..families.m2 import standard_m2
@@ -43,7 +43,7 @@ from ..semisupervised import UNLABELLED
 from .atomic import check_output_path
 from .config import Config
 from .data_record import check_loadable, check_own_data, check_range
-from .distributed import init_distributed
+from .distributed import DistributedFault, collective_error, init_distributed
 from .faults import (
     BASELINE_DESCRIPTION,
     baseline_log_px,
@@ -55,6 +55,7 @@ from .load import load_run
 from .m2 import plot_confusion
 from .registry import load_dataset
 from .resume import data_fingerprint
+from .run_folder import RunFolder
 
 __all__ = ["evaluate", "default_name", "RunEvaluation"]
 
@@ -101,6 +102,7 @@ def evaluate(
     model: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    dist_timeout: float | None = None,
 ) -> RunEvaluation:
     """Score the run in ``run_dir`` and write the results to ``RUN_DIR/eval.json`` (or ``out``).
 
@@ -122,12 +124,15 @@ def evaluate(
     ``log`` receives a note when the folder's config.toml disagrees with the checkpoint or
     run.json holds no fingerprint of the data;
     ``progress`` shows a bar over the datapoints (this rank's share under torchrun).
+    ``dist_timeout``: under torchrun, the seconds a rank waits for a silent peer (default:
+    the run's own ``dist_timeout``), after which it stops with one line.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
     if out is not None:  # before the run is read
         out = check_output_path(out, "--out", ".json", replace=True)
-    ctx, torch_device = init_distributed(device, Config().dist_timeout)
+    timeout = dist_timeout if dist_timeout is not None else _run_dist_timeout(run_dir)
+    ctx, torch_device = init_distributed(device, timeout)
     run = load_run(run_dir, torch_device, model=model)
     if run.note and log is not None and ctx.is_main:
         log(run.note)
@@ -193,9 +198,17 @@ def evaluate(
     k = k or cfg.eval_k
     description = f"log p(x), K={k}"
     with tqdm(total=len(x), desc=description, unit="datapoint", disable=not progress) as bar:
-        result = evaluate_vae(
-            run.model, x, k, seed=seed, shard=ctx.shard(), y=y, progress=bar.update
-        )
+        try:
+            result = evaluate_vae(
+                run.model, x, k, seed=seed, shard=ctx.shard(), y=y, progress=bar.update
+            )
+        except RuntimeError as err:  # collectives fail this way when a peer dies or times out
+            if not ctx.is_distributed:
+                raise
+            raise DistributedFault(
+                f"rank {ctx.rank} lost contact with the other ranks ({collective_error(err)}) "
+                f"within {timeout:g} s; nothing was written: rerun the evaluation"
+            ) from None
     result.data = f"{dataset.name}, {split}, {len(x)} datapoint{'s' * (len(x) != 1)}"
     if result.accuracy is not None and (given := int((y != UNLABELLED).sum())) < len(x):
         result.data += f", {given} of them labelled (the accuracy's)"
@@ -245,6 +258,15 @@ def evaluate(
             plot_confusion(result.confusion, confusion, title)
             done.confusion_path = confusion
     return done
+
+
+def _run_dist_timeout(run_dir: str | Path) -> float:
+    """The run's own ``dist_timeout`` (the default when its config cannot be read: load_run
+    then says why)."""
+    try:
+        return RunFolder(run_dir).read_config().dist_timeout
+    except (PyroVAEError, OSError):
+        return Config().dist_timeout
 
 
 def _trained_on(info: dict[str, Any], data: str | Dataset) -> bool:

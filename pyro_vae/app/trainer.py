@@ -51,6 +51,7 @@ from .distributed import (
     DistributedFault,
     all_reduce_max,
     all_reduce_sum,
+    collective_error,
     gather_objects,
     rank_seed,
 )
@@ -429,8 +430,9 @@ class Trainer:
             if not self.ctx.is_distributed:
                 raise
             raise DistributedFault(
-                f"rank {self.ctx.rank} lost contact with the other ranks ({_reason(err)}); "
-                f"the last good checkpoint in {run.path} is intact: rerun with --resume {run.path}"
+                f"rank {self.ctx.rank} lost contact with the other ranks "
+                f"({collective_error(err)}); the last good checkpoint in {run.path} is "
+                f"intact: rerun with --resume {run.path}"
             ) from None
 
     def _fit(self, run: RunFolder, log: Callable[[str], None], progress: bool) -> None:
@@ -474,12 +476,6 @@ class Trainer:
         warning = below_baseline_warning("test ELBO", row["test_elbo"], self.baseline)
         self._baseline_warned = self._baseline_warned or bool(warning)
         return warning
-
-
-def _reason(err: Exception) -> str:
-    """The gist of a collective's error: gloo prefixes a source location and appends advice."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text.split("] ", 1)[-1].split(". ", 1)[0][:160]
 
 
 def _clone_tensors(value: Any) -> Any:

@@ -325,3 +325,41 @@ def test_a_half_set_torchrun_environment_is_named_not_a_traceback(env, named, tm
     assert named in result.stderr and "torchrun" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def _silent_peer_worker(rank: int, port: int, run: str, out: str) -> None:
+    """Rank 0 evaluates; rank 1 joins the group and then never answers a collective."""
+    from pyro_vae.app.distributed import DistributedFault
+    from pyro_vae.app.evaluate import evaluate
+
+    ctx = _join_two_ranks(rank, port) if rank == 1 else None
+    if ctx is not None:
+        time.sleep(20)
+        os._exit(0)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0",
+                      WORLD_SIZE="2", LOCAL_RANK="0")  # fmt: skip
+    torch.set_num_threads(1)
+    started = time.monotonic()
+    try:
+        evaluate(run, k=50, dist_timeout=4)
+        said = "no error"
+    except DistributedFault as err:
+        said = str(err)
+    with open(out, "w") as handle:
+        handle.write(f"{time.monotonic() - started:.1f}\n{said}")
+    os._exit(0)
+
+
+def test_evaluate_stops_within_its_dist_timeout_when_a_peer_falls_silent(tiny_npz, tmp_path):
+    """Found by a probe: evaluate waited out the 300 s default whatever the run's timeout,
+    then ended in a gloo traceback."""
+    from pyro_vae.app.train import train
+
+    cfg = Config(dataset=str(tiny_npz), epochs=1, batch_size=100, hidden=[16], latent_dim=2,
+                 device="cpu", out=str(tmp_path / "run"))  # fmt: skip
+    train(cfg, progress=False, log=lambda _: None)
+    out = tmp_path / "said.txt"
+    mp.spawn(_silent_peer_worker, args=(free_port(), str(tmp_path / "run"), str(out)), nprocs=2)
+    seconds, said = out.read_text().split("\n", 1)
+    assert said.startswith("rank 0 lost contact with the other ranks") and "within 4 s" in said
+    assert float(seconds) < 30 and not (tmp_path / "run" / "eval.json").exists()
