@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError, ModelError, PyroVAEError
 from .bench_args import add_bench_arguments
@@ -571,12 +571,43 @@ def _leave_process_group() -> None:
         close_process_group()
 
 
+class _SinkWhenClosed:
+    """A standard stream that becomes a sink when its reader goes away (``pyro-vae train |
+    head -1``): the run goes on, instead of dying of a BrokenPipeError blamed on the disk."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._sink()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._sink()
+
+    def _sink(self) -> None:
+        """Point the stream's file descriptor at /dev/null: later writes, and the flush at
+        exit, succeed and go nowhere."""
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def run() -> None:
     """The ``pyro-vae`` console command: :func:`main`, then exit with its status.
 
-    A rank that torchrun launched exits through :func:`exit_rank`, so that torch's
-    teardown of the process group's threads cannot abort a run that finished.
+    Output whose reader went away is dropped (the command carries on). A rank that
+    torchrun launched exits through :func:`exit_rank`, so that torch's teardown of the
+    process group's threads cannot abort a run that finished.
     """
+    sys.stdout, sys.stderr = _SinkWhenClosed(sys.stdout), _SinkWhenClosed(sys.stderr)
     code = main()
     if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
         from .distributed import exit_rank

@@ -82,3 +82,17 @@ def test_list_names_every_builtin():
         "elbo",
     ):
         assert name in done.stdout
+
+
+def test_a_run_whose_output_reader_goes_away_trains_to_the_end(tiny_npz, tmp_path):
+    """`pyro-vae train | head -1`: the run died of a BrokenPipeError after the reader left,
+    with 'check the path and disk'; now its output goes nowhere and it trains on."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pyro_vae", "train", "--dataset", str(tiny_npz),
+               "--epochs", "4", "--batch-size", "100", "--hidden", "16", "--latent-dim", "2",
+               "--no-progress", "--out", str(out)]  # fmt: skip
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.readline()  # the first line, then the reader goes away
+    child.stdout.close()
+    assert child.wait(timeout=300) == 0, child.stderr.read().decode()
+    assert len(RunFolder(out).read_metrics()) == 4
