@@ -552,15 +552,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pyro-vae: error: {explain_system_error(reason)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "pyro-vae: interrupted; every checkpoint written is intact: pyro-vae train --resume "
-            "RUN_DIR continues the run (one stopped in its first epoch starts afresh)",
-            file=sys.stderr,
-        )
+        from .distributed import launched_as_main
+
+        if launched_as_main():  # one line for a whole torchrun launch
+            print(f"pyro-vae: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
     finally:
         _leave_process_group()
     return 0
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What a Ctrl-C left behind, and how to go on, for the command that was interrupted."""
+    if args.command == "train":
+        run = getattr(args, "resume", None) or getattr(args, "out", None)
+        where = "" if run else " (RUN_DIR: the new folder under runs/)"
+        return (
+            f"every checkpoint written is intact: pyro-vae train --resume {run or 'RUN_DIR'} "
+            f"continues the run{where}; one stopped in its first epoch starts afresh"
+        )
+    if args.command == "compare":
+        return "finished cells are kept: the same command continues the comparison"
+    return "no file was written or changed (outputs are written whole, at the end)"
 
 
 def _leave_process_group() -> None:

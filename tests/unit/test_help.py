@@ -44,3 +44,19 @@ def test_sample_help_names_the_default_file_and_every_default():
     assert "prior-samples-seed<SEED>-n<N>.png" in blocks["--out"].replace("- ", "-")
     for flag in ("--n", "--seed", "--device", "--threads"):
         assert "(default: " in blocks[flag], blocks[flag]
+
+
+def test_an_interrupted_command_says_what_it_left_and_how_to_go_on(monkeypatch, capsys):
+    from pyro_vae.app import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for name in ("train", "evaluate", "compare"):
+        monkeypatch.setitem(cli.COMMANDS, name, interrupted)
+    assert cli.main(["train", "--out", "runs/mine"]) == 130
+    assert "pyro-vae train --resume runs/mine continues the run" in capsys.readouterr().err
+    assert cli.main(["evaluate", "runs/mine"]) == 130
+    assert "no file was written or changed" in capsys.readouterr().err
+    assert cli.main(["compare", "--vary", "latent_dim=2,3", "--out", "c"]) == 130
+    assert "the same command continues the comparison" in capsys.readouterr().err
