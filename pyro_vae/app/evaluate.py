@@ -136,6 +136,13 @@ def evaluate(
     run = load_run(run_dir, torch_device, model=model)
     if run.note and log is not None and ctx.is_main:
         log(run.note)
+    if (writer := run.folder.writer()) is not None and log is not None and ctx.is_main:
+        position = run.checkpoint["position"]
+        log(
+            f"note: {run.folder.path} is being trained{writer}: these are the scores of its "
+            f"latest checkpoint (epoch {position['epoch'] + 1}, step {position['step']}), not "
+            "of the run's end"
+        )
     cfg = run.config
     if data is None:
         check_loadable(run.folder.path, run.info, _PASS_AGAIN, cfg.dataset)

@@ -356,8 +356,8 @@ class RunFolder:
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             except OSError as err:
                 raise RunFolderError(
-                    f"cannot write to run folder {self.path} ({err.strerror or err}); "
-                    "choose a writable --out"
+                    f"cannot write to run folder {self.path} ({err.strerror or err}); make "
+                    "it writable (a new run can also take another --out)"
                 ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -380,19 +380,27 @@ class RunFolder:
 
     def _refuse_if_locked(self) -> None:
         """Raise if another process holds the lock, without taking it or making any file."""
+        holder = self.writer()
+        if holder is not None:
+            raise _busy(self.path, holder)
+
+    def writer(self) -> str | None:
+        """None, or `` (pid N)`` (maybe "") when another process holds the folder's lock (it
+        trains the run); takes nothing and makes no file."""
         if os.path.realpath(self.path) in _held:
-            return
+            return None
         try:
             fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:  # no lock file: nobody trains here
-            return
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while a writer holds LOCK_EX
         except OSError as err:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise _busy(self.path, _pid_in(fd)) from None
+                return _pid_in(fd)
         finally:
             os.close(fd)  # closing also drops the shared lock, if it was granted
+        return None
 
     def release(self) -> None:
         """Let other processes write here again (a no-op when this process holds no lock)."""

@@ -407,3 +407,25 @@ def test_standard_errors_over_datapoints_need_two_of_them(model):
     one, two = (evaluate_vae(model.vae, model.data(n), k=5) for n in (1, 2))
     assert one.log_px_se is None and one.elbo_se is None
     assert two.log_px_se > 0 and two.elbo_se > 0
+
+
+def test_scores_of_a_run_being_trained_say_which_checkpoint_they_are_of(trained_run, tmp_path):
+    """Found by a probe: evaluate during a resume scored a mid-epoch checkpoint silently."""
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pyro_vae.app.run_folder import RunFolder; "
+         "RunFolder(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said: list[str] = []
+        evaluate(run, k=2, log=said.append)
+        assert any(f"is being trained (pid {holder.pid})" in line for line in said)
+    finally:
+        holder.kill()
+        holder.wait()
+    said.clear()
+    evaluate(run, k=2, log=said.append)
+    assert not any("being trained" in line for line in said)
