@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError, ModelError, PyroVAEError
 from .bench_args import add_bench_arguments
+from .cli_env import DIE_WITH_READER
 from .config import Config
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without torch
@@ -620,7 +621,8 @@ def run() -> None:
     torchrun launched exits through :func:`exit_rank`, so that torch's teardown of the
     process group's threads cannot abort a run that finished.
     """
-    sys.stdout, sys.stderr = _SinkWhenClosed(sys.stdout), _SinkWhenClosed(sys.stderr)
+    if os.environ.get(DIE_WITH_READER) != "1":
+        sys.stdout, sys.stderr = _SinkWhenClosed(sys.stdout), _SinkWhenClosed(sys.stderr)
     code = main()
     if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
         from .distributed import exit_rank

@@ -44,6 +44,7 @@ from typing import Any
 
 from ..errors import ConfigError, PyroVAEError
 from .atomic import atomic_write_text
+from .cli_env import DIE_WITH_READER
 from .comparison_report import CONDITIONAL, Report, label_of, write_report
 from .config import Config
 from .run_folder import COMPARE_FILES, RunFolder
@@ -65,6 +66,8 @@ __all__ = [
 AXES = ("objective", "prior", "likelihood")  # the shorthands --objectives, --priors, --likelihoods
 EVAL_SEED = 0
 REQUEST, LOG = COMPARE_FILES  # a cell's request and log: training may start beside them
+INTERRUPTED = "interrupted"  # a cell's child stopped by Ctrl-C: not a failure
+INTERRUPTED_STATUS = 130  # pyro-vae's exit status after a Ctrl-C
 _NOT_VARIED = {"seed": "give the seeds with --seeds", "out": "give the folder with --out"}
 
 
@@ -430,6 +433,9 @@ class _Runner:
         on_epoch = (lambda line: self.say(f"{prefix}: {line}")) if self.progress else None
         for step in steps:
             error = self.run_step(step, cell.path / LOG, on_epoch)
+            if error == INTERRUPTED:
+                self.say(f"{prefix}: interrupted; the same command continues it")
+                return error
             if error:
                 seconds = time.monotonic() - started
                 self.say(f"{prefix}: FAILED after {seconds:.1f} s: {error} (see {cell.path / LOG})")
@@ -449,7 +455,7 @@ class _Runner:
         """Run one command on one torch thread, its output to ``log_path``, epoch lines to
         ``on_epoch``; "" on success, else its error line."""
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONUNBUFFERED": "1"}  # fmt: skip
+               "PYTHONUNBUFFERED": "1", DIE_WITH_READER: "1"}  # fmt: skip
         lines: list[str] = []
         with log_path.open("a") as handle:
             handle.write(f"$ {shlex.join(argv)}\n")
@@ -457,9 +463,10 @@ class _Runner:
             with self.lock:
                 if self.stopped:
                     return "stopped before it started"
-                child = subprocess.Popen(
-                    argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-                )
+                child = subprocess.Popen(  # its own session: a Ctrl-C reaches it once, by stop()
+                    argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                    start_new_session=True,
+                )  # fmt: skip
                 self.children.add(child)
             with child:
                 for line in child.stdout:
@@ -471,6 +478,8 @@ class _Runner:
                 self.children.discard(child)
         if child.returncode == 0:
             return ""
+        if child.returncode in (INTERRUPTED_STATUS, -signal.SIGINT):
+            return INTERRUPTED
         errors = [line for line in lines if line.startswith("pyro-vae: error:")]
         last = errors or [line for line in lines if line] or [f"exit status {child.returncode}"]
         return last[-1].removeprefix("pyro-vae: error: ")

@@ -1,6 +1,7 @@
 import csv
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -324,3 +325,17 @@ def test_what_evaluate_warned_about_reaches_the_terminal(tmp_path):
     compare(base, grid, [0], tmp_path / "cmp", log=said.append, progress=False)
     warned = [line for line in said if "warning: log p(x)" in line]
     assert len(warned) == 1 and warned[0].startswith("likelihood_scale_value=0.1 seed=0: ")
+
+
+def test_a_cell_stopped_by_ctrl_c_is_interrupted_not_failed(tmp_path):
+    """Found by a probe: Ctrl-C during the evaluations reported the cells as FAILED."""
+    from pyro_vae.app.compare import INTERRUPTED, Cell, _Runner
+
+    said: list[str] = []
+    runner = _Runner(said.append, total=1, progress=False)
+    cell = Cell(1, {"latent_dim": "2"}, 0, Config(out=str(tmp_path / "cell")))
+    (tmp_path / "cell").mkdir()
+    stopped = [sys.executable, "-c", "import sys; sys.exit(130)"]  # pyro-vae after a Ctrl-C
+    assert runner.run_cell(cell, "training", [stopped]) == INTERRUPTED
+    assert said[-1] == "[1/1] latent_dim=2 seed=0: interrupted; the same command continues it"
+    assert not any("FAILED" in line for line in said)
