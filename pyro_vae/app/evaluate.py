@@ -150,8 +150,14 @@ def evaluate(
     whole = own_file and not _has_own_test_split(data)
     if whole:
         split = "whole file"
-    own = data is None or _trained_on(run.info, data)  # its eval.json, with the baseline
-    path = out or run.folder.path / default_name(None if own else data, cfg.dataset, split)
+    # a Dataset from Python: the very arrays the run trained on are its own data (its
+    # eval.json, with the baseline); others are named by the start of their fingerprint
+    fingerprint = data_fingerprint(data) if isinstance(data, Dataset) else None
+    own = data is None or (
+        fingerprint is not None and fingerprint == run.info.get("data_fingerprint")
+    )
+    name = f"{data.name}-{fingerprint['sha256'][:8]}" if fingerprint is not None else data
+    path = out or run.folder.path / default_name(None if own else name, cfg.dataset, split)
     if out is None:  # on every rank, so that all stop together, before any data are read
         check_output_path(path, "--out (by default in RUN_DIR)", ".json", replace=True)
     if isinstance(data, Dataset):
@@ -276,18 +282,10 @@ def _run_dist_timeout(run_dir: str | Path) -> float:
         return Config().dist_timeout
 
 
-def _trained_on(info: dict[str, Any], data: str | Dataset) -> bool:
-    """Whether ``data``, a Dataset passed from Python, are the very arrays the run trained on
-    (run.json's fingerprint; the way a run trained on Python data is scored as its own)."""
-    recorded = info.get("data_fingerprint")
-    return isinstance(data, Dataset) and recorded is not None and recorded == data_fingerprint(data)
-
-
-def default_name(data: str | Dataset | None, own: str, split: str) -> str:
+def default_name(data: str | None, own: str, split: str) -> str:
     """``eval.json`` for the run's own test split (``data`` None: checked against the run's
-    record); ``eval-<data>[-train].json`` for data given, even by the run's own name, and
-    for the training split, so scoring them never replaces the run's own score (a Dataset
-    from Python is named with the start of its fingerprint, one set of tensors per file).
+    record); ``eval-<data>[-train].json`` for data given by name, even the run's own, and
+    for the training split, so scoring them never replaces the run's own score.
 
     Example:
         >>> default_name(None, "mnist5k", "test"), default_name("/d/my data.npz", "x", "test")
@@ -295,12 +293,9 @@ def default_name(data: str | Dataset | None, own: str, split: str) -> str:
         >>> default_name("mnist5k", "mnist5k", "test"), default_name(None, "mnist5k", "train")
         ('eval-mnist5k.json', 'eval-mnist5k-train.json')
     """
-    name = data.name if isinstance(data, Dataset) else data
-    if isinstance(data, Dataset):  # tensors have no file name: tell one set from another
-        name = f"{name}-{data_fingerprint(data)['sha256'][:8]}"
     if data is None and split == "test":
         return "eval.json"
-    stem = Path(str(name or own)).name.removesuffix(".npz")
+    stem = Path(str(data or own)).name.removesuffix(".npz")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:60]
     return f"eval-{stem}" + ("-train" if split == "train" else "") + ".json"
 
