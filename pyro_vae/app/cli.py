@@ -339,14 +339,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> None:
     from ..convention import data_support, standard_vae
-    from ..families.cvae import CVAE
     from ..families.m2 import standard_m2
     from ..rng import isolated_rng
     from .atomic import check_output_path
     from .load import load_run
     from .plots import save_image_grid
     from .runtime import apply_threads
-    from .sampling import save_draws
+    from .sampling import label_classes, save_draws
 
     apply_threads(args.threads)
     if args.n is not None and args.n < 1:
@@ -366,20 +365,16 @@ def _cmd_sample(args: argparse.Namespace) -> None:
             "which pyro-vae sample cannot draw from; load it with pyro_vae.load_run and draw "
             "with pyro.infer.Predictive(model.model, ...) in Python"
         )
+    conditional = label_classes(vae, args.label) > 0
     if numbers:
         print(save_draws(vae, args.out, args.n, args.label, args.seed, args.device))
         return
     levels = data_support(run.model) == "levels"
     run_name = run.folder.path.resolve().name
-    if isinstance(vae, CVAE) or standard_m2(vae):
+    if conditional:
         with isolated_rng(args.seed, args.device):
             out, drawn = _sample_classes(args, vae, run, run_name, levels)
     else:
-        if args.label is not None:
-            raise ConfigError(
-                f"--label draws class-conditional samples from a cvae or m2 run; the model of "
-                f"{run.folder.path} ({type(vae).__name__}) takes no labels"
-            )
         n = args.n or 64
         out = args.out or _in_plots(run, f"prior-samples-seed{args.seed}-n{n}.png")
         with isolated_rng(args.seed, args.device):

@@ -24,19 +24,14 @@ from ..families.m2 import M2, standard_m2
 from ..rng import isolated_rng
 from .atomic import atomic_writer
 
-__all__ = ["save_draws", "parse_label"]
+__all__ = ["save_draws", "label_classes", "parse_label"]
 
 
 def save_draws(
     model: nn.Module, out: Path, n: int | None, label: str | None, seed: int, device: str
 ) -> Path:
     """Draw from ``model`` (a VAE, CVAE or M2) and write the numbers to ``out``, atomically."""
-    classes = model.num_classes if isinstance(model, CVAE) or standard_m2(model) else 0
-    if label is not None and not classes:
-        raise ConfigError(
-            f"--label draws class-conditional samples from a cvae or m2 run; this model "
-            f"({type(model).__name__}) takes no labels"
-        )
+    classes = label_classes(model, label)
     with torch.no_grad():
         if classes:
             y = _labels(label, classes, n)
@@ -46,6 +41,18 @@ def save_draws(
     with atomic_writer(out) as handle:
         np.savez(handle, **{name: value.cpu().numpy() for name, value in arrays.items()})
     return out
+
+
+def label_classes(model: nn.Module, label: str | None) -> int:
+    """The classes of a cvae or m2 ``model`` (0 for one without labels); ConfigError when
+    ``--label`` is given for a model without labels."""
+    classes = model.num_classes if isinstance(model, CVAE) or standard_m2(model) else 0
+    if label is not None and not classes:
+        raise ConfigError(
+            f"--label draws class-conditional samples from a cvae or m2 run; this model "
+            f"({type(model).__name__}) takes no labels"
+        )
+    return classes
 
 
 def _labels(label: str | None, classes: int, n: int | None) -> torch.Tensor:
