@@ -104,14 +104,9 @@ def _positive(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + MIN_PIXEL_SCALE
 
 
-def _unpositive(value: float) -> float:
-    """The raw value whose :func:`_positive` is ``value`` (for any value softplus can reach)."""
-    y = value - MIN_PIXEL_SCALE
-    return math.log(math.expm1(y)) if y < 30 else y + math.log(-math.expm1(-y))
-
-
-def _unpositive_tensor(value: torch.Tensor) -> torch.Tensor:
-    """:func:`_unpositive` of every entry (float64 arithmetic, float32 result)."""
+def _unpositive(value: torch.Tensor) -> torch.Tensor:
+    """The raw values whose :func:`_positive` is ``value`` (for any value softplus can
+    reach; float64 arithmetic, float32 result)."""
     y = value.double() - MIN_PIXEL_SCALE
     small = y.clamp(max=30)
     return torch.where(y < 30, small.expm1().log(), y + (-y).expm1().neg().log()).float()
@@ -190,21 +185,16 @@ class LocationScaleLikelihood(Likelihood):
             tensor([0.5000, 2.0000])
         """
         shape = self.raw_scale.shape
-        if torch.is_tensor(value):
-            value = value.detach().to("cpu", torch.float64)
-            if torch.broadcast_shapes(value.shape, shape) != shape:
-                raise ValueError(
-                    f"a scale of shape {tuple(value.shape)} does not fit the {self.scale_mode} "
-                    f"scale's shape {tuple(shape)}"
-                )
-            if not bool((value > MIN_PIXEL_SCALE).all() & torch.isfinite(value).all()):
-                raise ValueError(f"the scale must be finite and exceed {MIN_PIXEL_SCALE}")
-            raw = _unpositive_tensor(value).expand(shape)
-        else:
-            if not MIN_PIXEL_SCALE < value < math.inf:
-                raise ValueError(f"the scale must exceed {MIN_PIXEL_SCALE}, got {value}")
-            raw = torch.full(shape, _unpositive(value))
-        self.raw_scale.copy_(raw)
+        value = torch.as_tensor(value).detach().to("cpu", torch.float64)
+        if torch.broadcast_shapes(value.shape, shape) != shape:
+            raise ValueError(
+                f"a scale of shape {tuple(value.shape)} does not fit the {self.scale_mode} "
+                f"scale's shape {tuple(shape)}"
+            )
+        if not bool((value > MIN_PIXEL_SCALE).all() & torch.isfinite(value).all()):
+            shown = f", got {float(value)}" if value.numel() == 1 else ""
+            raise ValueError(f"the scale must be finite and exceed {MIN_PIXEL_SCALE}{shown}")
+        self.raw_scale.copy_(_unpositive(value).expand(shape))
 
     @property
     def pixel_scale(self) -> torch.Tensor:
