@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..convention import convention_of, data_support, standard_vae
-from ..data import TrainingData, prepare_data
+from ..data import TrainingData, observed_range, prepare_data
 from ..datasets import Dataset
 from ..errors import ConfigError, PyroVAEError, RunFolderError
 from ..families.m2 import M2
@@ -171,7 +171,7 @@ def _scale_note(x: torch.Tensor, support: str) -> str:
     with a learning rate of 1e-3 fits slowly, if at all; else ''."""
     if support != "real" or not x.is_floating_point():
         return ""
-    largest = float(torch.nan_to_num(x, nan=0.0).abs().max()) if x.numel() else 0.0
+    largest = max(map(abs, observed_range(x)))
     if largest <= FAR_FROM_UNIT_SCALE:
         return ""
     return (

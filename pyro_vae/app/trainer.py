@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .._private import FUSED_ADAM_FOUND_INF
 from ..convention import convention_of
-from ..data import TrainingData
+from ..data import TrainingData, observed_range
 from ..errors import DataError
 from ..estimators import elbo_per_datapoint, units_of
 from ..families.m2 import M2
@@ -93,8 +93,7 @@ class Position:
 
 def _non_finite_start(loss: float, x: torch.Tensor) -> str:
     """Why training cannot start: the loss at the initial weights is not finite."""
-    observed = x[~torch.isnan(x)] if x.is_floating_point() else x
-    largest = float(observed.abs().max()) if observed.numel() else float("nan")
+    largest = max(map(abs, observed_range(x)))
     return (
         f"the loss at the initial weights is {loss} on two test datapoints, so no step could "
         f"be taken (the largest |x| in the test data is {largest:.3g}); for real-valued data "
