@@ -143,8 +143,9 @@ class AmortizedModel(PyroModule):
         )
 
     def _refuse_unmasked_missing(self, x: torch.Tensor) -> None:
-        masked = getattr(self, "_allows_missing", False)
-        if x.is_floating_point() and not masked and bool(torch.isnan(x).any()):
+        from .missing import handles_missing  # imported here: missing imports this module
+
+        if x.is_floating_point() and not handles_missing(self) and bool(torch.isnan(x).any()):
             raise ModelError(
                 f"x holds missing (NaN) entries but this {type(self).__name__} scores "
                 "every entry: call pyro_vae.missing.allow_missing(model) first, to train "

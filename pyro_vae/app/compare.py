@@ -560,8 +560,9 @@ def _matching_eval(run: RunFolder, k: int) -> dict[str, Any] | None:
         values = json.loads(run.eval_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    epochs = len(run.read_metrics())
     same = values.get("k") == k and values.get("seed") == EVAL_SEED
-    same = same and values.get("trained_epochs", len(run.read_metrics())) == len(run.read_metrics())
+    same = same and values.get("trained_epochs", epochs) == epochs
     own_data = values.get("split") == "test" and values.get("dataset") == run.read_config().dataset
     return values if same and own_data else None
 
