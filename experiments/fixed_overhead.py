@@ -8,6 +8,11 @@
   the ratios of their CPU-time medians.
 - ``guard``: the NaN guard of a batch-128 step, right after ``backward`` and again warm,
   beside the gradient scan's kernel alone.
+- ``ceiling``: the Trainer's default step, ``--on-nan off`` and the hand-written step beside
+  a step with no Pyro-style structure at all: the same parts' networks called as tensors, the
+  same Bernoulli log-mass, the same fused Adam and the same NaN guard (``StepScan``), but no
+  distribution objects, loss module or objective. What a distribution-free fast path for
+  the built-in parts could reach at best; ``--threads`` sets torch's threads.
 - ``log-px``: one chunk of the K=1000 log p(x) (two datapoints x 1,000 samples) against its
   decoder + likelihood alone and against the reference matmuls of the bench's rate; the
   ratio reference / (decoder + likelihood) bounds the fraction of the matmul rate that any
@@ -38,7 +43,9 @@ from pyro_vae.app.bench import (
 from pyro_vae.app.build import build_vae
 from pyro_vae.app.config import Config
 from pyro_vae.app.trainer import Trainer
+from pyro_vae.distributions import _BernoulliLogMass
 from pyro_vae.estimators import _score_chunk, _Sums
+from pyro_vae.guides import bounded_scale
 
 
 def _cpu_us(fn) -> float:
@@ -112,6 +119,68 @@ def guard_cost(steps: int) -> str:
     )
 
 
+def structure_free_step(trainer: Trainer):
+    """The default step's arithmetic and guard with no distribution objects (see ``ceiling``)."""
+    vae, scan, params, optimizer = (
+        trainer.model,
+        trainer.scan,
+        trainer.parameters,
+        trainer.optimizer,
+    )
+    num_data = trainer.data.num_train
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        loc, raw = vae.encoder.head(vae.encoder.body(x)).chunk(2, dim=-1)
+        scale = bounded_scale(raw)
+        eps = torch.randn_like(loc)
+        z = loc + scale * eps
+        log_lik = _BernoulliLogMass.apply(vae.decoder(z).view_as(x), x, None, x.dim() - 1)
+        log_prior = -0.5 * (z * z).sum(1)
+        log_q = (-0.5 * eps * eps - scale.log()).sum(1)  # the 2 pi terms cancel
+        loss = -(log_lik + log_prior - log_q).sum() * (num_data / x.shape[0])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if float(scan.flag(loss, params)):
+            raise RuntimeError("non-finite step")
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def step_ceiling(steps: int) -> str:
+    data = _data(BenchSettings(), torch.device("cpu"), "dynamic")
+    rows = []
+    for batch, n in ((128, steps), (1024, max(steps // 5, 10))):
+        cfg = _config(batch, "cpu")
+        trainers = {}
+        for name, on_nan in (
+            ("default", "recover"),
+            ("on-nan off", "off"),
+            ("no structure", "recover"),
+        ):
+            torch.manual_seed(0)
+            trainers[name] = Trainer(
+                cfg.replace(on_nan=on_nan), build_vae(cfg, data.data_shape), data
+            )
+        contenders = {name: t.train_step for name, t in trainers.items()}
+        contenders["no structure"] = structure_free_step(trainers["no structure"])
+        contenders["hand"] = handwritten_step(trainers["default"].model, data.num_train)
+        x_epoch = data.epoch_train(0)
+        batches = [x_epoch[i] for i in data.batch_indices(0, batch)]
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        order = list(contenders.items())
+        for i in range(20 + n):
+            for name, step in order if i % 2 == 0 else order[::-1]:
+                spent = _cpu_us(lambda: step(batches[i % len(batches)]))  # noqa: B023
+                if i >= 20:
+                    times[name].append(spent)
+        m = {name: statistics.median(v) for name, v in times.items()}
+        ratios = ", ".join(f"{name} {m[name] / m['hand']:.3f}" for name in trainers)
+        rows.append(f"batch {batch} (hand-written {m['hand'] / 1e3:.2f} ms): {ratios}")
+    return " | ".join(rows)
+
+
 def log_px_ceiling(rounds: int) -> str:
     data = _data(BenchSettings(), torch.device("cpu"), "dynamic")
     torch.manual_seed(0)
@@ -145,14 +214,17 @@ def log_px_ceiling(rounds: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["python", "steps", "guard", "log-px"])
+    parser.add_argument("what", choices=["python", "steps", "guard", "ceiling", "log-px"])
     parser.add_argument("--steps", type=int, default=3000, help="steps, or log p(x) rounds / 75")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.what == "python":
         print(python_overhead(args.steps))
     elif args.what == "steps":
         print(step_ratios(max(args.steps // 10, 20)))
+    elif args.what == "ceiling":
+        print(step_ceiling(max(args.steps // 10, 20)))
     elif args.what == "guard":
         print(guard_cost(max(args.steps // 10, 20)))
     else:
