@@ -48,11 +48,15 @@ def parse_objective(spec: str) -> ParsedObjective:
     objective = OBJECTIVES[name]
     known = objective.options
     options = {key: option.default for key, option in known.items()}
+    given: set[str] = set()
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep:
             raise ConfigError(f"objective {name!r}: option {item!r} must be written key=value")
+        if key in given:
+            raise ConfigError(f"objective {name!r}: option {key!r} is given twice; give it once")
+        given.add(key)
         if key not in known:
             valid = ", ".join(sorted(known)) or "none"
             raise ConfigError(f"objective {name!r}: unknown option {key!r}; valid options: {valid}")

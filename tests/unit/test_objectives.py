@@ -345,6 +345,7 @@ def test_trainer_passes_the_warmup_weight_of_each_epoch(mnist5k):
         ({"objective": "beta:of=wake-sleep"}, r"unknown objective of='wake-sleep'"),
         ({"objective": "renyi:alpha=1"}, r"alpha=1 is the ELBO"),
         ({"objective": "iwae:k=0"}, r"option k must be >= 1"),
+        ({"objective": "iwae:k=5,k=6"}, r"option 'k' is given twice"),
         ({"objective": "beta:b=inf"}, r"option b must be a finite number"),
     ],
 )
