@@ -51,7 +51,7 @@ from .bench_args import add_bench_arguments, bench_sizes
 from .build import build_vae
 from .config import Config
 from .registry import load_dataset
-from .runtime import apply_threads, make_adam, resolve_device
+from .runtime import apply_threads, make_adam, resolve_device, usable_cpus
 from .trainer import Trainer
 
 __all__ = ["BenchSettings", "run_benchmark", "format_table", "write_csv", "main"]
@@ -492,17 +492,24 @@ def run_from_args(args: argparse.Namespace) -> list[BenchRow]:
     if Path(args.out).suffix.lower() != ".csv" or Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out}: name the output file FILE.csv")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now
+    threads = list(dict.fromkeys(min(n, usable_cpus()) for n in args.threads))
+    if threads != args.threads:
+        print(
+            f"bench: this process may use {usable_cpus()} CPUs, so --threads "
+            f"{' '.join(map(str, args.threads))} measures {' '.join(map(str, threads))}",
+            file=sys.stderr,
+        )
     print(
         f"bench: {'full' if args.full else 'quick (--full for the full measurement)'}: "
         + ", ".join(f"{name} {value}" for name, value in sizes.items())
-        + f"; threads {' '.join(map(str, args.threads))}",
+        + f"; threads {' '.join(map(str, threads))}",
         file=sys.stderr,
         flush=True,
     )
     rows = []
-    for threads in args.threads:
+    for count in threads:
         settings = BenchSettings(
-            args.dataset, args.device, train_images=args.train_images, threads=threads, **sizes
+            args.dataset, args.device, train_images=args.train_images, threads=count, **sizes
         )
         rows += run_benchmark(settings, progress=sys.stderr)
     print(format_table(rows))

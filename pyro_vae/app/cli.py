@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -118,9 +119,20 @@ def _json_table(text: str) -> dict:
     return value
 
 
+def _version() -> str:
+    """pyro-vae's version beside those of the libraries whose behaviour it depends on."""
+    import pyro
+    import torch
+
+    from .. import __version__
+
+    return f"pyro-vae {__version__} (pyro-ppl {pyro.__version__}, torch {torch.__version__})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pyro-vae", description="Variational autoencoders the Pyro way.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser(
@@ -280,6 +292,11 @@ def _config_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> 
     return cfg.replace(**overrides)
 
 
+def _given(args: argparse.Namespace, exclude: Sequence[str] = ()) -> list[str]:
+    """The config fields set by flags on the command line (a flag's default is SUPPRESS)."""
+    return [f.name for f in fields(Config) if hasattr(args, f.name) and f.name not in exclude]
+
+
 def _refuse_config_of_a_python_model(path: Path) -> None:
     """The config.toml of a run whose model or data came from Python names the built-in
     defaults for them, so rerunning it would quietly train another model, or on other data."""
@@ -323,6 +340,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         )
         return
     cfg = _config_from_args(args)
+    from .unused import refuse_unused
+
+    refuse_unused([cfg], _given(args))
     if args.config and not hasattr(args, "out") and not args.overwrite and cfg.out:
         from .distributed import launched_as_main
         from .run_folder import RunFolder
@@ -347,7 +367,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from .runtime import apply_threads
     from .sampling import label_classes, save_draws
 
-    apply_threads(args.threads)
+    if note := apply_threads(args.threads):
+        print(note, file=sys.stderr)
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     numbers = args.out is not None and args.out.suffix.lower() == ".npz"
@@ -431,7 +452,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
     from .runtime import apply_threads
 
-    apply_threads(args.threads)
+    if note := apply_threads(args.threads):
+        print(note, file=sys.stderr)
     if args.k is not None and args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
     if args.dist_timeout is not None and not args.dist_timeout > 0:
@@ -460,7 +482,8 @@ def _cmd_impute(args: argparse.Namespace) -> None:
     from .impute import impute_file
     from .runtime import apply_threads
 
-    apply_threads(args.threads)
+    if note := apply_threads(args.threads):
+        print(note, file=sys.stderr)
     done = impute_file(
         args.run_dir, args.data, args.out, draws=args.draws, k=args.k, seed=args.seed,
         device=args.device, figure=args.figure,
@@ -478,10 +501,15 @@ def _cmd_impute(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     from .compare import AXES, cell_commands, compare, parse_grid
     from .runtime import apply_threads
+    from .unused import refuse_unused
 
     grid = parse_grid(args.vary, {axis: getattr(args, f"{axis}s") for axis in AXES})
     base = _config_from_args(args, exclude=COMPARE_EXCLUDED)
-    apply_threads(base.threads)
+    combos = itertools.product(*grid.values())
+    cells = [base.replace(**dict(zip(grid, combo, strict=True))) for combo in combos]
+    refuse_unused(cells, [*_given(args, COMPARE_EXCLUDED), *grid])
+    if note := apply_threads(base.threads):
+        print(note, file=sys.stderr)
     if args.print_commands:
         lines = cell_commands(base, grid, args.seeds, args.out)
         print("\n".join(lines) if lines else "# every cell is done; rerun without --print-commands")

@@ -555,6 +555,7 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
     if f.metadata["import_path"] and isinstance(value, str) and ":" in value:
         from .imports import check_import_path
 
+        _refuse_options_after_a_built_in(name, value)
         check_import_path(value, name)
     elif choices is not None:
         valid = list(choices() if callable(choices) else choices)
@@ -567,6 +568,23 @@ def _validate(f: dataclasses.Field, value: Any) -> None:
     check = f.metadata["check"]
     if check is not None:
         check(value)
+
+
+def _refuse_options_after_a_built_in(key: str, value: str) -> None:
+    """``vamp:components=5`` is --objective's syntax; a built-in part's options are flags."""
+    from .registry import part_registry
+
+    name = value.partition(":")[0].strip()
+    registry = part_registry(key)
+    if name not in registry:
+        return
+    options = getattr(registry[name], "options", ())
+    flags = ", ".join(f"--{option.replace('_', '-')}" for option in options)
+    how = f"and set its options with {flags}" if options else "(it has no options of its own)"
+    raise ConfigError(
+        f"{key}: {value!r}: a built-in {key} takes no options after ':' (that syntax is "
+        f"--objective's); write {key} = {name!r} {how}; pyro-vae list shows every option"
+    )
 
 
 def _default_of(f: dataclasses.Field) -> Any:

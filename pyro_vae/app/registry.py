@@ -87,6 +87,7 @@ __all__ = [
     "DatasetSpec",
     "ObjectiveSpec",
     "ObjectiveOption",
+    "part_registry",
     "check_dataset_name",
     "load_dataset",
 ]
@@ -117,7 +118,7 @@ MODELS: dict[str, ModelSpec] = {
         "semi-supervised M2 (Kingma et al. 2014): p(y) p(z) p(x|y,z) with a classifier q(y|x); "
         "--labels of the given training labels are kept (y = -1: unlabelled), y is summed "
         "exactly for the rest",
-        ("latent_dim", "hidden", "labels", "aux_loss"),
+        ("latent_dim", "hidden", "num_classes", "labels", "aux_loss"),
     ),
 }
 
@@ -332,6 +333,24 @@ DATASETS: dict[str, DatasetSpec] = {
         "1,437 train / 360 test, offline",
     ),
 }
+
+
+def part_registry(key: str) -> Mapping[str, Any]:
+    """The built-ins of config key ``key`` (``model``, ``prior``, ``likelihood``, ``guide``,
+    ``network``) by name, each with the ``options`` (config fields) it reads.
+
+    Example:
+        >>> part_registry("prior")["student-t"].options
+        ('prior_df',)
+    """
+    registries = {
+        "model": MODELS,
+        "prior": PRIORS,
+        "likelihood": LIKELIHOODS,
+        "guide": GUIDES,
+        "network": NETWORKS,
+    }
+    return registries[key]
 
 
 def check_dataset_name(name: str) -> None:

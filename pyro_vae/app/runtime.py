@@ -3,13 +3,14 @@
 Example:
     >>> resolve_device("cpu")
     device(type='cpu')
-    >>> apply_threads(1); torch.get_num_threads()
-    1
+    >>> apply_threads(1), torch.get_num_threads()
+    ('', 1)
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["resolve_device", "apply_threads", "seed_everything", "make_adam"]
+__all__ = ["resolve_device", "usable_cpus", "apply_threads", "seed_everything", "make_adam"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,8 +30,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def apply_threads(n: int) -> None:
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def apply_threads(n: int) -> str:
     """Run torch's CPU operators on ``n`` threads (0: leave torch's own setting); safe to repeat.
+
+    More threads than the CPUs this process may use are cut to that number, and the
+    returned note says so ('' otherwise): each extra thread only waits for a core (1,000
+    threads on 2 cores took 9 s a batch where one thread takes 0.02 s).
 
     On a shared 2-core machine an epoch took 14.8 s with torch's default (one thread per
     core, fighting other processes for the cores) and 0.6 s with one thread. torch sets
@@ -39,10 +51,19 @@ def apply_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ConfigError(f"threads: must be an integer >= 0 (0: leave torch's setting), got {n!r}")
     if n == 0:
-        return
+        return ""
+    cpus = usable_cpus()
+    note = ""
+    if n > cpus:
+        note = (
+            f"note: threads {n} is more than the {cpus} CPUs this process may use; running "
+            f"{cpus} (more threads than cores only wait for one another)"
+        )
+        n = cpus
     torch.set_num_threads(n)
     with contextlib.suppress(RuntimeError):  # already set here, or parallel work has started
         torch.set_num_interop_threads(n)
+    return note
 
 
 def seed_everything(seed: int) -> None:

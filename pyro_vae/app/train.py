@@ -289,11 +289,13 @@ def _train(
     """Train a new run (``run`` None) or continue ``run`` from its checkpoint ``state``
     (None: afresh); the data and the model are checked against a resumed run's record."""
     recorded = run.read_info() if state is not None else {}
-    apply_threads(cfg.threads)
+    threads_note = apply_threads(cfg.threads)
     if run is None and cfg.out:
         RunFolder.check_can_create(cfg.out, overwrite)  # before any data are loaded
     ctx, device = init_distributed(cfg.device, cfg.dist_timeout)  # fails before any writing
     say = log if ctx.is_main else (lambda _: None)
+    if threads_note:
+        say(threads_note)
     requested = cfg.dataset
     if data is None:
         if run is not None:  # before the config's dataset (a default) is loaded
