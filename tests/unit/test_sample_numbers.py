@@ -80,3 +80,13 @@ def test_an_m2_run_writes_draws_and_latents_too(tmp_path):
     with torch.no_grad(), isolated_rng(0, "cpu"):
         expected = m2.sample(4, torch.full((4,), 1))
     assert np.array_equal(draws["mean"], expected.numpy())  # the PNG path's images
+
+
+def test_a_png_grid_too_large_to_read_is_refused_and_numbers_are_not(table_run, tmp_path, capsys):
+    png = tmp_path / "big.png"
+    assert main(["sample", str(table_run), "--n", "1025", "--out", str(png)]) == 2
+    assert "more than a PNG grid shows legibly" in capsys.readouterr().err
+    assert not png.exists()
+    npz = tmp_path / "many.npz"
+    assert main(["sample", str(table_run), "--n", "1025", "--out", str(npz)]) == 0
+    assert np.load(npz)["x"].shape == (1025, 6)

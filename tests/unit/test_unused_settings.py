@@ -1,5 +1,5 @@
-"""Flags that the chosen model and parts would not read, and part names written with options,
-are refused before any work, each naming the flag, the part that reads it and the fix."""
+"""Settings refused before any work, each naming the problem and the fix: flags that the chosen
+model and parts would not read, part names written with options, data files that are not .npz."""
 
 import pytest
 
@@ -65,3 +65,12 @@ def test_a_built_in_name_with_options_after_a_colon_names_its_flags(key, value, 
     with pytest.raises(ConfigError, match="takes no options after ':'") as raised:
         Config(**{key: value})
     assert fix in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["table.csv", "images.npy", "{existing}"])
+def test_a_data_file_that_is_not_npz_says_how_to_make_one(name, tmp_path):
+    name = name.format(existing=tmp_path)
+    with pytest.raises(ConfigError, match="is not an .npz file; .*numpy.savez"):
+        Config(dataset=name)
+    with pytest.raises(ConfigError, match="unknown name 'mnsit'; valid choices"):
+        Config(dataset="mnsit")
