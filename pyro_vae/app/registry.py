@@ -357,7 +357,7 @@ def check_dataset_name(name: str) -> None:
     """Raise ConfigError unless ``name`` is a built-in dataset or a path to an ``.npz`` file."""
     if name in DATASETS or name.endswith(".npz"):
         return
-    if Path(name).expanduser().exists() or Path(name).suffix:
+    if name.strip() and (Path(name).expanduser().exists() or Path(name).suffix):
         raise ConfigError(
             f"dataset: {name!r} is not an .npz file; pyro-vae reads your data from .npz files: "
             "save the arrays with numpy.savez('data.npz', x=train_rows, x_test=test_rows) "

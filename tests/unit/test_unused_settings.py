@@ -72,5 +72,6 @@ def test_a_data_file_that_is_not_npz_says_how_to_make_one(name, tmp_path):
     name = name.format(existing=tmp_path)
     with pytest.raises(ConfigError, match="is not an .npz file; .*numpy.savez"):
         Config(dataset=name)
-    with pytest.raises(ConfigError, match="unknown name 'mnsit'; valid choices"):
-        Config(dataset="mnsit")
+    for typo in ("mnsit", ""):
+        with pytest.raises(ConfigError, match=f"unknown name '{typo}'; valid choices"):
+            Config(dataset=typo)
