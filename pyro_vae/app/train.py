@@ -105,6 +105,19 @@ def _run_info(cfg: Config, requested: str, dataset: Dataset, data: TrainingData,
     }
 
 
+def _moved_data(recorded: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run's record, with the data's new path when its file moved (the arrays were
+    checked: same fingerprint) and the old one kept as ``dataset_moved_from``."""
+    if recorded.get("dataset_used", now["dataset_used"]) == now["dataset_used"]:
+        return recorded
+    return {
+        **recorded,
+        "dataset_moved_from": recorded["dataset_used"],
+        "dataset_used": now["dataset_used"],
+        "dataset_requested": now["dataset_requested"],
+    }
+
+
 def _model_info(model: nn.Module, given: bool, objective: ELBO | None) -> dict[str, Any]:
     """Where the model (and objective) came from, so that loading can say what to pass."""
     cls = type(model)
@@ -367,7 +380,8 @@ def _train(
         )
         if note:
             say(note)
-        info = {**info, **recorded, "world_size": ctx.world_size, "finished": False}
+        moved = _moved_data(recorded, info)
+        info = {**info, **moved, "world_size": ctx.world_size, "finished": False}
     elif run is not None:
         say(f"{run.path} has no checkpoint yet (stopped in its first epoch): starting it afresh")
     created = run is None

@@ -291,6 +291,8 @@ def test_a_moved_data_file_may_be_renamed_in_config_toml_but_not_replaced(own_da
     shutil.move(path, moved)
     edit_config(out, f'dataset = "{path}"', f'dataset = "{moved}"')
     assert len(train(resume=out, epochs=2, **QUIET).history) == 2
+    info = json.loads((out / "run.json").read_text())
+    assert (info["dataset_used"], info["dataset_moved_from"]) == (str(moved), str(path))
     rewrite(moved, flip_a_pixel)  # the same path, other data: still refused
     with pytest.raises(DataError, match="same shapes, other values"):
         train(resume=out, epochs=3, **QUIET)
