@@ -10,7 +10,7 @@ API                                            used for
 ``torch._amp_foreach_non_finite_check_...``    the NaN guard's one-kernel scan of the gradients
 fused Adam's ``found_inf`` attribute           skipping a flagged step on the device
 ``pyro.poutine.runtime.am_i_wrapped``          announcing parameters only under Pyro handlers
-``PyroModule._pyro_name``                      a fresh Pyro name for a deep-copied VAE
+``PyroModule._pyro_name``                      a fresh Pyro name for a copied VAE
 ``pyro.poutine.util.prune_subsample_sites``    the traced objectives' per-datapoint weights
 ``pyro.distributions.util.scale_and_mask``     the same
 ``pyro.infer.util.is_validation_enabled``      the same
@@ -85,5 +85,11 @@ if "_pyro_name" not in pyro.nn.PyroModule(name="probe").__dict__:
 
 
 def set_pyro_name(module: pyro.nn.PyroModule, name: str) -> None:
-    """Give a PyroModule another name in Pyro's parameter store."""
+    """Give a PyroModule another name in Pyro's parameter store, and with it every PyroModule
+    below it that took its name from it (``old.prior`` becomes ``name.prior``): a copy whose
+    children kept the original's names would train the original's entries."""
+    old = module._pyro_name
+    for path, child in module.named_modules():
+        if path and isinstance(child, pyro.nn.PyroModule) and child._pyro_name == f"{old}.{path}":
+            child._pyro_name = f"{name}.{path}"
     module._pyro_name = name

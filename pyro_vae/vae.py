@@ -105,10 +105,11 @@ def latent_weight(kl_scale: float | torch.Tensor):
 class AmortizedModel(PyroModule):
     """What every model family here shares, whatever its ``model`` and ``guide``.
 
-    Each instance has its own name in Pyro's parameter store (a deep copy gets a fresh
-    one), so two models in one process never share store entries; a flat batch
-    ``[batch, prod(data_shape)]`` is reshaped by :meth:`shaped`; ``forward`` is the model
-    and :meth:`guide_module` wraps the guide, so ``objective(m, m.guide_module())`` works.
+    Each instance has its own name in Pyro's parameter store (a deep copy or an unpickled
+    copy gets a fresh one, and so do the PyroModules named after it), so two models in one
+    process never share store entries; a flat batch ``[batch, prod(data_shape)]`` is
+    reshaped by :meth:`shaped`; ``forward`` is the model and :meth:`guide_module` wraps the
+    guide, so ``objective(m, m.guide_module())`` works.
     """
 
     name_prefix: ClassVar[str] = "model"
@@ -125,6 +126,13 @@ class AmortizedModel(PyroModule):
             copied.__dict__[key] = copy.deepcopy(value, memo)
         set_pyro_name(copied, f"{self.name_prefix}{next(_names)}")
         return copied
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled (``pickle``, ``torch.load`` of a whole model, a worker process): a fresh
+        Pyro name, so the copy never shares store entries with the original or another
+        model named alike in this process."""
+        super().__setstate__(state)
+        set_pyro_name(self, f"{self.name_prefix}{next(_names)}")
 
     def shaped(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused,

@@ -2,6 +2,7 @@
 modeller expects of the model (generation, Predictive, deepcopy, shapes, global latents)."""
 
 import copy
+import pickle
 import pkgutil
 import subprocess
 import sys
@@ -161,6 +162,41 @@ def test_a_deep_copy_trains_apart_under_classic_svi():
     pairs = zip(vae.parameters(), twin.parameters(), strict=True)
     assert all(not torch.equal(a, b) for a, b in pairs)
     assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
+
+
+class _PyroPrior(pyro.nn.PyroModule):  # a Pyro modeller's prior: PyroParams, not nn.Parameters
+    def __init__(self, latent_dim):
+        super().__init__()
+        self.loc = pyro.nn.PyroParam(torch.zeros(latent_dim))
+        self.scale = pyro.nn.PyroParam(torch.ones(latent_dim), constraint=dist.constraints.positive)
+
+    def forward(self):
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [copy.deepcopy, lambda vae: pickle.loads(pickle.dumps(vae))],
+    ids=["deepcopy", "pickle"],
+)
+def test_a_copy_trains_every_part_apart_from_its_original(duplicate):
+    """A pickled VAE (torch.save of a whole model, a worker process) and any PyroModule part
+    named after the original used to keep the original's store names: the copy's steps
+    then moved the original's prior, and left some of the copy's own weights unchanged."""
+    pyro.clear_param_store()
+    vae = small(prior=_PyroPrior(2))
+    x = torch.bernoulli(torch.full((8, *SHAPE), 0.3))
+    SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO()).step(x)
+    twin = duplicate(vae)
+    assert twin._pyro_name != vae._pyro_name
+    assert twin.prior._pyro_name == f"{twin._pyro_name}.prior"
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    twin_before = {k: v.clone() for k, v in twin.state_dict().items()}
+    svi = SVI(twin.model, twin.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    for _ in range(3):
+        svi.step(x)
+    assert all(torch.equal(v, before[k]) for k, v in vae.state_dict().items())
+    assert all(not torch.equal(v, twin_before[k]) for k, v in twin.state_dict().items())
 
 
 # -- a prior with a global latent ---------------------------------------------------------------
