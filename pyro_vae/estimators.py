@@ -47,7 +47,7 @@ from .missing import handles_missing, has_missing
 from .objectives.traces import traced_log_weights
 from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
-from .vae import VAE, _moments
+from .vae import VAE, _moments, as_model_input
 
 __all__ = [
     "elbo_per_datapoint",
@@ -148,6 +148,7 @@ def elbo_per_datapoint(
     Pyro's traces (Trace_ELBO); its global sites count once per chunk.
     """
     shard = shard or Shard()
+    x = as_model_input(vae, x)
     if standard_m2(vae) is not None:  # y is summed out: the ELBO of log p(x)
         from .semisupervised import m2_elbo_per_datapoint
 
@@ -438,6 +439,7 @@ def evaluate_vae(
     called with the number of datapoints of each chunk this process finishes.
     """
     progress = progress or _no_progress
+    x = as_model_input(vae, x)
     if k < 1 or len(x) < 1:
         raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
     shard = shard or Shard()

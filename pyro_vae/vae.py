@@ -48,6 +48,7 @@ from .parts import check_parts, prior_has_globals
 
 __all__ = [
     "AmortizedModel",
+    "as_model_input",
     "VAE",
     "GuideModule",
     "LogWeights",
@@ -102,6 +103,23 @@ def latent_weight(kl_scale: float | torch.Tensor):
     return poutine.scale(scale=kl_scale)
 
 
+def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the floating dtype of ``model``'s parameters: bool or integer data (binary
+    pixels, counts) and float64 arrays (numpy's default) score as the float numbers they
+    hold, instead of failing deep in a network on a dtype mismatch. NaN stays NaN.
+
+    Example:
+        >>> from pyro_vae import mlp_vae
+        >>> as_model_input(mlp_vae((3,), 2, [4]), torch.tensor([[True, False, True]])).dtype
+        torch.float32
+    """
+    if not torch.is_tensor(x) or x.is_complex():
+        return x
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    dtype = dtype or torch.get_default_dtype()
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 class AmortizedModel(PyroModule):
     """What every model family here shares, whatever its ``model`` and ``guide``.
 
@@ -135,8 +153,10 @@ class AmortizedModel(PyroModule):
         set_pyro_name(self, f"{self.name_prefix}{next(_names)}")
 
     def shaped(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as ``[batch, *data_shape]``: flat rows are reshaped; other shapes are refused,
-        and so (while Pyro's validation is on) are missing entries the model cannot mask."""
+        """``x`` as ``[batch, *data_shape]`` in the parameters' dtype (:func:`as_model_input`):
+        flat rows are reshaped; other shapes are refused, and so (while Pyro's validation is
+        on) are missing entries the model cannot mask."""
+        x = as_model_input(self, x)
         if is_validation_enabled():
             self._refuse_unmasked_missing(x)
         if self.data_shape is None or tuple(x.shape[1:]) == self.data_shape:
@@ -292,7 +312,7 @@ class VAE(AmortizedModel):
 
     def outputs_per_sample(self, device: torch.device) -> int:
         """How many numbers the decoder outputs for one latent sample (no random draws)."""
-        z = torch.zeros((1, *self.prior().event_shape), device=device)
+        z = as_model_input(self, torch.zeros((1, *self.prior().event_shape), device=device))
         return self.decoder(z).numel()
 
     def prior_given_globals(self) -> dist.Distribution:

@@ -49,7 +49,15 @@ from ..likelihoods import BernoulliLikelihood
 from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import _call, _describe, likelihood_contract
 from ..priors import StandardNormalPrior
-from ..vae import VAE, LogWeights, _moments, data_plate, latent_weight, path_log_prob
+from ..vae import (
+    VAE,
+    LogWeights,
+    _moments,
+    as_model_input,
+    data_plate,
+    latent_weight,
+    path_log_prob,
+)
 
 __all__ = [
     "CVAE",
@@ -287,9 +295,9 @@ class CVAE(VAE):
 
     def outputs_per_sample(self, device: torch.device) -> int:
         """How many numbers the decoder outputs for one latent sample (no random draws)."""
-        label = torch.zeros(1, self.num_classes, device=device)
+        label = as_model_input(self, torch.zeros(1, self.num_classes, device=device))
         p_z = self.prior(label) if self.conditional_prior else self.prior()
-        z = torch.zeros((1, *p_z.event_shape), device=device)
+        z = as_model_input(self, torch.zeros((1, *p_z.event_shape), device=device))
         return self.decoder(z, label).numel()
 
     # -- helpers for users and plots --------------------------------------------------------

@@ -51,7 +51,15 @@ from ..likelihoods import BernoulliLikelihood
 from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import _call, _describe, check_parts, likelihood_contract
 from ..priors import StandardNormalPrior
-from ..vae import VAE, LogWeights, _moments, data_plate, latent_weight, path_log_prob
+from ..vae import (
+    VAE,
+    LogWeights,
+    _moments,
+    as_model_input,
+    data_plate,
+    latent_weight,
+    path_log_prob,
+)
 
 __all__ = [
     "StackedVAE",
@@ -257,7 +265,8 @@ class StackedVAE(VAE):
 
     def outputs_per_sample(self, device: torch.device) -> int:
         """How many numbers the decoder outputs for one latent sample (no random draws)."""
-        return self.decoder(torch.zeros(1, self.latent_dims[0], device=device)).numel()
+        z = as_model_input(self, torch.zeros(1, self.latent_dims[0], device=device))
+        return self.decoder(z).numel()
 
     def top_guide(self) -> TopGuide:
         """q(z_L|x) along the guide's mean path (for a VampPrior on the top layer)."""

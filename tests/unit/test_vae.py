@@ -9,7 +9,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro_vae import Config, build_vae
 from pyro_vae.app.objective_specs import build_objective
 from pyro_vae.errors import ModelError
-from pyro_vae.estimators import elbo_per_datapoint
+from pyro_vae.estimators import elbo_per_datapoint, evaluate_vae
 
 SHAPE = (1, 28, 28)
 
@@ -135,3 +135,44 @@ def test_short_training_on_mnist5k_improves_the_elbo_by_a_large_margin(mnist5k):
     rows = [trainer.run_epoch() for _ in range(3)]
     assert rows[-1]["test_elbo"] > before + 250, (before, rows)
     assert rows[-1]["train_elbo"] > rows[0]["train_elbo"]
+
+
+def _families():
+    from pyro_vae import mlp_vae
+    from pyro_vae.families import mlp_cvae, mlp_m2, mlp_stacked_vae
+
+    return {
+        "vae": (mlp_vae(SHAPE, 2, [8]), {}),
+        "stacked": (mlp_stacked_vae(SHAPE, (3, 2), [8]), {}),
+        "cvae": (mlp_cvae(SHAPE, 3, 2, [8]), {"y": torch.tensor([0, 1, 2, 0])}),
+        "m2": (mlp_m2(SHAPE, 3, 2, [8]), {}),
+    }
+
+
+@pytest.mark.parametrize("family", ["vae", "stacked", "cvae", "m2"])
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.uint8, torch.float64])
+def test_binary_data_of_any_dtype_score_as_their_float_values(family, dtype):
+    """numpy's float64, bool pixels and integer 0/1 data used to fail deep in the encoder
+    (mat1 and mat2 must have the same dtype) in model, guide, losses and evaluation."""
+    vae, labels = _families()[family]
+    x = torch.bernoulli(torch.full((4, *SHAPE), 0.3))
+    expected = evaluate_vae(vae, x, k=3, seed=0, **labels)
+    given = evaluate_vae(vae, x.to(dtype), k=3, seed=0, **labels)
+    assert given.log_px == expected.log_px and given.elbo == expected.elbo
+    torch.manual_seed(0)
+    loss = build_objective("iwae:k=2")(vae, vae.guide_module())(x, **labels)
+    torch.manual_seed(0)
+    assert torch.equal(
+        build_objective("iwae:k=2")(vae, vae.guide_module())(x.to(dtype), **labels), loss
+    )
+
+
+def test_a_float64_model_scores_float64_and_float32_data_alike():
+    vae = small_vae().double()
+    x = torch.bernoulli(torch.full((4, *SHAPE), 0.3))
+    assert vae.sample(2).dtype == torch.float64
+    scores = [
+        evaluate_vae(vae, x.to(dtype), k=3, seed=0).log_px
+        for dtype in (torch.float64, torch.float32)
+    ]
+    assert scores[0] == scores[1] and math.isfinite(scores[0])
