@@ -58,6 +58,7 @@ from ..vae import (
     latent_weight,
     path_log_prob,
 )
+from .labels import check_class_labels
 
 __all__ = [
     "CVAE",
@@ -179,20 +180,8 @@ class CVAE(VAE):
                 "cvae.model(x, y=y) or the loss as loss(x, num_data, 1.0, y)"
             )
         if pyro.distributions.is_validation_enabled():
-            self._check_labels(y)
+            check_class_labels(y, self.num_classes, "CVAE")
         return (y.unsqueeze(-1) == self.classes).to(torch.get_default_dtype())
-
-    def _check_labels(self, y: torch.Tensor) -> None:
-        if y.dim() != 1 or y.is_floating_point() or y.is_complex():
-            raise ModelError(
-                f"labels y must be class indices, an integer tensor [batch]; got "
-                f"{y.dtype} of shape {tuple(y.shape)}"
-            )
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ModelError(
-                f"labels y run from {int(y.min())} to {int(y.max())} but this CVAE has "
-                f"{self.num_classes} classes (0..{self.num_classes - 1})"
-            )
 
     def _labels(self, y: torch.Tensor | None, x: torch.Tensor | None, num_data) -> torch.Tensor:
         if torch.is_tensor(num_data):

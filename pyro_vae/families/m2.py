@@ -53,6 +53,7 @@ from ..networks import MLPBody, activation_unit, mlp_decoder, mlp_encoder, with_
 from ..parts import likelihood_contract, prior_has_globals
 from ..priors import StandardNormalPrior, VampPrior
 from ..vae import AmortizedModel, LogWeights, data_plate, latent_weight, path_log_prob
+from .labels import check_class_labels
 
 __all__ = [
     "M2",
@@ -63,6 +64,13 @@ __all__ = [
     "mlp_m2",
     "standard_m2",
 ]
+
+
+_UNLABELLED_HINT = (
+    "; -1 marks an unlabelled row, which M2's model and guide take as y=None for the whole "
+    "batch: pass the labelled and unlabelled rows in separate calls, or train with "
+    "pyro_vae.semisupervised.SemiSupervisedLoss, which splits a batch by its labels"
+)
 
 
 class LabelTerms(NamedTuple):
@@ -203,6 +211,7 @@ class M2(AmortizedModel):
         ``model(None, batch_size=n)`` generates ``n`` datapoints (``y`` given fixes their
         labels). Returns the datapoints, observed or drawn.
         """
+        y = self.checked_labels(y, x)
         if x is not None:
             x = self.shaped(x)
         p_z = self.prior()
@@ -224,6 +233,7 @@ class M2(AmortizedModel):
         ``config_enumerate(m2.guide)`` and ``TraceEnum_ELBO(max_plate_nesting=1)``."""
         if x is None:
             raise ModelError("the guide q(y, z|x) needs data: call it with a batch x")
+        y = self.checked_labels(y, x)
         x = self.shaped(x)
         with data_plate(x, num_data):
             if y is None:
@@ -269,7 +279,7 @@ class M2(AmortizedModel):
         """log w = log p(x, y, z) - log q(z|x,y) of labelled data, ``[particles, batch]``
         terms; ``log_lik`` holds log p(x, y|z) = log p(x|y,z) + log p(y)."""
         method = self._announced_labelled_terms if am_i_wrapped() else self._labelled_terms
-        return method(x, y, num_particles, path_derivative)
+        return method(x, self.checked_labels(y, x), num_particles, path_derivative)
 
     def _labelled_terms(
         self, x: torch.Tensor, y: torch.Tensor, num_particles: int, path_derivative: bool
@@ -283,6 +293,14 @@ class M2(AmortizedModel):
         return LogWeights(log_lik, p_z.log_prob(z), log_q, z, q, p_z)
 
     _announced_labelled_terms = pyro_method(_labelled_terms)
+
+    def checked_labels(self, y: torch.Tensor | None, x: torch.Tensor | None) -> torch.Tensor | None:
+        """``y`` as given: class indices, one per row of ``x`` (None: unlabelled), checked
+        while Pyro's validation is on (as on a run's first step), else without a host sync."""
+        if y is not None and (not torch.is_tensor(y) or dist.is_validation_enabled()):
+            num_data = None if x is None else len(x)
+            check_class_labels(y, self.num_classes, "M2", num_data, _UNLABELLED_HINT)
+        return y
 
     # -- helpers for users and plots ---------------------------------------------------------------
 
@@ -318,7 +336,7 @@ class M2(AmortizedModel):
     def draw(self, n: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, dist.Distribution]:
         """``n`` latents z ~ p(z) and p(x|y, z) at them, labels ``y`` (default y ~ p(y))."""
         z = self.prior().sample((n,))
-        y = self.label_prior().sample((n,)) if y is None else y.to(z.device)
+        y = self.label_prior().sample((n,)) if y is None else self.checked_labels(y, z).to(z.device)
         return z, self.likelihood(self.decoder(z, y))
 
     @torch.no_grad()

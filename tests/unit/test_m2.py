@@ -625,3 +625,32 @@ def test_evaluating_labels_outside_the_runs_classes_is_one_line(tmp_path, tiny_d
     other = Dataset.from_tensors(tiny_data.x_train[:10], tiny_data.x_test, y[:10], y)
     with pytest.raises(DataError, match=r"labels y run from -?\d+ to \d+, but the run's model"):
         pyro_vae.evaluate(tmp_path / "run", data=other, k=2)
+
+
+@pytest.mark.parametrize(
+    ("y", "cause"),
+    [
+        (
+            torch.tensor([0, -1, 2, -1]),
+            r"from -1 to 2 .* -1 marks an unlabelled row.*SemiSupervised",
+        ),
+        (torch.tensor([0.0, 1.0, 2.0, 1.0]), r"integer tensor.*float32.*y\.long\(\)"),
+        (torch.tensor([0, 1, 2, 10]), r"from 0 to 10 but this M2 has 10 classes \(0\.\.9\)"),
+        (torch.tensor([0, 1]), r"4 datapoints but 2 labels"),
+    ],
+)
+def test_labels_m2_cannot_observe_are_refused_naming_the_cause(small_m2, y, cause):
+    """Rows of -1 (y given to model/guide), float labels and labels out of range used to fail
+    inside torch (IndexError: index out of range; embedding's dtype error)."""
+    m2 = small_m2
+    x = torch.bernoulli(torch.full((4, 1, 4, 4), 0.3))
+    optim = pyro.optim.Adam({"lr": 1e-3})
+    svi = pyro.infer.SVI(
+        m2.model, config_enumerate(m2.guide), optim, TraceEnum_ELBO(max_plate_nesting=1)
+    )
+    with pytest.raises(ModelError, match=cause):
+        svi.step(x, y)
+    with pytest.raises(ModelError, match=cause):
+        FastTrace_ELBO()(m2, m2.guide_module())(x, y=y)
+    with pytest.raises(ModelError, match=cause):
+        m2.model(x, y)
