@@ -227,7 +227,7 @@ def train(
     *,
     model: nn.Module | None = None,
     data: Dataset | None = None,
-    objective: ELBO | None = None,
+    objective: ELBO | str | None = None,
     resume: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -239,19 +239,24 @@ def train(
     ``model`` is any ``nn.Module`` that follows :mod:`pyro_vae.convention` (default: the
     model ``cfg.model`` names); ``data`` a :class:`~pyro_vae.datasets.Dataset` (default:
     ``cfg.dataset``; ``Dataset.from_tensors`` wraps tensors); ``objective`` an ELBO
-    instance (default: the one ``cfg.objective`` names). On resume the run's own
-    config.toml is used (no ``cfg``; ``epochs`` may be raised, never below the epochs
-    done); pass the same model, data and objective you trained with when they were given
-    from Python. A resume refuses, before it writes anything, whatever does not belong to
-    the run (see :mod:`pyro_vae.app.resume`); a run already complete returns at once,
-    without a model. Launched by torchrun, this process joins the process group and
-    trains its share.
+    instance with a ``differentiable_loss`` or a name such as ``"iwae:k=5"`` (which then
+    stands in ``cfg.objective``, so config.toml records it; default: ``cfg.objective``). On
+    resume the run's own config.toml is used (no ``cfg``; ``epochs`` may be raised, never
+    below the epochs done); pass the same model, data and objective you trained with when
+    they were given from Python. A resume refuses, before it writes anything, whatever does
+    not belong to the run (see :mod:`pyro_vae.app.resume`); a run already complete returns
+    at once, without a model. Launched by torchrun, this process joins the process group
+    and trains its share.
     """
     log = log or tqdm.write
+    named = objective if isinstance(objective, str) else None
+    check_objective(objective)
+    objective = None if named is not None else objective
     kwargs = dict(model=model, data=data, objective=objective, progress=progress, log=log)
     if resume is None:
         cfg = cfg or Config()
         cfg = cfg if epochs is None else cfg.replace(epochs=epochs)
+        cfg = cfg if named is None else cfg.replace(objective=named)
         return _train(cfg, None, None, overwrite=overwrite, **kwargs)
     if cfg is not None:
         raise ConfigError(
@@ -261,6 +266,11 @@ def train(
     run = RunFolder.open(resume, write=launched_as_main())  # rank 0 alone writes
     try:
         cfg, state = _resume_config(run, epochs)
+        if named is not None and cfg.replace(objective=named).objective != cfg.objective:
+            raise ConfigError(
+                f"{run.path} was trained with the objective {cfg.objective!r}, not {named!r}; "
+                "resume it with its own (or no objective=), or train a new run"
+            )
         if state is not None and is_complete(cfg.epochs, state["position"], run.read_info()):
             if launched_as_main():
                 log(
@@ -271,6 +281,28 @@ def train(
         return _train(cfg, run, state, overwrite=False, **kwargs)
     finally:
         run.release()  # also when a check refuses: the folder is left as it was
+
+
+def check_objective(objective: object) -> None:
+    """ConfigError unless ``objective`` is None, a valid name, or an ELBO the trainer can
+    step with torch.optim (one with a ``differentiable_loss``, as Pyro's RenyiELBO is not)."""
+    if objective is None:
+        return
+    if isinstance(objective, str):
+        Config(objective=objective)  # ConfigError naming the valid choices
+        return
+    if not isinstance(objective, ELBO):
+        raise ConfigError(
+            f"objective must be a pyro.infer.ELBO instance or a name such as 'iwae:k=5', not "
+            f"{type(objective).__name__}"
+        )
+    if not callable(getattr(objective, "differentiable_loss", None)):
+        raise ConfigError(
+            f"objective {type(objective).__name__} has no differentiable_loss, which training "
+            "with torch.optim needs (Pyro's RenyiELBO has none); pass a name instead: "
+            "'renyi:alpha=A,k=K' is a differentiable Renyi bound, 'iwae:k=K' its alpha=0 "
+            "(pyro_vae.build_objective lists them all: pyro-vae list)"
+        )
 
 
 def _resume_config(run: RunFolder, epochs: int | None) -> tuple[Config, dict[str, Any] | None]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO
 
 from pyro_vae import Config, build_vae
 from pyro_vae.app.cli import main
@@ -338,3 +338,35 @@ def test_a_data_file_gone_is_named_with_where_the_run_looks_for_it(own_data, tmp
         with pytest.raises(DataError, match=rf"{path} \(its config.toml's dataset\), is gone"):
             attempt()
     assert files(out) == before
+
+
+def test_an_objective_named_from_python_is_the_runs_own_and_resumes_with_it(tiny_npz, tmp_path):
+    """train(objective="iwae:k=2"), which the README documents, failed with TypeError
+    ('str' object is not callable); now the name stands in cfg.objective."""
+    named = train(tiny(tiny_npz, tmp_path / "named"), objective="iwae:k=2", **QUIET)
+    configured = train(tiny(tiny_npz, tmp_path / "cfg", objective="iwae:k=2"), **QUIET)
+    assert named.config.objective == "iwae:k=2"
+    assert named.history[0]["train_elbo"] == configured.history[0]["train_elbo"]
+    assert "iwae:k=2" in (named.run_dir / "config.toml").read_text()
+    before = files(named.run_dir)
+    with pytest.raises(ConfigError, match="trained with the objective 'iwae:k=2', not 'elbo'"):
+        train(resume=named.run_dir, epochs=2, objective="elbo", **QUIET)
+    assert files(named.run_dir) == before
+    resumed = train(resume=named.run_dir, epochs=2, objective="iwae:k=2", **QUIET)
+    assert len(resumed.history) == 2
+
+
+@pytest.mark.parametrize(
+    "objective, named",
+    [
+        ("iwae:q=2", "objective"),
+        (RenyiELBO(alpha=0.5), "RenyiELBO has no differentiable_loss.*'renyi:alpha=A,k=K'"),
+        (Trace_ELBO, "a pyro.infer.ELBO instance or a name.*not ABCMeta"),
+    ],
+)
+def test_an_objective_training_cannot_use_is_refused_before_any_file(
+    tiny_npz, tmp_path, objective, named
+):
+    with pytest.raises(ConfigError, match=named):
+        train(tiny(tiny_npz, tmp_path / "run"), objective=objective, **QUIET)
+    assert not (tmp_path / "run").exists()
