@@ -48,7 +48,7 @@ from .._private import (
     prune_subsample_sites,
     scale_and_mask,
 )
-from ..errors import ModelError
+from ..errors import ModelError, PyroVAEError
 from ..vae import path_log_prob
 
 __all__ = [
@@ -80,24 +80,68 @@ class TracedWeights:
 
 
 def particle_traces(
-    elbo: ELBO, model: Callable, guide: Callable, args: tuple, kwargs: dict, num_particles: int
+    elbo: ELBO,
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    num_particles: int,
+    objective: str = "this objective",
+    per_datapoint: bool = False,
 ) -> tuple[poutine.Trace, poutine.Trace, int]:
     """Guide and model traces with ``num_particles`` vectorized in an outer plate.
 
     Returns the two traces (subsample sites pruned) and the number of batch
     dimensions every site's log-probability is aligned to (particle dim first).
+    A pair whose sites do not broadcast over that plate fails with a ModelError naming
+    ``objective`` and why: with ``per_datapoint``, a site outside the data plate (which
+    such a pair usually has) is refused as :func:`traced_log_weights` refuses it.
     """
     if elbo.max_plate_nesting == float("inf"):
         elbo._guess_max_plate_nesting(model, guide, args, kwargs)
     batch_dims = int(elbo.max_plate_nesting) + 1
     particles = pyro.plate(PARTICLE_PLATE, num_particles, dim=-batch_dims)
-    guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(particles(model), trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
-    if is_validation_enabled():
-        check_model_guide_match(model_trace, guide_trace, batch_dims)
+    try:
+        guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(particles(model), trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, guide_trace, batch_dims)
+    except PyroVAEError:
+        raise
+    except (ValueError, RuntimeError, IndexError) as err:
+        if per_datapoint:
+            _refuse_sites_outside_the_data_plate(model, guide, args, kwargs, objective, err)
+        raise ModelError(
+            f"{objective}: the model and guide fail with {num_particles} particles vectorized "
+            f"in pyro.plate({PARTICLE_PLATE!r}, dim={-batch_dims}) ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}): every distribution must "
+            "broadcast over leading batch dimensions (build shapes from the right, e.g. "
+            "scale = tau.unsqueeze(-1).expand(*tau.shape, latent_dim) for a global tau), "
+            "or train with one particle a step ('elbo', 'graph', 'stl')"
+        ) from err
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), batch_dims
+
+
+def _refuse_sites_outside_the_data_plate(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, objective: str, err: Exception
+) -> None:
+    """After a vectorized trace failed: the refusal of a site outside the data plate, found in
+    one unvectorized trace (the likely cause), rather than the shape error it led to."""
+    try:
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    except Exception:
+        return  # the pair fails unvectorized too: the caller reports the first failure
+    for trace in (prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)):
+        for site in _sample_sites(trace):
+            try:
+                _data_frame(site, objective)
+            except ModelError as refusal:
+                raise refusal from err
 
 
 def _sample_sites(trace: poutine.Trace) -> list[dict]:
@@ -182,7 +226,9 @@ def traced_elbo(
     path_derivative: bool = False,
 ) -> torch.Tensor:
     """The ELBO of the whole minibatch (scales applied, averaged over particles)."""
-    model_trace, guide_trace, _ = particle_traces(elbo, model, guide, args, kwargs, num_particles)
+    model_trace, guide_trace, _ = particle_traces(
+        elbo, model, guide, args, kwargs, num_particles, objective
+    )
     if path_derivative:
         refuse_dependent_guide(guide_trace, objective, _PATH_WHY)
     total = torch.zeros(())
@@ -207,7 +253,7 @@ def traced_log_weights(
 ) -> TracedWeights:
     """log w per particle and per datapoint; every sample site must be in the data plate."""
     model_trace, guide_trace, batch_dims = particle_traces(
-        elbo, model, guide, args, kwargs, num_particles
+        elbo, model, guide, args, kwargs, num_particles, objective, per_datapoint=True
     )
     if path_derivative:
         refuse_dependent_guide(guide_trace, objective, _PATH_WHY)

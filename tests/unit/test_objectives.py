@@ -445,3 +445,48 @@ def test_vae_arguments_refuse_too_many_or_missing_arguments():
         vae_arguments(vae, torch.zeros(2, 784), 10, 1.0, "extra")
     with pytest.raises(ModelError, match="cannot take these arguments"):
         vae_arguments(vae)
+
+
+class _NaiveGlobalScale(torch.nn.Module):
+    """A global scale tau written as a first draft is: right for one particle, but its
+    p(z) does not broadcast over a leading particle dimension."""
+
+    has_globals = True
+
+    def __init__(self, latent_dim):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.q_loc = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self):
+        tau = pyro.sample("tau", dist.LogNormal(0.0, 1.0))
+        return dist.Normal(
+            torch.zeros(self.latent_dim), tau * torch.ones(self.latent_dim)
+        ).to_event(1)
+
+    def guide(self):
+        pyro.sample("tau", dist.LogNormal(self.q_loc, 0.1))
+
+
+@pytest.mark.parametrize(
+    "spec", ["iwae:k=3", "dreg:k=3", "renyi:alpha=0.5,k=3", "tail-adaptive:k=3"]
+)
+def test_a_global_latent_that_fails_vectorized_is_refused_as_outside_the_data_plate(
+    spec, binary_batch
+):
+    """Such a prior used to fail with Pyro's 'Shape mismatch inside plate' before the
+    refusal of its site outside the data plate could be reached."""
+    vae = build_vae(Config(latent_dim=3, hidden=[8]), SHAPE, prior=_NaiveGlobalScale(3))
+    loss = build_objective(spec)(vae, vae.guide_module())
+    with pytest.raises(
+        ModelError, match=r"site 'tau' is outside the vectorized pyro.plate\('data'"
+    ):
+        loss(binary_batch)
+    assert torch.isfinite(build_objective("elbo")(vae, vae.guide_module())(binary_batch))
+
+
+def test_an_elbo_of_vectorized_particles_names_the_broadcasting_it_needs(binary_batch):
+    vae = build_vae(Config(latent_dim=3, hidden=[8]), SHAPE, prior=_NaiveGlobalScale(3))
+    loss = build_objective("stl:num_particles=3")(vae, vae.guide_module())
+    with pytest.raises(ModelError, match=r"stl: .* 3 particles vectorized .*must broadcast"):
+        loss(binary_batch)
