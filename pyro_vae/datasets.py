@@ -48,6 +48,26 @@ NETWORK_PROBE_SECONDS = 3.0
 DOWNLOAD_SOCKET_TIMEOUT = 20.0
 
 
+def _as_tensor(value: object, name: str) -> torch.Tensor | None:
+    """``value`` as a tensor (a NumPy array or a nested list of numbers keeps its dtype);
+    DataError naming ``name`` for anything else, such as string labels."""
+    if value is None or torch.is_tensor(value):
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError as err:  # ragged lists
+        raise DataError(f"{name} must be an array of numbers: {err}") from None
+    if array.dtype.kind not in "biuf":
+        fix = (
+            "; give class indices 0..C-1 (-1: no label), e.g. "
+            "classes, y = np.unique(names, return_inverse=True)"
+            if name.startswith("y_")
+            else ""
+        )
+        raise DataError(f"{name} must hold numbers, not {array.dtype} values{fix}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
 @dataclass
 class Dataset:
     """Raw images and labels with a fixed train/test split.
@@ -91,6 +111,7 @@ class Dataset:
 
         Missing entries are NaN in float ``x``, or False in a boolean mask of x's shape.
         Labels are classes 0..C-1; -1 marks a datapoint without one (m2 learns from it).
+        NumPy arrays (and nested lists) are taken as tensors of their dtype.
 
         Example:
             >>> ds = Dataset.from_tensors(torch.rand(8, 3), torch.rand(2, 3), torch.zeros(8).long(),
@@ -100,6 +121,12 @@ class Dataset:
         """
         if (y_train is None) != (y_test is None):
             raise DataError("give labels for both splits (y_train and y_test) or for neither")
+        x_train, x_test = _as_tensor(x_train, "x_train"), _as_tensor(x_test, "x_test")
+        y_train, y_test = _as_tensor(y_train, "y_train"), _as_tensor(y_test, "y_test")
+        mask_train, mask_test = (
+            _as_tensor(mask_train, "mask_train"),
+            _as_tensor(mask_test, "mask_test"),
+        )
         for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
             if x.is_complex():
                 raise DataError(f"x_{split} must hold real numbers, not {x.dtype}")

@@ -261,3 +261,25 @@ def test_from_tensors_keeps_integer_counts_and_booleans_as_their_values():
     assert torch.equal(binary.x_train, (counts > 20).float())
     with pytest.raises(DataError, match="must hold real numbers"):
         Dataset.from_tensors(counts.to(torch.complex64), counts[:2].to(torch.complex64))
+
+
+def test_numpy_arrays_make_the_same_dataset_as_tensors():
+    """numpy arrays failed with AttributeError: 'numpy.ndarray' object has no attribute ..."""
+    rng = np.random.default_rng(0)
+    x, x_test = rng.random((6, 3)), rng.random((2, 3))  # float64, numpy's default
+    y, y_test = np.array([0, 1, 2, -1, 1, 0]), np.array([2, 0])
+    mask, mask_test = x > 0.2, x_test > 0.2
+    given = Dataset.from_tensors(x, x_test, y, y_test, mask_train=mask, mask_test=mask_test)
+    as_tensors = [torch.from_numpy(a) for a in (x, x_test, y, y_test, mask, mask_test)]
+    expected = Dataset.from_tensors(
+        *as_tensors[:4], mask_train=as_tensors[4], mask_test=as_tensors[5]
+    )
+    for field in ("x_train", "x_test", "y_train", "y_test", "mask_train", "mask_test"):
+        assert torch.equal(getattr(given, field), getattr(expected, field)), field
+    assert given.x_train.dtype == torch.float32 and given.y_train.dtype == torch.int64
+
+
+def test_string_labels_are_refused_naming_how_to_index_them():
+    x = torch.rand(3, 2)
+    with pytest.raises(DataError, match=r"y_train must hold numbers, not <U3.*np.unique"):
+        Dataset.from_tensors(x, x, ["cat", "dog", "cat"], ["dog", "dog", "cat"])
