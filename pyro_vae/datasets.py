@@ -128,6 +128,11 @@ class Dataset:
             _as_tensor(mask_test, "mask_test"),
         )
         for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+            if x.dim() < 2:
+                raise DataError(
+                    f"x_{split} has shape {tuple(x.shape)}; datapoints are its rows, [N, D] (or "
+                    f"images [N, C, H, W]): for one number per datapoint pass x_{split}[:, None]"
+                )
             if x.is_complex():
                 raise DataError(f"x_{split} must hold real numbers, not {x.dtype}")
             if y is not None and (y.dim() != 1 or len(y) != len(x) or y.is_floating_point()):

@@ -283,3 +283,10 @@ def test_string_labels_are_refused_naming_how_to_index_them():
     x = torch.rand(3, 2)
     with pytest.raises(DataError, match=r"y_train must hold numbers, not <U3.*np.unique"):
         Dataset.from_tensors(x, x, ["cat", "dog", "cat"], ["dog", "dog", "cat"])
+
+
+def test_a_vector_of_numbers_is_refused_naming_the_column_it_needs():
+    """x of shape [N] made datapoints of shape (), which the encoder failed on."""
+    with pytest.raises(DataError, match=r"x_train has shape \(5,\).*x_train\[:, None\]"):
+        Dataset.from_tensors(torch.randn(5), torch.randn(2))
+    assert Dataset.from_tensors(torch.randn(5)[:, None], torch.randn(2, 1)).data_shape == (1,)
