@@ -15,6 +15,7 @@ fused Adam's ``found_inf`` attribute           skipping a flagged step on the de
 ``pyro.distributions.util.scale_and_mask``     the same
 ``pyro.infer.util.is_validation_enabled``      the same
 ``pyro.util.check_model_guide_match``          the same
+``pyro.poutine.messenger.unwrap``              the signature of a guide under ``config_enumerate``
 =============================================  =================================================
 
 Example:
@@ -45,6 +46,7 @@ __all__ = [
     "scale_and_mask",
     "is_validation_enabled",
     "check_model_guide_match",
+    "unwrap_handlers",
     "FUSED_ADAM_FOUND_INF",
 ]
 
@@ -70,6 +72,7 @@ prune_subsample_sites = require("pyro.poutine.util", "prune_subsample_sites")
 scale_and_mask = require("pyro.distributions.util", "scale_and_mask")
 is_validation_enabled = require("pyro.infer.util", "is_validation_enabled")
 check_model_guide_match = require("pyro.util", "check_model_guide_match")
+unwrap_handlers = require("pyro.poutine.messenger", "unwrap")
 
 # The fused Adam reads an optimizer attribute `found_inf` (set by GradScaler) and skips the
 # step where it is 1. The guard sets it directly.

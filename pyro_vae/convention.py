@@ -45,6 +45,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ._private import unwrap_handlers
 from .errors import ModelError
 from .parts import likelihood_contract
 from .vae import VAE, scored_from_parts
@@ -91,7 +92,11 @@ def convention_of(owner: nn.Module) -> Convention:
 
 
 def _argument_names(fn) -> set[str]:
+    """The named arguments of ``fn``, read through Pyro's handlers: a method decorated with
+    ``config_enumerate`` (or any poutine) shows only ``(*args, **kwargs)`` itself."""
     params = inspect.signature(fn).parameters
+    if all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
+        params = inspect.signature(unwrap_handlers(fn)).parameters
     return {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 

@@ -204,7 +204,9 @@ _PATH_WHY = (
 
 
 def _guide_log_prob(site: dict, path_derivative: bool, objective: str) -> torch.Tensor:
-    if not site["fn"].has_rsample:
+    """log q of a guide site; a site must be reparameterizable where a gradient is taken
+    (an importance-sampling score under ``torch.no_grad``, as evaluation's, needs none)."""
+    if not site["fn"].has_rsample and (path_derivative or torch.is_grad_enabled()):
         raise ModelError(
             f"{objective}: guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
             "reparameterizable; this objective differentiates through z. Use the 'graph' "
