@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro.distributions as dist
@@ -271,11 +272,16 @@ def _check_fill_in_support(entries: dist.Distribution, fill: float, name: str) -
         )
 
 
-def _masking_hook(fill: float, name: str):
-    def hook(module: nn.Module, args: tuple, output: object) -> MaskedObservations:
-        return mask_per_entry(output, fill, name)
+def _masking_hook(fill: float, name: str) -> functools.partial:
+    """The likelihood's forward hook: a partial of a module-level function, not a closure,
+    so that a prepared model pickles (``torch.save`` of the whole model, a worker process)."""
+    return functools.partial(_mask_output, fill=fill, name=name)
 
-    return hook
+
+def _mask_output(
+    module: nn.Module, args: tuple, output: object, *, fill: float, name: str
+) -> MaskedObservations:
+    return mask_per_entry(output, fill, name)
 
 
 def _fill_hook(module: nn.Module, args: tuple) -> tuple:

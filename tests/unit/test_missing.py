@@ -2,6 +2,7 @@
 
 import copy
 import math
+import pickle
 
 import pyro
 import pyro.distributions as dist
@@ -261,3 +262,17 @@ def test_training_on_nan_data_without_allow_missing_names_the_fix_on_every_path(
             step()
     allow_missing(vae)
     assert torch.isfinite(loss_module(x))
+
+
+def test_a_model_prepared_for_missing_entries_pickles_and_scores_alike():
+    """Its likelihood hook was a closure: pickle.dumps, torch.save of the whole model (a run
+    trained on data with NaN returns one) and worker processes failed with
+    "Can't pickle local object '_masking_hook.<locals>.hook'"."""
+    vae = allow_missing(mlp_vae((4,), 2, [8], likelihood=GaussianLikelihood((4,))))
+    x = torch.randn(6, 4)
+    x[0, 1] = x[3, 0] = math.nan
+    copied = pickle.loads(pickle.dumps(vae))
+    assert handles_missing(copied)
+    expected = evaluate_vae(vae, x, k=5, seed=0)
+    assert evaluate_vae(copied, x, k=5, seed=0).log_px == expected.log_px
+    assert math.isfinite(expected.log_px)
