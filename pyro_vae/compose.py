@@ -18,7 +18,7 @@ from torch import nn
 
 from .guides import NormalGuide
 from .likelihoods import BernoulliLikelihood
-from .networks import mlp_decoder, mlp_encoder, with_input_transform
+from .networks import check_sizes, mlp_decoder, mlp_encoder, with_input_transform
 from .parts import likelihood_contract
 from .priors import StandardNormalPrior
 from .vae import VAE
@@ -43,6 +43,7 @@ def mlp_vae(
     Any part given replaces the default; the parts are checked against their contracts
     (:mod:`pyro_vae.parts`) before the VAE is returned.
     """
+    check_sizes(data_shape=data_shape, latent_dim=latent_dim, hidden=hidden)
     data_shape = tuple(data_shape)
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)

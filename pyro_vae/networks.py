@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "Rescale",
     "ACTIVATIONS",
     "activation_unit",
+    "check_sizes",
 ]
 
 
@@ -61,6 +63,43 @@ def activation_unit(name: str) -> nn.Module:
             f"activation: unknown name {name!r}; valid choices: {', '.join(sorted(ACTIVATIONS))}"
         )
     return ACTIVATIONS[name]()
+
+
+def check_sizes(**sizes: object) -> None:
+    """ConfigError naming the first argument that is not a size: ``latent_dim`` and
+    ``num_classes`` take a positive int, the others (``data_shape``, ``hidden``,
+    ``latent_dims``...) a non-empty sequence of them, so a builder never makes a
+    zero-width layer or fails inside torch.
+
+    Example:
+        >>> check_sizes(data_shape=(1, 28, 28), latent_dim=2, hidden=[64])
+        >>> check_sizes(data_shape=5)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: data_shape: expected a sequence of positive ints, ...
+    """
+    for name, value in sizes.items():
+        if name in ("latent_dim", "num_classes"):
+            if not _is_size(value):
+                raise ConfigError(f"{name}: expected a positive int, got {value!r}")
+            continue
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+            example = "(5,) for 5 features" if name == "data_shape" else "[400]"
+            raise ConfigError(
+                f"{name}: expected a sequence of positive ints, such as {example}; got {value!r}"
+            )
+        if not all(_is_size(v) for v in value):
+            raise ConfigError(f"{name}: every size must be a positive int; got {list(value)!r}")
+
+
+def _is_size(value: object) -> bool:
+    """A positive int, a NumPy or torch integer included (a bool is not a size)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 1
+    except TypeError:
+        return False
 
 
 def _mlp(sizes: Sequence[int], final_activation: bool, activation: str = "relu") -> nn.Sequential:

@@ -157,6 +157,11 @@ class LikelihoodContract:
 
 def likelihood_contract(likelihood: nn.Module, data_shape: tuple[int, ...]) -> LikelihoodContract:
     """Read a likelihood's declarations once; ModelError names a declaration that is invalid."""
+    if isinstance(likelihood, type):
+        raise ModelError(
+            f"likelihood {likelihood.__name__} is a class; pass an instance, e.g. "
+            f"{likelihood.__name__}({tuple(data_shape)})"
+        )
     support = getattr(likelihood, "support", Likelihood.support)
     scale = getattr(likelihood, "scale", Likelihood.scale)
     units = getattr(likelihood, "units", Likelihood.units)

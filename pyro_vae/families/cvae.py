@@ -46,7 +46,7 @@ from .._private import am_i_wrapped
 from ..errors import ModelError
 from ..guides import NormalGuide, bounded_scale, unbounded_scale
 from ..likelihoods import BernoulliLikelihood
-from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
+from ..networks import MLPBody, check_sizes, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import _call, _describe, likelihood_contract
 from ..priors import StandardNormalPrior
 from ..vae import (
@@ -409,6 +409,9 @@ def mlp_cvae(
         >>> mlp_cvae((1, 28, 28), 10, 2, [32], conditional_prior=True).conditional_prior
         True
     """
+    check_sizes(
+        data_shape=data_shape, num_classes=num_classes, latent_dim=latent_dim, hidden=hidden
+    )
     data_shape = tuple(data_shape)
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)

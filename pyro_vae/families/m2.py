@@ -49,7 +49,14 @@ from ..distributions import ReparameterizedNormal
 from ..errors import ModelError
 from ..guides import bounded_scale
 from ..likelihoods import BernoulliLikelihood
-from ..networks import MLPBody, activation_unit, mlp_decoder, mlp_encoder, with_input_transform
+from ..networks import (
+    MLPBody,
+    activation_unit,
+    check_sizes,
+    mlp_decoder,
+    mlp_encoder,
+    with_input_transform,
+)
 from ..parts import likelihood_contract, prior_has_globals
 from ..priors import StandardNormalPrior, VampPrior
 from ..vae import AmortizedModel, LogWeights, data_plate, latent_weight, path_log_prob
@@ -373,6 +380,9 @@ def mlp_m2(
     the decoder mirrors it. The defaults (50 latent dimensions, one hidden layer of 500)
     are the sizes of Pyro's ``ss_vae_M2.py`` example.
     """
+    check_sizes(
+        data_shape=data_shape, num_classes=num_classes, latent_dim=latent_dim, hidden=hidden
+    )
     data_shape = tuple(data_shape)
     likelihood = likelihood if likelihood is not None else BernoulliLikelihood(data_shape)
     contract = likelihood_contract(likelihood, data_shape)

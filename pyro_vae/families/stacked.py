@@ -48,7 +48,7 @@ from ..distributions import score_through_value
 from ..errors import ModelError
 from ..guides import NormalGuide
 from ..likelihoods import BernoulliLikelihood
-from ..networks import MLPBody, mlp_decoder, mlp_encoder, with_input_transform
+from ..networks import MLPBody, check_sizes, mlp_decoder, mlp_encoder, with_input_transform
 from ..parts import _call, _describe, check_parts, likelihood_contract
 from ..priors import StandardNormalPrior
 from ..vae import (
@@ -394,6 +394,9 @@ def mlp_stacked_vae(
         >>> mlp_stacked_vae((1, 28, 28), (6, 4, 2), [16], [8]).num_layers
         3
     """
+    check_sizes(
+        data_shape=data_shape, latent_dims=latent_dims, hidden=hidden, latent_hidden=latent_hidden
+    )
     data_shape, dims = tuple(data_shape), tuple(latent_dims)
     if len(dims) < 2:
         raise ModelError(f"latent_dims {list(dims)}: a stack needs two layers or more")

@@ -8,7 +8,7 @@ from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae import Config, build_vae
 from pyro_vae.app.objective_specs import build_objective
-from pyro_vae.errors import ModelError
+from pyro_vae.errors import ConfigError, ModelError
 from pyro_vae.estimators import elbo_per_datapoint, evaluate_vae
 
 SHAPE = (1, 28, 28)
@@ -176,3 +176,55 @@ def test_a_float64_model_scores_float64_and_float32_data_alike():
         for dtype in (torch.float64, torch.float32)
     ]
     assert scores[0] == scores[1] and math.isfinite(scores[0])
+
+
+def _builders():
+    from pyro_vae import mlp_vae
+    from pyro_vae.families import mlp_cvae, mlp_m2, mlp_stacked_vae
+
+    return {
+        "mlp_vae": lambda shape, dim, hidden: mlp_vae(shape, dim, hidden),
+        "mlp_cvae": lambda shape, dim, hidden: mlp_cvae(shape, 3, dim, hidden),
+        "mlp_m2": lambda shape, dim, hidden: mlp_m2(shape, 3, dim, hidden),
+        "mlp_stacked_vae": lambda shape, dim, hidden: mlp_stacked_vae(shape, (dim, 2), hidden),
+    }
+
+
+@pytest.mark.parametrize("builder", ["mlp_vae", "mlp_cvae", "mlp_m2", "mlp_stacked_vae"])
+@pytest.mark.parametrize(
+    "shape, dim, hidden, named",
+    [
+        (5, 2, [8], r"data_shape: expected a sequence of positive ints, such as \(5,\)"),
+        ((0,), 2, [8], r"data_shape: every size must be a positive int; got \[0\]"),
+        ((5,), 0, [8], r"latent_dims?: "),
+        ((5,), 2.0, [8], r"latent_dims?: "),
+        ((5,), 2, [], r"hidden: expected a sequence of positive ints, such as \[400\]; got \[\]"),
+        ((5,), 2, 16, r"hidden: expected a sequence .* got 16"),
+    ],
+)
+def test_builders_refuse_sizes_that_are_not_sizes_naming_the_argument(
+    builder, shape, dim, hidden, named
+):
+    """A latent_dim of 0 built a VAE without latents (silently); an int data_shape, an empty
+    or int hidden and a float latent_dim failed inside torch (TypeError, IndexError)."""
+    with pytest.raises(ConfigError, match=named):
+        _builders()[builder](shape, dim, hidden)
+
+
+def test_numpy_sizes_build_the_same_model_as_ints():
+    import numpy as np
+
+    from pyro_vae import mlp_vae
+
+    vae = mlp_vae(np.zeros((3, 5)).shape[1:], np.int64(2), [np.int64(4)])
+    assert vae.data_shape == (5,) and vae.encode(torch.zeros(1, 5))[0].shape == (1, 2)
+
+
+def test_a_likelihood_class_is_refused_asking_for_an_instance():
+    from pyro_vae import mlp_vae
+    from pyro_vae.likelihoods import GaussianLikelihood
+
+    with pytest.raises(
+        ModelError, match=r"GaussianLikelihood is a class; .*GaussianLikelihood\(\(5,\)\)"
+    ):
+        mlp_vae((5,), 2, [4], likelihood=GaussianLikelihood)
