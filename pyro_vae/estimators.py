@@ -47,7 +47,7 @@ from .missing import handles_missing, has_missing
 from .objectives.traces import traced_log_weights
 from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
-from .vae import VAE, _moments, as_model_input
+from .vae import VAE, AmortizedModel, _moments, as_model_input
 
 __all__ = [
     "elbo_per_datapoint",
@@ -440,14 +440,18 @@ def evaluate_vae(
     """
     progress = progress or _no_progress
     x = as_model_input(vae, x)
-    if k < 1 or len(x) < 1:
-        raise ConfigError(f"evaluation needs k >= 1 and at least one datapoint (k={k}, N={len(x)})")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or len(x) < 1:
+        raise ConfigError(
+            f"evaluation needs an int k >= 1 and at least one datapoint (k={k!r}, N={len(x)})"
+        )
     shard = shard or Shard()
     if not handles_missing(vae) and has_missing(x):
         raise ModelError(
             "x holds missing (NaN) entries but the model scores every entry: call "
             "pyro_vae.missing.allow_missing(model) first, to score log p(x_obs)"
         )
+    if isinstance(vae, AmortizedModel):  # a shape that does not fit is named whole, not a chunk's
+        x = vae.shaped(x)
     if standard_m2(vae) is not None:  # log p(x) with y summed out, and the classifier
         from .semisupervised import evaluate_m2
 

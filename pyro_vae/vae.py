@@ -33,6 +33,7 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -106,13 +107,16 @@ def latent_weight(kl_scale: float | torch.Tensor):
 def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` in the floating dtype of ``model``'s parameters: bool or integer data (binary
     pixels, counts) and float64 arrays (numpy's default) score as the float numbers they
-    hold, instead of failing deep in a network on a dtype mismatch. NaN stays NaN.
+    hold, instead of failing deep in a network on a dtype mismatch. NaN stays NaN; a NumPy
+    array (or nested lists of numbers) becomes a tensor.
 
     Example:
         >>> from pyro_vae import mlp_vae
         >>> as_model_input(mlp_vae((3,), 2, [4]), torch.tensor([[True, False, True]])).dtype
         torch.float32
     """
+    if isinstance(x, (np.ndarray, list, tuple)):
+        x = torch.as_tensor(np.asarray(x))
     if not torch.is_tensor(x) or x.is_complex():
         return x
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)

@@ -477,3 +477,20 @@ def test_a_discrete_latent_is_scored_against_its_exact_log_px(mixture):
     exact = float(mixture.exact_log_px(x).mean().detach())
     assert abs(scores.log_px - exact) < 4 * scores.log_px_mc_se + 1e-3
     assert scores.elbo < scores.log_px
+
+
+def test_evaluate_vae_takes_numpy_data_and_names_bad_arguments_whole():
+    """numpy arrays failed with TypeError from isnan(); a wrong shape was named by the shape
+    of one evaluation chunk, (1, 6) for data of shape (3, 6); k=2.5 by a TypeError."""
+    from pyro_vae import mlp_vae
+    from pyro_vae.errors import ModelError
+
+    vae = mlp_vae((5,), 2, [4])
+    x = torch.bernoulli(torch.full((3, 5), 0.4))
+    expected = evaluate_vae(vae, x, k=2, seed=0).log_px
+    assert evaluate_vae(vae, x.numpy(), k=2, seed=0).log_px == expected
+    assert evaluate_vae(vae, x.tolist(), k=2, seed=0).log_px == expected
+    with pytest.raises(ModelError, match=r"a batch of shape \(3, 6\) does not fit"):
+        evaluate_vae(vae, torch.zeros(3, 6), k=2)
+    with pytest.raises(ConfigError, match=r"an int k >= 1 .*k=2\.5"):
+        evaluate_vae(vae, x, k=2.5)
