@@ -339,8 +339,9 @@ class VAE(AmortizedModel):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The mean image E[x|z] for latent codes ``z`` (probabilities for Bernoulli pixels)."""
-        return self.likelihood(self.decoder(z)).mean
+        """The mean image E[x|z] for latent codes ``z`` (probabilities for Bernoulli pixels);
+        ``z`` of another dtype (a float32 grid for a float64 model) is cast to the model's."""
+        return self.likelihood(self.decoder(as_model_input(self, z))).mean
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -299,6 +299,7 @@ class CVAE(VAE):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The mean image E[x|z, y] for latent codes ``z [batch, latent_dim]`` and labels ``y``."""
+        z = as_model_input(self, z)
         return self.likelihood(self.decoder(z, self.one_hot(y))).mean
 
     @torch.no_grad()

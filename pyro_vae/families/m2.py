@@ -59,7 +59,14 @@ from ..networks import (
 )
 from ..parts import likelihood_contract, prior_has_globals
 from ..priors import StandardNormalPrior, VampPrior
-from ..vae import AmortizedModel, LogWeights, data_plate, latent_weight, path_log_prob
+from ..vae import (
+    AmortizedModel,
+    LogWeights,
+    as_model_input,
+    data_plate,
+    latent_weight,
+    path_log_prob,
+)
 from .labels import check_class_labels
 
 __all__ = [
@@ -333,7 +340,7 @@ class M2(AmortizedModel):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The mean datapoint E[x|y,z] (probabilities for Bernoulli pixels)."""
-        return self.likelihood(self.decoder(z, y)).mean
+        return self.likelihood(self.decoder(as_model_input(self, z), y)).mean
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -299,6 +299,7 @@ class StackedVAE(VAE):
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """E[x|z_L] along the model's mean path, from top-layer codes ``z [batch, dims[-1]]``."""
+        z = as_model_input(self, z)
         for layer in reversed(self.prior_layers):
             z = _moments(layer(z))[0]
         return self.likelihood(self.decoder(z)).mean

@@ -228,3 +228,17 @@ def test_a_likelihood_class_is_refused_asking_for_an_instance():
         ModelError, match=r"GaussianLikelihood is a class; .*GaussianLikelihood\(\(5,\)\)"
     ):
         mlp_vae((5,), 2, [4], likelihood=GaussianLikelihood)
+
+
+@pytest.mark.parametrize("family", ["vae", "stacked", "cvae", "m2"])
+def test_a_float64_model_decodes_float32_codes(family):
+    """train() of a vae.double() trained, then failed drawing manifold.png (a float32 grid of
+    z) with 'mat1 and mat2 must have the same dtype', leaving the run unfinished."""
+    vae, _ = _families()[family]
+    vae = vae.double()
+    top = vae.latent_dims[-1] if family == "stacked" else 2
+    z = torch.zeros(3, top)
+    labels = [torch.tensor([0, 1, 2])] if family in ("cvae", "m2") else []
+    decoded = vae.decode(z, *labels)
+    assert decoded.dtype == torch.float64
+    assert torch.equal(decoded, vae.decode(z.double(), *labels))
