@@ -320,7 +320,9 @@ def below_baseline_warning(name: str, value: float, baseline: float | None) -> s
         f"warning: {name} {value:.4g} per datapoint is below {baseline:.4g}, what independent "
         "Gaussians with each feature's training mean and standard deviation score (learning "
         "nothing else): the likelihood's scale may have started far from the data's spread "
-        "(--likelihood-scale-value 0 starts it there) or be one scale for features of "
-        "different spread (--likelihood-scale per-pixel); or the learning rate or the epochs "
-        "are too few to recover (--lr, --epochs); or the data need standardizing"
+        "(--likelihood-scale-value 0 starts it there; from Python, a likelihood built with "
+        "scale_value=pyro_vae.likelihoods.scale_from_data(x_train)) or be one scale for "
+        "features of different spread (--likelihood-scale per-pixel; scale_mode='per-pixel'); "
+        "or the learning rate or the epochs are too few to recover (--lr, --epochs); or the "
+        "data need standardizing"
     )

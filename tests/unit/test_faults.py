@@ -378,3 +378,13 @@ def test_a_run_json_that_is_not_an_object_reads_as_nothing(tmp_path, text):
     """A damaged run.json must not stop a resume or a load (a list crashed both)."""
     (tmp_path / "run.json").write_bytes(text.encode("latin-1"))
     assert RunFolder(tmp_path).read_info() == {}
+
+
+def test_the_below_baseline_warning_names_the_python_fix_beside_the_flags():
+    """A model passed from Python was told only of --likelihood-scale-value, a flag that does
+    not reach its likelihood."""
+    from pyro_vae.app.faults import below_baseline_warning
+
+    line = below_baseline_warning("log p(x)", -50.0, -5.0)
+    assert "scale_value=pyro_vae.likelihoods.scale_from_data(x_train)" in line
+    assert "--likelihood-scale-value 0" in line
