@@ -319,6 +319,8 @@ def _resume_config(run: RunFolder, epochs: int | None) -> tuple[Config, dict[str
     return cfg, state
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()  # a caller's torch.no_grad() (an evaluation helper, say) must not stop it
 def _train(
     cfg: Config,
     run: RunFolder | None,

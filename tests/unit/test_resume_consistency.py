@@ -370,3 +370,14 @@ def test_an_objective_training_cannot_use_is_refused_before_any_file(
     with pytest.raises(ConfigError, match=named):
         train(tiny(tiny_npz, tmp_path / "run"), objective=objective, **QUIET)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_training_inside_a_callers_no_grad_trains_as_outside(tiny_npz, tmp_path, context):
+    """Inside torch.no_grad() train() failed with 'element 0 of tensors does not require
+    grad' after its run folder checks."""
+    outside = train(tiny(tiny_npz, tmp_path / "outside"), **QUIET).history
+    with context():
+        inside = train(tiny(tiny_npz, tmp_path / "inside"), **QUIET).history
+    drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert drop(inside) == drop(outside)
