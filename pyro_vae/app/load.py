@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, PyroVAEError
+from ..missing import allow_missing
 from .build import build_model
 from .checkpoint import load_checkpoint, load_model_state
 from .config import Config
@@ -54,7 +55,9 @@ def load_run(
     """The run's config and its model with the checkpoint's parameters, in eval mode.
 
     ``model``: the module to load the weights into (needed when the run's model was
-    passed from Python rather than named in its config).
+    passed from Python rather than named in its config). A run trained on data with missing
+    entries returns its model prepared for them (:func:`~pyro_vae.missing.allow_missing`),
+    as training left it.
     """
     folder = RunFolder.open(path)
     device = resolve_device(str(device))
@@ -72,6 +75,8 @@ def load_run(
         model = build_model(config, data_shape, info.get("num_classes"))
     model = model.to(device)
     load_model_state(model, state["model"], str(folder.checkpoint_path))
+    if info.get("data_missing"):  # trained with a likelihood masked per entry: so it scores
+        allow_missing(model)
     model.eval()
     return LoadedRun(folder, config, model, data_shape, state, info, _config_note(folder, config))
 

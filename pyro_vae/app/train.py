@@ -398,6 +398,7 @@ def _train(
         "data_fingerprint": fingerprint,
         "data_source": data_source(data is not None),
         "data_range": training_range(dataset, prepared.train, data_support(model)),
+        "data_missing": prepared.missing,  # load_run prepares the model for them again
         **_model_info(model, given, objective),
         "world_size": ctx.world_size,
     }

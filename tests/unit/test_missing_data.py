@@ -170,3 +170,30 @@ def test_training_says_how_much_is_missing_and_which_features_never_are_observed
     note = next(line for line in said if line.startswith("note: "))
     assert "26.8% of the training entries are missing" in note
     assert "1 of 5 features are never observed" in note
+
+
+def test_load_run_returns_the_model_prepared_for_the_missing_entries_it_trained_on(tmp_path):
+    """load_run(run).model of such a run refused the run's own kind of data ('x holds missing
+    (NaN) entries but the model scores every entry'), where train()'s model scored it."""
+    from pyro_vae import evaluate_vae, load_run
+    from pyro_vae.missing import handles_missing
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(80, 5, generator=g)
+    x[torch.rand(80, 5, generator=g) < 0.2] = float("nan")
+    cfg = Config(epochs=1, batch_size=16, likelihood="gaussian", hidden=[8], latent_dim=2)
+    quiet = dict(progress=False, log=lambda _: None)
+    trained = train(
+        cfg.replace(out=str(tmp_path / "holes")), data=Dataset.from_tensors(x[:64], x[64:]), **quiet
+    )
+    loaded = load_run(trained.run_dir).model
+    assert handles_missing(loaded)
+    expected = evaluate_vae(trained.model.eval(), x[64:], k=5, seed=0).log_px
+    assert evaluate_vae(loaded, x[64:], k=5, seed=0).log_px == expected
+    full = torch.nan_to_num(x)
+    complete = train(
+        cfg.replace(out=str(tmp_path / "full")),
+        data=Dataset.from_tensors(full[:64], full[64:]),
+        **quiet,
+    )
+    assert not handles_missing(load_run(complete.run_dir).model)
