@@ -234,6 +234,17 @@ def plan_cells(
 ) -> list[Cell]:
     """Every (values, seed) cell of the grid, in order, each config validated by Config."""
     seeds = list(seeds)
+    if not isinstance(grid, Mapping):
+        raise ConfigError(
+            "compare: the grid must be a dict of config keys to lists of values, e.g. "
+            f"{{'objective': ['elbo', 'iwae:k=5']}}; got a {type(grid).__name__}"
+        )
+    for key, values in grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise ConfigError(
+                f"compare: {key} takes a list of values, e.g. {{{key!r}: [{values!r}]}}; "
+                f"got {values!r}"
+            )
     if not grid:
         raise ConfigError("compare: the grid is empty; give at least one key to vary")
     fixed = sorted(set(grid) & set(_NOT_VARIED))

@@ -118,6 +118,9 @@ def test_a_key_varied_twice_or_nothing_varied_is_refused():
         ({"objective": ["elbo"]}, [], "seeds must be non-empty"),
         ({"seed": [1, 2]}, [0], "seed cannot be varied; give the seeds with --seeds"),
         ({"hidden": [[16], 16]}, [0], r"hidden: expected list\[int\], got int 16"),
+        # a bare string was split into letters ("objective: unknown name 'e'")
+        ({"objective": "elbo"}, [0], r"objective takes a list of values, .*\['elbo'\]\}"),
+        ([("objective", ["elbo"])], [0], "the grid must be a dict of config keys"),
     ],
 )
 def test_bad_values_are_refused_by_config_before_anything_is_written(
