@@ -38,6 +38,7 @@ from .data import check_support
 from .errors import ConfigError, ModelError
 from .estimators import MAX_SAMPLES, chunk_plan, chunk_rng, decoding_cap
 from .missing import allow_missing, observed
+from .vae import as_model_input
 
 __all__ = ["Imputation", "impute"]
 
@@ -88,6 +89,7 @@ def impute(
             "on data with missing entries"
         )
     likelihood = type(getattr(vae, "likelihood", vae)).__name__
+    x = as_model_input(vae, x)  # a NumPy array, or another dtype: the model's numbers
     check_support(x, "x", "", data_support(vae), likelihood)  # observed entries only
     allow_missing(vae)
     was_training = vae.training

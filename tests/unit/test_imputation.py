@@ -105,3 +105,15 @@ def test_observed_entries_outside_the_likelihoods_support_are_refused_in_one_lin
         impute(vae, x, k=5)
     x[:, :, :14] = x[:, :, :14].round()  # binary observed entries impute
     assert impute(vae, x, k=5).mean.shape == x.shape
+
+
+def test_a_numpy_array_is_imputed_as_the_same_tensor():
+    """impute(vae, numpy_array) failed with TypeError from isinf()."""
+    from pyro_vae.likelihoods import GaussianLikelihood
+
+    vae = mlp_vae((4,), 2, [8], likelihood=GaussianLikelihood((4,)))
+    x = torch.randn(3, 4)
+    x[0, 1] = float("nan")
+    expected = impute(vae, x, k=5, draws=2, seed=0)
+    given = impute(vae, x.double().numpy(), k=5, draws=2, seed=0)
+    assert torch.equal(given.mean, expected.mean) and torch.equal(given.draws, expected.draws)
