@@ -27,7 +27,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..families.cvae import CVAE, ConditionalNormalPrior, LabelledDecoder, LabelledEncoder
 from ..likelihoods import LocationScaleLikelihood, scale_from_data
 from ..missing import MissingInput
-from ..networks import input_transform, with_input_transform
+from ..networks import MLPBody, input_transform, with_input_transform
 from ..parts import likelihood_contract
 from ..priors import VampPrior
 from ..vae import VAE
@@ -46,6 +46,7 @@ __all__ = [
     "build_decoder",
     "build_prior",
     "start_scale_from_data",
+    "start_location_from_data",
 ]
 
 
@@ -185,8 +186,9 @@ def build_likelihood(cfg: Config, data_shape: tuple[int, ...]) -> nn.Module:
 
 
 def start_scale_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Config:
-    """Start the scale of the built-in gaussian or laplace likelihood of ``model`` (built
-    from ``cfg``) from the training data ``x`` when ``cfg.likelihood_scale_value`` is 0:
+    """Start the location of the built-in gaussian or laplace likelihood of ``model`` (built
+    from ``cfg``) at the training data ``x``'s feature means (:func:`start_location_from_data`),
+    and its scale from ``x`` when ``cfg.likelihood_scale_value`` is 0:
     the standard deviation of the observed entries, per pixel for a per-pixel scale (see
     :func:`~pyro_vae.likelihoods.scale_from_data`). Returns ``cfg``, with a fixed scale's
     value filled in: a checkpoint holds learned scales but not a fixed one, which the
@@ -195,7 +197,10 @@ def start_scale_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Con
     A config with a value (an old run's 0.1 included) keeps it; so do models given by
     import path, whose parts are their own.
     """
-    if cfg.likelihood_scale_value or is_import_path(cfg.model) or is_import_path(cfg.likelihood):
+    if is_import_path(cfg.model) or is_import_path(cfg.likelihood):
+        return cfg
+    start_location_from_data(model, x)
+    if cfg.likelihood_scale_value:
         return cfg
     if "likelihood_scale_value" not in LIKELIHOODS[cfg.likelihood].options:
         return cfg
@@ -207,6 +212,37 @@ def start_scale_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Con
         if isinstance(part, LocationScaleLikelihood):
             part.set_scale(value)
     return cfg
+
+
+@torch.no_grad()
+def start_location_from_data(model: nn.Module, x: torch.Tensor) -> bool:
+    """Start the location that a built-in MLP decoder gives a gaussian or laplace likelihood
+    at each feature's mean over the observed training entries of ``x`` (``[N,
+    *data_shape]``), through the bias of its last layer: before training, the model then
+    scores data about as independent per-feature distributions do, whatever the data's
+    offsets (a decoder starting near 0 spent its first epochs, or all of them, moving to
+    a table's means). Returns whether it did: not for a conv decoder, a model of one's own,
+    or another likelihood.
+
+    Example:
+        >>> vae = build_vae(Config(likelihood="gaussian", hidden=[8], latent_dim=2), (2,))
+        >>> start_location_from_data(vae, torch.tensor([[5.0, -3.0], [7.0, float("nan")]]))
+        True
+        >>> vae.decoder.layers[-1].bias.detach()
+        tensor([ 6., -3.])
+    """
+    decoder = getattr(model, "decoder", None)
+    body = getattr(decoder, "network", decoder)  # the cvae's and m2's join the label first
+    if not isinstance(getattr(model, "likelihood", None), LocationScaleLikelihood):
+        return False
+    if not isinstance(body, MLPBody) or not isinstance(body.layers[-1], nn.Linear):
+        return False
+    last = body.layers[-1]
+    if last.bias is None or last.out_features != math.prod(x.shape[1:]):
+        return False
+    mean = x.detach().float().flatten(1).nanmean(0).nan_to_num(0.0)
+    last.bias.copy_(mean.to(last.bias))
+    return True
 
 
 def build_encoder(cfg: Config, data_shape: tuple[int, ...], support: str = "real") -> nn.Module:
