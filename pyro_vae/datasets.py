@@ -378,6 +378,7 @@ def load_digits(data_dir: str | Path | None = None) -> Dataset:
 
 
 NPZ_KEYS = ("x", "y", "x_test", "y_test", "mask", "mask_test")
+SMALL_LEVELS = 32  # uint8 levels that stop below this get a note (:func:`_levels_note`)
 
 
 def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = False) -> Dataset:
@@ -394,7 +395,8 @@ def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = Fals
     """
     path = Path(path)
     arrays = _read_npz(path)
-    x = _check_images(arrays["x"], path, "x")
+    binary = binary_uint8(*(arrays[key] for key in ("x", "x_test") if key in arrays))
+    x = _check_images(arrays["x"], path, "x", binary)
     y = _check_labels(arrays.get("y"), len(x), path, "y")
     mask = _check_mask(arrays.get("mask"), arrays["x"].shape, path, "mask", "x")
     mask_test = None
@@ -404,7 +406,7 @@ def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = Fals
             "as x_test, or drop mask_test"
         )
     if "x_test" in arrays:
-        x_test = _check_images(arrays["x_test"], path, "x_test")
+        x_test = _check_images(arrays["x_test"], path, "x_test", binary)
         y_test = _check_labels(arrays.get("y_test"), len(x_test), path, "y_test")
         shape = arrays["x_test"].shape
         mask_test = _check_mask(arrays.get("mask_test"), shape, path, "mask_test", "x_test")
@@ -412,8 +414,8 @@ def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = Fals
             raise DataError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
         if x_test.dtype != x.dtype:  # levels and values are scaled differently
             raise DataError(
-                f"{path}: x holds {_kind(x)} but x_test holds {_kind(x_test)}; save both the "
-                "same way"
+                f"{path}: x holds {_kind(arrays['x'])} but x_test holds "
+                f"{_kind(arrays['x_test'])}; save both the same way"
             )
     elif whole:
         x_test, y_test, mask_test = x, y, mask
@@ -435,7 +437,14 @@ def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = Fals
         x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
         y_test=None if y_test is None else torch.from_numpy(y_test),
         source=str(path),
-        note=_channels_last_note(x.shape[1:], path),
+        note="\n".join(
+            note
+            for note in (
+                _levels_note(arrays["x"], path, binary),
+                _channels_last_note(x.shape[1:], path),
+            )
+            if note
+        ),
         mask_train=_tensor(mask),
         mask_test=_tensor(mask_test),
     )
@@ -472,7 +481,7 @@ def load_npz_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None
     """
     path = Path(path)
     arrays = _read_npz(path)
-    x = _check_images(arrays["x"], path, "x")
+    x = _check_images(arrays["x"], path, "x", binary_uint8(arrays["x"]))
     mask = _check_mask(arrays.get("mask"), arrays["x"].shape, path, "mask", "x")
     return _tensor(x), _tensor(mask), tuple(arrays["x"].shape)
 
@@ -620,9 +629,10 @@ def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
-    """Shape and dtype only: uint8 is 8-bit levels; any other number is kept as its value
-    (finite float32): binary 0/1 or counts saved as int64 must not become levels / 255."""
+def _check_images(x: np.ndarray, path: Path, key: str, binary: bool = False) -> np.ndarray:
+    """Shape and dtype only: uint8 is 8-bit levels unless ``binary`` (:func:`binary_uint8`);
+    any other number is kept as its value (finite float32): binary 0/1 or counts saved as
+    int64 must not become levels / 255."""
     numeric = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if not (numeric or x.dtype == bool):
         raise DataError(
@@ -637,7 +647,7 @@ def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         raise DataError(f"{path}: array '{key}' is empty (shape {x.shape}); it needs datapoints")
     if x.ndim == 3:
         x = x[:, None]
-    if x.dtype == np.uint8:
+    if x.dtype == np.uint8 and not binary:
         return x
     with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf below
         values = x.astype(np.float32)
@@ -650,8 +660,48 @@ def _check_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
     return values
 
 
+def binary_uint8(*arrays: np.ndarray) -> bool:
+    """Whether ``arrays`` (a file's ``x`` and ``x_test``) are uint8 holding nothing but 0s
+    and 1s, a 1 among them: binary values (a mask, binarized images) saved compactly, which
+    pyro-vae takes at their value, not as 8-bit levels 0..255 (divided by 255 they were all
+    but black, and a Bernoulli VAE learned next to nothing from them).
+
+    Example:
+        >>> binary_uint8(np.array([[0, 1]], np.uint8)), binary_uint8(np.array([[0, 2]], np.uint8))
+        (True, False)
+    """
+    if not arrays or any(a.dtype != np.uint8 or a.size == 0 for a in arrays):
+        return False
+    return max(int(a.max()) for a in arrays) == 1
+
+
 def _kind(x: np.ndarray) -> str:
-    return "8-bit levels (uint8)" if x.dtype == np.uint8 else "real values (float32)"
+    """How a stored array is read: 8-bit levels, binary values or real values."""
+    if binary_uint8(x):
+        return "binary values (uint8 0s and 1s)"
+    return "8-bit levels (uint8)" if x.dtype == np.uint8 else "real values"
+
+
+def _levels_note(x: np.ndarray, path: Path, binary: bool) -> str:
+    """A note when a file's uint8 ``x`` was taken as ``binary`` values, or holds levels that
+    stop far below 255 (perhaps counts or classes, which int64 keeps at their value).
+
+    Example:
+        >>> _levels_note(np.array([[0, 1]], np.uint8), Path("m.npz"), binary=True)[:52]
+        'note: m.npz holds uint8 0s and 1s: taken as the bina'
+    """
+    if binary:
+        return (
+            f"note: {path} holds uint8 0s and 1s: taken as the binary values 0 and 1, not "
+            "as 8-bit levels 0..255"
+        )
+    if x.dtype != np.uint8 or not x.size or not 1 < int(x.max()) < SMALL_LEVELS:
+        return ""
+    return (
+        f"note: {path} holds x as uint8 whose largest value is {int(x.max())}: read as "
+        "8-bit levels of 0..255 (dark images); if they are counts or other numbers, save "
+        f"them as int64 or float32 to keep them at their value"
+    )
 
 
 def _check_labels(y: np.ndarray | None, n: int, path: Path, key: str) -> np.ndarray | None:
