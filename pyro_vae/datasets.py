@@ -705,12 +705,37 @@ def _levels_note(x: np.ndarray, path: Path, binary: bool) -> str:
 
 
 def _check_labels(y: np.ndarray | None, n: int, path: Path, key: str) -> np.ndarray | None:
+    """Labels as int64: integers, or floats or booleans that hold whole numbers (0.0, 1.0,
+    ...); anything else (strings, fractions, NaN) is refused naming the fix.
+
+    Example:
+        >>> _check_labels(np.array([0.0, 2.0]), 2, Path("d.npz"), "y")
+        array([0, 2])
+    """
     if y is None:
         return None
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+    if y.ndim != 1:
         raise DataError(
-            f"{path}: labels '{key}' must be a 1-D integer array, got {y.dtype} {y.shape}"
+            f"{path}: labels '{key}' must be a 1-D array of one class per datapoint, got shape "
+            f"{y.shape}; save {key}=labels.ravel() if it holds one per datapoint"
         )
     if len(y) != n:
         raise DataError(f"{path}: '{key}' holds {len(y)} labels for {n} images; lengths must match")
-    return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if y.dtype == bool or (np.issubdtype(y.dtype, np.floating) and _whole(y)):
+        return y.astype(np.int64)
+    raise DataError(
+        f"{path}: labels '{key}' must be whole numbers 0..C-1 (-1: no label), got {y.dtype}"
+        f"{' with fractions or NaN' if np.issubdtype(y.dtype, np.floating) else ''}; number "
+        f"the classes (names, codes = np.unique({key}, return_inverse=True)) and save {key}=codes, "
+        f"or leave {key} out (a vae trains without labels)"
+    )
+
+
+def _whole(y: np.ndarray) -> bool:
+    """Whether float labels ``y`` are all whole numbers within int64's range."""
+    with np.errstate(invalid="ignore"):
+        return bool(
+            np.isfinite(y).all() and (y == np.round(y)).all() and np.abs(y).max(initial=0) < 2**53
+        )

@@ -311,3 +311,23 @@ def test_uint8_zeros_and_ones_are_binary_values_not_levels_and_the_load_says_so(
     np.savez(tmp_path / "dark.npz", x=dark)
     loaded = load_npz(tmp_path / "dark.npz")
     assert loaded.is_8bit and "largest value is 16" in loaded.note and "int64" in loaded.note
+
+
+def test_labels_saved_as_whole_floats_load_and_other_labels_are_refused_naming_the_fix(tmp_path):
+    """Found by a CLI probe: iris with its labels as 0.0/1.0/2.0 (or as species names) could
+    not train even an unconditional VAE, and the refusal named no way out."""
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    np.savez(tmp_path / "floats.npz", x=x, y=np.array([0.0, 1, 2, 0, 1, 2]))
+    assert load_npz(tmp_path / "floats.npz", whole=True).y_train.tolist() == [0, 1, 2, 0, 1, 2]
+    for bad, found in [
+        (np.array(["setosa", "virginica"] * 3), "<U9"),
+        (np.array([0.5, 1, 2, 0, 1, 2]), "with fractions or NaN"),
+        (np.array([np.nan, 1, 2, 0, 1, 2]), "with fractions or NaN"),
+    ]:
+        np.savez(tmp_path / "bad.npz", x=x, y=bad)
+        with pytest.raises(DataError) as err:
+            load_npz(tmp_path / "bad.npz")
+        message = str(err.value)
+        assert "'y' must be whole numbers" in message and found in message
+        assert "np.unique(y, return_inverse=True)" in message and "leave y out" in message
+        assert "\n" not in message
