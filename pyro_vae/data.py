@@ -323,14 +323,14 @@ def _scaled(
             raise DataError(
                 f"likelihood {likelihood_name!r} needs values in (0, 1) (values in [0, 1] are "
                 f"moved {OPEN_UNIT_MARGIN:g} inside) but {_found(values, dataset.name)}; rescale "
-                "the data to [0, 1], or use --likelihood gaussian for real values"
+                f"the data to [0, 1], or {likelihood_advice(observed)}"
             )
         return values.clamp(OPEN_UNIT_MARGIN, 1 - OPEN_UNIT_MARGIN)
     if binarize != "none" and bool(((values < 0) | (values > 1)).any()):
         raise DataError(
             f"binarizing draws each pixel from Bernoulli(value), which needs values in [0, 1], "
-            f"but {_found(values, dataset.name)}; rescale the data, or use --likelihood "
-            "gaussian with --binarize none"
+            f"but {_found(values, dataset.name)}; rescale the data to [0, 1], or "
+            f"{likelihood_advice(values)}"
         )
     if binarize != "none" and support == "open-unit":
         raise DataError(
@@ -360,6 +360,30 @@ def _check_counts(observed: torch.Tensor, found: str, likelihood_name: str) -> N
         )
 
 
+def likelihood_advice(x: torch.Tensor) -> str:
+    """Which built-in likelihoods fit data like ``x`` (its observed entries), as the end of
+    a refusal: counts for non-negative whole numbers, continuous-bernoulli for values in
+    [0, 1], else real values.
+
+    Example:
+        >>> likelihood_advice(torch.tensor([0.0, 3.0, 16.0]))[:61]
+        'for counts (non-negative whole numbers) use --likelihood nega'
+    """
+    x = _observed(x)
+    low, high = float(x.min()), float(x.max())
+    if low >= 0 and high <= 1:
+        return "for values in [0, 1] use --likelihood continuous-bernoulli (or beta)"
+    if low >= 0 and bool((x == x.round()).all()):
+        return (
+            "for counts (non-negative whole numbers) use --likelihood negative-binomial (or "
+            "poisson, zinb), or for real values --likelihood gaussian"
+        )
+    return (
+        "for real values use --likelihood gaussian (or laplace), and standardize each "
+        "feature if the data are far from unit scale"
+    )
+
+
 def _found(x: torch.Tensor, name: str, split: str = "") -> str:
     where = f"{name} {split}".strip()
     x = _observed(x)
@@ -385,6 +409,11 @@ def check_support(
     low, high = float(x.min()), float(x.max())
     found = _found(x, name, split)
     if support == "binary" and not bool(((x == 0) | (x == 1)).all()):
+        if low < 0 or high > 1:
+            raise DataError(
+                f"likelihood {likelihood_name!r} needs binary pixels but {found}; "
+                f"{likelihood_advice(x)}"
+            )
         raise DataError(
             f"likelihood {likelihood_name!r} needs binary pixels but {found} with grey levels; "
             "binarize them with --binarize dynamic (or static), or use --likelihood "
@@ -393,12 +422,13 @@ def check_support(
     if support == "unit" and (low < 0 or high > 1):
         raise DataError(
             f"likelihood {likelihood_name!r} needs values in [0, 1] but {found}; rescale the "
-            "data or use --likelihood gaussian"
+            f"data to [0, 1], or {likelihood_advice(x)}"
         )
     if support == "counts":
         _check_counts(x, found, likelihood_name)
     if support == "open-unit" and (low <= 0 or high >= 1):
+        inside = "use --likelihood continuous-bernoulli" if low >= 0 and high <= 1 else ""
         raise DataError(
             f"likelihood {likelihood_name!r} needs values strictly inside (0, 1) but {found}; "
-            "rescale the data or use --likelihood continuous-bernoulli"
+            f"rescale the data, or {inside or likelihood_advice(x)}"
         )

@@ -1,9 +1,14 @@
+import re
+
 import pytest
 import torch
 
+from pyro_vae.app.build import build_likelihood
+from pyro_vae.app.config import Config
 from pyro_vae.data import draw_bernoulli, prepare_data
 from pyro_vae.datasets import Dataset
 from pyro_vae.errors import DataError
+from pyro_vae.parts import likelihood_contract
 
 
 def test_dynamic_binarization_is_fresh_each_epoch_and_reproducible(mnist5k):
@@ -133,3 +138,35 @@ def test_a_count_likelihood_refuses_negative_counts_and_says_how_to_mark_them():
     counts[0, 0] = -1
     with pytest.raises(DataError, match=r"cannot be negative: mark such entries missing"):
         prepare_data(table(counts[:16], counts[16:]), "counts", "poisson", "none", seed=0)
+
+
+def _support_of(name):
+    return likelihood_contract(build_likelihood(Config(likelihood=name), (3,)), (3,)).support
+
+
+@pytest.mark.parametrize(
+    "kind, x",
+    [
+        ("counts", torch.tensor([[0.0, 3.0, 16.0], [2.0, 0.0, 9.0]]).repeat(10, 1)),
+        ("reals", torch.tensor([[-1.5, 0.3, 2.0], [0.7, -0.2, 5.5]]).repeat(10, 1)),
+        ("unit", torch.tensor([[0.0, 0.3, 1.0], [0.7, 0.2, 0.5]]).repeat(10, 1)),
+    ],
+)
+@pytest.mark.parametrize(
+    "refusing, binarize",
+    [("bernoulli", "auto"), ("bernoulli", "none"), ("continuous-bernoulli", "auto")]
+    + [("beta", "none"), ("poisson", "none")],
+)
+def test_a_refusal_of_the_data_names_a_likelihood_that_accepts_them(kind, x, refusing, binarize):
+    """Found by a CLI probe: digits (counts 0..16) under the default Bernoulli were told to
+    use gaussian, never the count likelihoods; following a refusal's advice must work."""
+    dataset = Dataset.from_tensors(x, x[:4])
+    try:
+        prepare_data(dataset, _support_of(refusing), refusing, binarize, seed=0)
+    except DataError as err:
+        advised = re.search(r"--likelihood ([a-z-]+)", str(err))
+        assert advised, str(err)
+        name = advised.group(1)
+        prepare_data(dataset, _support_of(name), name, "auto", seed=0)  # no DataError
+        if kind == "counts":
+            assert "negative-binomial" in str(err)
