@@ -588,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run_folder import explain_system_error
 
         reason = err if not isinstance(err, RuntimeError) else MemoryError()
-        print(f"pyro-vae: error: {explain_system_error(reason)}", file=sys.stderr)
+        print(f"pyro-vae: error: {explain_system_error(reason, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         from .distributed import launched_as_main

@@ -121,12 +121,25 @@ _OS_FIXES = {
 }
 
 
-def explain_system_error(err: OSError | UnicodeError | MemoryError) -> str:
-    """One line for a failure caused by the user's paths, disk or sizes: cause, then fix.
+_MEMORY_FIXES = {
+    "train": "use a smaller model (--hidden, --latent-dim), --batch-size or dataset",
+    "sample": "draw fewer samples (--n)",
+    "evaluate": "use fewer importance samples (--k) or score fewer datapoints",
+    "impute": "use fewer particles (--k) or draws (--draws), or impute fewer datapoints",
+    "compare": "run fewer cells at once (--jobs) or smaller ones (--hidden, --batch-size)",
+    "bench": "measure smaller sizes (drop --full)",
+}
+
+
+def explain_system_error(err: OSError | UnicodeError | MemoryError, command: str = "train") -> str:
+    """One line for a failure caused by the user's paths, disk or sizes: cause, then the fix,
+    for ``command`` where it depends on it (a failed allocation).
 
     Example:
         >>> explain_system_error(OSError(28, "No space left on device", "runs/a/plots/x.png"))
         'No space left on device: runs/a/plots/x.png; free disk space and rerun'
+        >>> explain_system_error(MemoryError(), "sample")
+        'out of memory; draw fewer samples (--n)'
     """
     if isinstance(err, OSError):
         name = os.fsdecode(err.filename) if isinstance(err.filename, bytes) else err.filename
@@ -136,7 +149,7 @@ def explain_system_error(err: OSError | UnicodeError | MemoryError) -> str:
         )
     if isinstance(err, UnicodeError):
         return f"a path or text is not valid UTF-8 ({err}); use names of plain characters"
-    return "out of memory; use a smaller model (--hidden, --latent-dim), --batch-size or dataset"
+    return f"out of memory; {_MEMORY_FIXES.get(command, _MEMORY_FIXES['train'])}"
 
 
 def _shown(path: str | Path) -> str:

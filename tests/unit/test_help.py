@@ -60,3 +60,26 @@ def test_an_interrupted_command_says_what_it_left_and_how_to_go_on(monkeypatch, 
     assert "no file was written or changed" in capsys.readouterr().err
     assert cli.main(["compare", "--vary", "latent_dim=2,3", "--out", "c"]) == 130
     assert "the same command continues the comparison" in capsys.readouterr().err
+
+
+def test_out_of_memory_names_flags_of_the_command_that_ran_out(monkeypatch, capsys):
+    """Found by a CLI probe: `pyro-vae sample RUN --n 100000` ran out of memory and was told
+    to use a smaller model, --batch-size or dataset, none of which sample takes."""
+    from pyro_vae.app import cli
+
+    def out_of_memory(args):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 1 GB")
+
+    (commands,) = build_parser()._subparsers._group_actions
+    minimal = {"sample": ["r"], "evaluate": ["r"], "impute": ["r", "--data", "d.npz"]}
+    minimal["impute"] += ["--out", "o.npz"]
+    minimal["compare"] = ["--vary", "latent_dim=2,3", "--out", "c"]
+    for name, parser in commands.choices.items():
+        if name == "list":
+            continue
+        monkeypatch.setitem(cli.COMMANDS, name, out_of_memory)
+        assert cli.main([name, *minimal.get(name, [])]) == 2
+        message = capsys.readouterr().err
+        flags = re.findall(r"--[a-z][a-z-]*", message)
+        assert message.startswith("pyro-vae: error: out of memory; ") and flags, message
+        assert set(flags) <= set(parser._option_string_actions), (name, message)
