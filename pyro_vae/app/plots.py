@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..families.cvae import CVAE  # noqa: E402
@@ -226,9 +227,7 @@ def plot_latent_scatter(
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
     else:
-        colours = labels.cpu().numpy()
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=4, alpha=0.7)
-        fig.colorbar(scatter, ax=ax, label="label")
+        _scatter_by_label(fig, ax, points, labels.cpu())
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     if loc.shape[1] == 1:
@@ -238,6 +237,29 @@ def plot_latent_scatter(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return fig
+
+
+def _scatter_by_label(
+    fig: Figure, ax: plt.Axes, points: torch.Tensor, labels: torch.Tensor
+) -> None:
+    """Points coloured by label: one colour and legend entry per class up to 20 classes
+    (a class of its own for -1, "no label"), else a colour scale with its bar."""
+    classes = labels.unique().tolist()
+    if len(classes) > 20:
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=4, alpha=0.7)
+        fig.colorbar(scatter, ax=ax, label="label")
+        return
+    palette = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    index = torch.searchsorted(torch.tensor(classes), labels)  # drawn in the data's order
+    ax.scatter(points[:, 0], points[:, 1], color=palette(index.numpy()), s=4, alpha=0.7)
+    handles = [
+        Line2D([], [], ls="", marker="o", color=palette(i), label="no label" if c == -1 else str(c))
+        for i, c in enumerate(classes)
+    ]
+    ax.legend(
+        handles=handles, title="label", loc="center left", bbox_to_anchor=(1.0, 0.5),
+        fontsize=8, frameon=False, ncol=1 if len(classes) <= 10 else 2,
+    )  # fmt: skip
 
 
 def plot_manifold(vae: VAE, path: str | Path, side: int = 15, levels: bool = False) -> bool:

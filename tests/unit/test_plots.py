@@ -84,3 +84,26 @@ def test_sample_writes_a_titled_grid_named_after_seed_and_count(tiny_npz, tmp_pa
 def test_flat_rows_are_images_only_from_8x8_up():
     assert is_image_shape((784,)) and is_image_shape((64,))
     assert not is_image_shape((16,)) and not is_image_shape((1,)) and not is_image_shape((10,))
+
+
+@pytest.mark.parametrize("classes", [3, 12])
+def test_latent_scatter_gives_each_class_its_own_colour_and_named_legend_entry(
+    classes, binary_batch, tmp_path
+):
+    """Found by a CLI probe: iris's 3 classes were coloured on a 10-band colour bar from 0 to
+    2, so class 1 was brown, between ticks 1.00 and 1.25; 12 classes would share colours."""
+    torch.manual_seed(0)
+    vae = mlp_vae((1, 28, 28), 2, (16,))
+    labels = torch.arange(64) % classes
+    labels[0] = -1  # m2's unlabelled rows
+    fig = plot_latent_scatter(vae, binary_batch, labels, tmp_path / "latent.png")
+    ax = fig.axes[0]
+    names = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert names == ["no label"] + [str(c) for c in range(classes)]
+    keyed = [tuple(handle.get_color()) for handle in ax.get_legend().legend_handles]
+    assert len(set(keyed)) == classes + 1  # one colour per class
+    (points,) = ax.collections  # one scatter in the data's order: no class drawn over all
+    drawn = [tuple(colour) for colour in points.get_facecolor()[:, :3]]
+    position = {-1: 0, **{c: c + 1 for c in range(classes)}}
+    assert drawn == [keyed[position[int(label)]][:3] for label in labels]
+    assert len(fig.axes) == 1  # no colour bar beside the legend
