@@ -56,8 +56,8 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
 
 def check_output_path(path: str | Path, flag: str, suffix: str, *, replace: bool) -> Path:
     """``path`` if a new ``FILE{suffix}`` can be written there, else ConfigError naming ``flag``:
-    the suffix is right (any case), the folder exists and may be written to, and the file is
-    new (or ``replace``).
+    the suffix is right (any case), the folder exists and may be written to, the file is
+    new (or ``replace``) and never a file of a training run's record (:func:`run_record`).
 
     Example:
         >>> check_output_path("figure.jpg", "--figure", ".png", replace=False)
@@ -65,11 +65,14 @@ def check_output_path(path: str | Path, flag: str, suffix: str, *, replace: bool
         ...
         pyro_vae.errors.ConfigError: --figure figure.jpg: name the output file FILE.png
     """
+    from .run_folder import refuse_run_record  # which imports this module
+
     path = Path(path)
     if path.suffix.lower() != suffix:
         raise ConfigError(f"{flag} {path}: name the output file FILE{suffix}")
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; name a file FILE{suffix}")
+    refuse_run_record(path, flag)
     if path.exists() and not replace:
         raise ConfigError(f"{flag} {path} exists; choose another path or remove it first")
     folder = path.parent

@@ -51,6 +51,7 @@ from .bench_args import add_bench_arguments, bench_sizes
 from .build import build_vae
 from .config import Config
 from .registry import load_dataset
+from .run_folder import refuse_run_record
 from .runtime import apply_threads, make_adam, resolve_device, usable_cpus
 from .trainer import Trainer
 
@@ -491,6 +492,7 @@ def run_from_args(args: argparse.Namespace) -> list[BenchRow]:
     resolve_device(args.device)  # cuda without a GPU fails here, not in the first measurement
     if Path(args.out).suffix.lower() != ".csv" or Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out}: name the output file FILE.csv")
+    refuse_run_record(args.out, "--out")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now
     threads = list(dict.fromkeys(min(n, usable_cpus()) for n in args.threads))
     if threads != args.threads:

@@ -35,11 +35,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFolderError
+from ..errors import ConfigError, RunFolderError
 from .atomic import atomic_write_text, stale_temp_files
 from .config import Config
 
-__all__ = ["RunFolder", "default_run_dir", "check_path", "explain_system_error", "owned_files"]
+__all__ = [
+    "RunFolder",
+    "default_run_dir",
+    "check_path",
+    "explain_system_error",
+    "owned_files",
+    "run_record",
+    "refuse_run_record",
+]
 
 RUN_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt", "eval.json")
 EVAL_FILES = "eval-*.json"  # evaluate's scores of other data or the training split
@@ -55,6 +63,7 @@ PLOT_FILES = (  # what training, evaluate (confusion.png) and sample draw into p
     "prior-samples-*.png",
     "samples-label*.png",
 )
+TRAINING_PLOTS = PLOT_FILES[:7]  # the plots training draws (confusion: evaluate; the rest: sample)
 COMPARE_FILES = ("config-request.toml", "compare.log")  # a compare cell's, before its run
 TRAINING_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt")  # under the lock
 LOCK_FILE = ".lock"
@@ -200,6 +209,45 @@ def owned_files(folder: Path) -> list[str]:
         drawn = {path for pattern in PLOT_FILES for path in plots.glob(pattern) if path.is_file()}
         names += sorted(f"plots/{path.name}" for path in drawn)
     return names
+
+
+def run_record(path: str | Path) -> str | None:
+    """The name, relative to its run folder, of the file of a training run's record that
+    ``path`` names: config.toml, run.json, metrics.csv, checkpoint.pt or a plot that
+    training drew, in a folder holding a pyro-vae run; None for any other path. Another
+    command's output must never replace one (an ``evaluate --out RUN/run.json`` did, and the
+    run lost its data fingerprint and range).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "run.json").write_text('{"pyro_vae_version": "0"}')
+        >>> run_record(folder / "run.json"), run_record(folder / "plots" / "latent.png")
+        ('run.json', 'plots/latent.png')
+        >>> run_record(folder / "eval-mine.json"), run_record(folder / "plots" / "mine.png")
+        (None, None)
+    """
+    path = Path(path)
+    folder, name = path.parent, path.name
+    if folder.name == "plots" and name in TRAINING_PLOTS:
+        folder, name = folder.parent, f"plots/{name}"
+    elif name not in TRAINING_FILES:
+        return None
+    try:
+        return name if RunFolder(folder).holds_run() else None
+    except OSError:
+        return None
+
+
+def refuse_run_record(path: str | Path, flag: str) -> None:
+    """ConfigError naming ``flag`` when ``path`` is a file of a training run's record
+    (:func:`run_record`), which an output written there would replace."""
+    if (record := run_record(path)) is not None:
+        run = Path(path).parent.parent if "/" in record else Path(path).parent
+        raise ConfigError(
+            f"{flag} {path} is the {record} of the run in {run}, which this would replace; "
+            "choose another file name"
+        )
 
 
 def _is_scaffolding(entry: Path) -> bool:

@@ -130,3 +130,31 @@ def test_training_over_a_real_run_keeps_the_users_files(tiny_npz, tmp_path):
     assert run.checkpoint_path.read_bytes() != old and run.holds_run()
     assert all((run.path / name).read_text() == text for name, text in USERS.items())
     assert (run.plots / "losses.png").is_file() and not (run.path / PREVIOUS).exists()
+
+
+@pytest.mark.parametrize(
+    "argv, record",
+    [
+        (["evaluate", "{run}", "--out", "{run}/run.json"], "run.json"),
+        (["sample", "{run}", "--out", "{run}/plots/latent.png"], "plots/latent.png"),
+        (["sample", "{run}", "--out", "{run}/plots/../plots/losses.png"], "plots/losses.png"),
+        (["bench", "--out", "{run}/metrics.csv"], "metrics.csv"),
+    ],
+)
+def test_no_output_replaces_a_file_of_a_training_runs_record(tmp_path, capsys, argv, record):
+    """Found by a CLI probe: `evaluate RUN --out RUN/run.json` replaced run.json with the
+    scores, and the run lost its data fingerprint and range; sample could replace its plots."""
+    run = tmp_path / "run"
+    (run / "plots").mkdir(parents=True)
+    files = {
+        "run.json": '{"pyro_vae_version": "0", "data_fingerprint": {}}',
+        "metrics.csv": "epoch,train_elbo\n1,-1\n",
+        "plots/latent.png": "drawn by training",
+        "plots/losses.png": "drawn by training",
+    }
+    for name, text in files.items():
+        (run / name).write_text(text)
+    assert main([part.format(run=run) for part in argv]) == 2
+    message = capsys.readouterr().err
+    assert f"is the {record} of the run in" in message and "choose another file name" in message
+    assert all((run / name).read_text() == text for name, text in files.items())
