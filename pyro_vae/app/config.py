@@ -277,7 +277,13 @@ class Config:
         minimum=1,
     )
     epochs: int = _option(30, "passes over the training set", "training", minimum=1)
-    batch_size: int = _option(128, "minibatch size", "training", minimum=1)
+    batch_size: int = _option(
+        0,
+        "minibatch size; 0: 128, or a tenth of the training datapoints when they are fewer "
+        "than 1,280 (about ten steps an epoch), recorded in config.toml",
+        "training",
+        minimum=0,
+    )
     lr: float = _option(1e-3, "Adam learning rate", "training", minimum=0, exclusive_minimum=True)
     weight_decay: float = _option(
         0.0,

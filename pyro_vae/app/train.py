@@ -62,7 +62,7 @@ from .resume import (
 )
 from .run_folder import RunFolder, default_run_dir
 from .runtime import apply_threads, seed_everything
-from .trainer import Trainer
+from .trainer import AUTO_BATCH, Trainer, auto_batch_size
 
 __all__ = ["TrainResult", "train"]
 
@@ -386,6 +386,14 @@ def _train(
         unlabelled = bool((prepared.y_train == UNLABELLED).any())
         labels = parse_labels(cfg.labels, unlabelled)
         prepared = semi_supervised(prepared, labels, cfg.seed, model.num_classes)
+    if not cfg.batch_size:
+        cfg = auto_batch_size(cfg, prepared.num_train, ctx.world_size)
+        if cfg.batch_size < AUTO_BATCH:
+            say(
+                f"note: batch size {cfg.batch_size}, a tenth of the {prepared.num_train} "
+                "training datapoints, so that an epoch takes about ten steps (--batch-size "
+                "sets it)"
+            )
     if cfg.batch_size > prepared.num_train:
         raise ConfigError(
             f"batch_size: {cfg.batch_size} is larger than the {prepared.num_train} training "

@@ -102,6 +102,27 @@ def _non_finite_start(loss: float, x: torch.Tensor) -> str:
     )
 
 
+AUTO_BATCH = 128  # the batch size of batch_size = 0 on data of 10 * AUTO_BATCH or more
+
+
+def auto_batch_size(cfg: Config, num_train: int, world_size: int = 1) -> Config:
+    """``cfg`` with ``batch_size = 0`` (the default) made a number for ``num_train``
+    training datapoints: 128, or a tenth of them when they are fewer than 1,280, so that an
+    epoch of a small table still takes about ten steps (128 gave 150 rows one step an epoch,
+    and refused 100), as a multiple of ``world_size``; any other batch size is kept.
+
+    Example:
+        >>> [auto_batch_size(Config(), n).batch_size for n in (5, 150, 1279, 60000)]
+        [1, 15, 127, 128]
+        >>> auto_batch_size(Config(batch_size=64), 150).batch_size
+        64
+    """
+    if cfg.batch_size:
+        return cfg
+    size = min(AUTO_BATCH, max(1, num_train // 10))
+    return cfg.replace(batch_size=max(world_size, size - size % world_size))
+
+
 class Trainer:
     """Owns the model, its loss module, the optimizer and the data; runs epochs.
 
@@ -125,10 +146,10 @@ class Trainer:
         fault_read_every: int | None = None,
         objective: ELBO | None = None,
     ):
-        self.cfg = cfg
+        self.ctx = ctx or DistContext()
+        self.cfg = cfg = auto_batch_size(cfg, data.num_train, self.ctx.world_size)
         self.model = model
         self.data = data
-        self.ctx = ctx or DistContext()
         self.takes_labels = convention_of(model).takes_labels
         self.y_train, self.y_test = self._labels()
         self.scores_classifier = (  # M2's test accuracy, on the test rows with a label
