@@ -54,7 +54,7 @@ def test_wrong_types_name_the_key(text, message):
         ({"latent_dim": 0}, r"latent_dim: must be >= 1"),
         ({"lr": 0.0}, r"lr: must be > 0"),
         ({"hidden": [400, 0]}, r"hidden: must be >= 1"),
-        ({"batch_size": 0}, r"batch_size: must be >= 1"),
+        ({"batch_size": -1}, r"batch_size: must be >= 0"),
     ],
 )
 def test_out_of_range_values_are_rejected(changes, message):
