@@ -78,25 +78,31 @@ def scale_from_data(x: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
     """Where a likelihood's scale should start on training data ``x`` (``[N, *data_shape]``):
     the standard deviation of its observed entries (NaN = missing, ignored).
 
-    One number over all entries (a 0-d tensor), or with ``per_pixel`` one per pixel (a
-    ``data_shape`` tensor; a pixel never observed takes the overall value). The overall
-    value is clamped into [0.01, 1e6], each pixel's to at least 0.1 times it (and 0.01).
+    One number (a 0-d tensor): the root mean of the pixels' variances about their own means,
+    the spread one shared scale has around a location that starts at each pixel's mean (see
+    ``start_location_from_data`` in ``pyro_vae.app.build``), not the spread of all entries
+    pooled, which a table's offsets between features inflate. Or with ``per_pixel`` one
+    per pixel (a ``data_shape`` tensor; a pixel never observed takes the overall standard
+    deviation of all entries). Values are clamped into [0.01, 1e6], each pixel's to at
+    least 0.1 times that overall standard deviation.
 
     Example:
         >>> x = torch.tensor([[0.0, 10.0], [2.0, float("nan")], [4.0, 30.0]])
         >>> scale_from_data(x, per_pixel=True)
         tensor([ 1.6330, 10.0000])
+        >>> scale_from_data(x)  # sqrt((1.633^2 + 10^2) / 2), though all entries spread 11.8
+        tensor(7.1647)
         >>> lik = GaussianLikelihood((2,), scale_value=scale_from_data(x))
     """
     values = x.detach().float()
     observed = values[~torch.isnan(values)]
     overall = observed.std(correction=0) if observed.numel() else values.new_tensor(1.0)
     overall = overall.nan_to_num(MIN_START, MAX_START, MAX_START).clamp(MIN_START, MAX_START)
+    variance = (values - values.nanmean(0, keepdim=True)).square().nanmean(0)
     if not per_pixel:
-        return overall
-    mean = values.nanmean(0, keepdim=True)
-    spread = (values - mean).square().nanmean(0).sqrt()
-    spread = spread.nan_to_num(float(overall), MAX_START, MAX_START)
+        pooled = variance.nanmean().sqrt() if bool(torch.isfinite(variance).any()) else overall
+        return pooled.nan_to_num(MIN_START, MAX_START, MAX_START).clamp(MIN_START, MAX_START)
+    spread = variance.sqrt().nan_to_num(float(overall), MAX_START, MAX_START)
     return spread.clamp(max(PIXEL_FLOOR * float(overall), MIN_START), MAX_START)
 
 

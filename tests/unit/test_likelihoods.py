@@ -239,7 +239,9 @@ def test_scale_from_data_is_the_std_of_the_observed_entries_overall_or_per_featu
     columns = [x[:, j][~torch.isnan(x[:, j])].double() for j in range(3)]
     observed = torch.cat(columns)
     overall = math.sqrt(float(((observed - observed.mean()) ** 2).mean()))
-    assert math.isclose(float(scale_from_data(x)), overall, rel_tol=1e-5)
+    variances = [float(((c - c.mean()) ** 2).mean()) for c in columns]
+    pooled = math.sqrt(sum(variances) / 3)  # about each feature's own mean
+    assert math.isclose(float(scale_from_data(x)), pooled, rel_tol=1e-5)
     per_feature = scale_from_data(x, per_pixel=True)
     for j in (0, 1):  # the NaN entries ignored, population std
         expected = math.sqrt(float(((columns[j] - columns[j].mean()) ** 2).mean()))
@@ -337,3 +339,14 @@ def test_the_location_is_left_alone_where_the_decoder_is_not_a_built_in_mlp():
     before = vae.decoder.layers[-1].bias.clone()
     start_scale_from_data(cfg, vae, torch.rand(20, 3).round())
     assert torch.equal(vae.decoder.layers[-1].bias, before)  # not a location-scale likelihood
+
+
+def test_one_shared_scale_starts_at_the_spread_about_each_features_mean_whatever_the_offsets():
+    """Found by a CLI probe: one learned scale started at the spread of all entries pooled,
+    which offsets between features inflate (a table at 5, -3, 1, 0 started it at 3.2 where
+    the features spread about 1.2) and it ended 3 nats below the same table centred."""
+    x = _table_with_holes()
+    shifted = x + torch.tensor([100.0, -40.0, 7.0])
+    assert torch.allclose(scale_from_data(shifted), scale_from_data(x), rtol=1e-4)
+    assert float(scale_from_data(shifted)) < 0.2 * float(shifted[~torch.isnan(shifted)].std())
+    assert float(scale_from_data(torch.full((5, 3), math.nan))) == pytest.approx(1.0)  # no data
