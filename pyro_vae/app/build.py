@@ -188,8 +188,8 @@ def build_likelihood(cfg: Config, data_shape: tuple[int, ...]) -> nn.Module:
 def start_scale_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Config:
     """Start the location of the built-in gaussian or laplace likelihood of ``model`` (built
     from ``cfg``) at the training data ``x``'s feature means (:func:`start_location_from_data`),
-    and its scale from ``x`` when ``cfg.likelihood_scale_value`` is 0:
-    the standard deviation of the observed entries, per pixel for a per-pixel scale (see
+    and its scale from ``x`` when ``cfg.likelihood_scale_value`` is 0: the spread of the
+    observed entries about each feature's mean, per pixel for a per-pixel scale (see
     :func:`~pyro_vae.likelihoods.scale_from_data`). Returns ``cfg``, with a fixed scale's
     value filled in: a checkpoint holds learned scales but not a fixed one, which the
     run's config must therefore name to rebuild the model.
