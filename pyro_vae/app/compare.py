@@ -582,7 +582,14 @@ def _check_same_config(run: RunFolder, cfg: Config) -> None:
     """Refuse a cell folder trained with other settings (eval_k only changes the evaluation)."""
     existing = run.read_config().to_dict()
     wanted = cfg.to_dict()
-    requested = run.read_info().get("dataset_requested", existing["dataset"])
+    info = run.read_info()
+    requested = info.get("dataset_requested", existing["dataset"])
+    if not wanted["batch_size"] and isinstance(info.get("num_train"), int):
+        # training made the automatic batch size a number for its data and recorded it
+        from .trainer import auto_batch_size  # torch and Pyro load only when a cell exists
+
+        sized = auto_batch_size(cfg, info["num_train"], info.get("world_size", 1))
+        wanted["batch_size"] = sized.batch_size
     if wanted["likelihood_scale"] == "fixed" and not wanted["likelihood_scale_value"]:
         # training took the fixed scale from the data and recorded it (start_scale_from_data)
         wanted["likelihood_scale_value"] = existing.get("likelihood_scale_value")

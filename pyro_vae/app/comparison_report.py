@@ -209,6 +209,8 @@ def _fixed_settings(base: Config, keys: Sequence[str], dataset: str) -> str:
     values = {f.name: getattr(base, f.name) for f in fields(base) if f.name not in skip}
     if "dataset" in values:
         values["dataset"] = dataset
+    if values.get("batch_size") == 0:  # each run's config.toml holds the number it trained with
+        values["batch_size"] = "auto"
     return " ".join(f"{name}={value}" for name, value in values.items())
 
 

@@ -154,6 +154,20 @@ def test_a_changed_setting_is_not_mixed_into_an_existing_comparison(tiny_npz, tm
         cell_commands(changed, {"objective": ["elbo"]}, [0], out)
 
 
+def test_a_cell_trained_with_the_automatic_batch_size_belongs_to_its_comparison(tiny_npz, tmp_path):
+    out = tmp_path / "cmp"
+    auto = base_config(tiny_npz, batch_size=0)
+    (cell,) = plan_cells(auto, {"objective": ["elbo"]}, [0], out)
+    folder = RunFolder(cell.path)
+    folder.check_writable()
+    folder.write_config(cell.config.replace(batch_size=13))  # what training recorded
+    folder.write_info({"num_train": 135, "world_size": 1, "finished": False})
+    assert cell_commands(auto, {"objective": ["elbo"]}, [0], out)  # a tenth of 135: the same
+    folder.write_info({"num_train": 300, "world_size": 1, "finished": False})
+    with pytest.raises(ConfigError, match=r"other settings \(batch_size: 13 there, 30 now\)"):
+        cell_commands(auto, {"objective": ["elbo"]}, [0], out)
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 

@@ -113,3 +113,13 @@ def test_mean_and_std_skip_non_finite_values_and_survive_huge_finite_ones():
     assert _mean_std([1e308, 1e308]) == (1e308, 0.0)  # fmean's sum overflows here
     mean, std = _mean_std([1.7e308, -1.7e308])  # a std beyond float's range
     assert mean == 0.0 and std == math.inf
+
+
+def test_the_automatic_batch_size_is_named_auto_not_zero(tmp_path):
+    assert BASE.batch_size == 0  # the default: each run records the number it trained with
+    markdown = report_of(tmp_path / "auto", FINITE).markdown
+    assert " batch_size=auto " in markdown and "batch_size=0" not in markdown
+    fixed = write_report(
+        tmp_path, ["likelihood"], FINITE, BASE.replace(batch_size=64), [0, 1, 2], 100, 0
+    )
+    assert " batch_size=64 " in fixed.markdown
