@@ -57,7 +57,7 @@ from .registry import load_dataset
 from .resume import data_fingerprint
 from .run_folder import RunFolder
 
-__all__ = ["evaluate", "default_name", "RunEvaluation"]
+__all__ = ["evaluate", "default_name", "confusion_name", "RunEvaluation"]
 
 _PASS_AGAIN = (
     "pyro_vae.evaluate(run, data=Dataset.from_tensors(x_train, x_test)), or --data FILE.npz "
@@ -119,8 +119,9 @@ def evaluate(
     share the datapoints and rank 0 writes the file; the numbers are those of one process.
     Labels reach a model that takes ``y``; an M2 is scored with its label summed out, and its
     classifier's accuracy on the labelled rows (y = -1 rows count for log p(x) alone) and
-    confusion matrix (``plots/confusion.png``, or
-    ``NAME-confusion.png`` beside ``out``; the result's ``confusion_path``) are added.
+    confusion matrix (``plots/confusion.png``, ``plots/confusion-NAME.png`` for
+    ``eval-NAME.json``, or ``NAME-confusion.png`` beside ``out``; the result's
+    ``confusion_path``) are added.
     ``log`` receives a note when the folder's config.toml disagrees with the checkpoint or
     run.json holds no fingerprint of the data;
     ``progress`` shows a bar over the datapoints (this rank's share under torchrun).
@@ -263,9 +264,9 @@ def evaluate(
         done.path = path
         if result.confusion is not None:  # a classifier's (M2's) test labels against its own
             title = f"{dataset.name}, {split}: accuracy {100 * result.accuracy:.2f}%"
-            if out is None:
+            if out is None:  # named as the scores are: other data never replace the run's own
                 run.folder.plots.mkdir(exist_ok=True)
-                confusion = run.folder.plots / "confusion.png"
+                confusion = run.folder.plots / confusion_name(path.name)
             else:  # beside the scores, in the folder already checked
                 confusion = path.with_name(f"{path.stem}-confusion.png")
             plot_confusion(result.confusion, confusion, title)
@@ -280,6 +281,18 @@ def _run_dist_timeout(run_dir: str | Path) -> float:
         return RunFolder(run_dir).read_config().dist_timeout
     except (PyroVAEError, OSError):
         return Config().dist_timeout
+
+
+def confusion_name(scores: str) -> str:
+    """The confusion matrix's file in ``plots/`` for the scores file named ``scores``:
+    ``confusion.png`` beside the run's own ``eval.json``, ``confusion-NAME.png`` beside
+    ``eval-NAME.json``, so scoring other data never replaces the run's own figure.
+
+    Example:
+        >>> confusion_name("eval.json"), confusion_name("eval-mnist5k-train.json")
+        ('confusion.png', 'confusion-mnist5k-train.png')
+    """
+    return "confusion" + scores.removesuffix(".json").removeprefix("eval") + ".png"
 
 
 def default_name(data: str | None, own: str, split: str) -> str:

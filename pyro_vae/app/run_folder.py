@@ -60,6 +60,7 @@ PLOT_FILES = (  # what training, evaluate (confusion.png) and sample draw into p
     "class-samples.png",
     "analogies.png",
     "confusion.png",
+    "confusion-*.png",
     "prior-samples-*.png",
     "samples-label*.png",
 )

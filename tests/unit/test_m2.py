@@ -439,6 +439,20 @@ def test_evaluate_reports_accuracy_and_writes_the_plots(tmp_path, tiny_data):
     assert moved.confusion_path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_scoring_other_data_keeps_the_runs_own_confusion_matrix(tmp_path, tiny_data):
+    """evaluate --split train (or --data, --dataset) wrote eval-NAME.json beside eval.json
+    but drew its confusion matrix over plots/confusion.png, the figure of eval.json."""
+    run = pyro_vae.train(_config(tmp_path / "run", epochs=1), data=tiny_data, progress=False)
+    own = pyro_vae.evaluate(run.run_dir, data=tiny_data, k=3)
+    figure = own.confusion_path.read_bytes()
+    other = pyro_vae.evaluate(run.run_dir, data=tiny_data, k=3, split="train")
+    assert other.path.name != own.path.name and other.confusion_path != own.confusion_path
+    assert own.confusion_path.read_bytes() == figure
+    assert other.confusion_path.parent == own.confusion_path.parent
+    assert other.path.stem.removeprefix("eval") in other.confusion_path.stem
+    assert other.confusion_path.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_m2_learns_three_clusters_from_ten_percent_labels_and_unlabelled_rows(
     tmp_path, unlabelled_data
 ):
