@@ -362,8 +362,9 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from ..families.m2 import standard_m2
     from ..rng import isolated_rng
     from .atomic import check_output_path
+    from .data_record import recorded_max
     from .load import load_run
-    from .plots import save_image_grid
+    from .plots import save_image_grid, white_of
     from .runtime import apply_threads
     from .sampling import label_classes, save_draws
 
@@ -392,18 +393,18 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if numbers:
         print(save_draws(vae, args.out, args.n, args.label, args.seed, args.device))
         return
-    levels = data_support(run.model) == "levels"
+    white = white_of(data_support(run.model), recorded_max(run.info))
     run_name = run.folder.path.resolve().name
     if conditional:
         with isolated_rng(args.seed, args.device):
-            out, drawn = _sample_classes(args, vae, run, run_name, levels)
+            out, drawn = _sample_classes(args, vae, run, run_name, white)
     else:
         n = args.n or 64
         out = args.out or _in_plots(run, f"prior-samples-seed{args.seed}-n{n}.png")
         with isolated_rng(args.seed, args.device):
             images = vae.sample(n)
         title = f"{run_name}: {n} samples from the prior (E[x|z]), seed {args.seed}"
-        drawn = save_image_grid(images, out, title=title, levels=levels)
+        drawn = save_image_grid(images, out, title=title, white=white)
     if not drawn:
         raise ConfigError(
             f"data shape {run.data_shape} is not an image, so there is nothing to draw; "
@@ -431,7 +432,7 @@ def _check_grid_size(images: int, how: str = "") -> None:
 
 
 def _sample_classes(
-    args: argparse.Namespace, model: CVAE | M2, run: LoadedRun, run_name: str, levels: bool
+    args: argparse.Namespace, model: CVAE | M2, run: LoadedRun, run_name: str, white: float
 ) -> tuple[Path, bool]:
     """``pyro-vae sample --label K|all`` for a cvae or m2 run: the PNG path and whether it was
     drawn."""
@@ -450,7 +451,7 @@ def _sample_classes(
             f"{run_name}: {n} samples per label, one row per label "
             f"(E[x|z, y], z ~ {prior}), seed {args.seed}"
         )
-        return out, plot_class_samples(model, out, n, title=title, levels=levels)
+        return out, plot_class_samples(model, out, n, title=title, white=white)
     label = parse_label(args.label, classes)
     n = args.n or 64
     out = args.out or _in_plots(run, f"samples-label{label}-seed{args.seed}-n{n}.png")
@@ -459,7 +460,7 @@ def _sample_classes(
         f"{run_name}: {n} samples of label {label} (E[x|z, y={label}], z ~ {prior}), "
         f"seed {args.seed}"
     )
-    return out, save_image_grid(images, out, title=title, levels=levels)
+    return out, save_image_grid(images, out, title=title, white=white)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:

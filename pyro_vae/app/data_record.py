@@ -39,6 +39,7 @@ __all__ = [
     "data_source",
     "from_python",
     "training_range",
+    "recorded_max",
     "check_loadable",
     "check_own_data",
     "check_range",
@@ -70,6 +71,19 @@ def training_range(dataset: Dataset, x: torch.Tensor, support: str) -> dict[str,
     low, high = observed_range(x)
     dtype = str(dataset.x_train.dtype).removeprefix("torch.")
     return {"dtype": dtype, "scaling": scaling(dataset.is_8bit, support), "min": low, "max": high}
+
+
+def recorded_max(info: Mapping[str, Any]) -> float | None:
+    """The largest observed training value (on the model's scale) that run.json's
+    ``data_range`` records, or None for a run recorded without one.
+
+    Example:
+        >>> recorded_max({"data_range": {"min": 0.0, "max": 16.0}}), recorded_max({})
+        (16.0, None)
+    """
+    record = info.get("data_range")
+    high = record.get("max") if isinstance(record, dict) else None
+    return float(high) if isinstance(high, (int, float)) else None
 
 
 def check_loadable(path: Path, info: Mapping[str, Any], fix: str, dataset: str = "") -> None:

@@ -38,9 +38,9 @@ from ..errors import ConfigError, DataError, ModelError
 from ..imputation import Imputation, impute
 from ..missing import allow_missing
 from .atomic import atomic_write_bytes, atomic_writer, check_output_path
-from .data_record import check_range
+from .data_record import check_range, recorded_max
 from .load import LoadedRun, load_run
-from .plots import image_grid_png, is_image_shape
+from .plots import image_grid_png, is_image_shape, white_of
 
 __all__ = ["ImputedFile", "impute_file", "FIGURE_IMAGES"]
 
@@ -117,7 +117,11 @@ def impute_file(
         "mask": seen.cpu().numpy().reshape(stored_shape),
         "ess_fraction": result.ess_fraction.cpu().numpy().astype(np.float32),
     }
-    png = None if figure is None else _figure_png(given, result, support == "levels", str(data))
+    png = (
+        None
+        if figure is None
+        else _figure_png(given, result, white_of(support, recorded_max(run.info)), str(data))
+    )
     with atomic_writer(out) as handle:  # the figure is drawn first: a failure writes nothing
         np.savez(handle, **arrays)
     if png is not None:
@@ -154,7 +158,7 @@ def _check_imputable(run: LoadedRun) -> None:
     )
 
 
-def _figure_png(x: torch.Tensor, result: Imputation, levels: bool, name: str) -> bytes | None:
+def _figure_png(x: torch.Tensor, result: Imputation, white: float, name: str) -> bytes | None:
     """Columns of a few datapoints with missing entries: the data (missing in red), the
     imputation and up to three draws; None when the data are not images."""
     has_holes = (~result.observed).flatten(1).any(1).nonzero().flatten()
@@ -169,5 +173,5 @@ def _figure_png(x: torch.Tensor, result: Imputation, levels: bool, name: str) ->
         "imputations (importance resampling)"
     )
     return image_grid_png(
-        torch.cat(rows), columns=len(chosen), title=title, levels=levels, row_labels=labels
+        torch.cat(rows), columns=len(chosen), title=title, white=white, row_labels=labels
     )

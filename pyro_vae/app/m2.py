@@ -107,7 +107,7 @@ def save_m2_plots(
     x_test: torch.Tensor,
     folder: str | Path,
     units: str = "nats",
-    levels: bool = False,
+    white: float = 1.0,
     seed: int = 0,
     columns: int = 10,
 ) -> list[Path]:
@@ -124,13 +124,13 @@ def save_m2_plots(
         labels = torch.arange(classes, device=device).repeat_interleave(columns)
         title = f"samples from p(x|y,z), z ~ p(z): one row per class 0..{classes - 1}"
         if save_image_grid(m2.sample(len(labels), labels), folder / "class-samples.png",
-                           columns=columns, title=title, levels=levels):  # fmt: skip
+                           columns=columns, title=title, white=white):  # fmt: skip
             written.append(folder / "class-samples.png")
         digits = x_test[torch.linspace(0, len(x_test) - 1, min(8, len(x_test))).long()]
         grid = torch.cat([digits.unsqueeze(1), m2.analogies(digits)], 1).flatten(0, 1)
         title = f"analogies: a test datapoint, then its style E[z|x,y] with labels 0..{classes - 1}"
         if save_image_grid(grid, folder / "analogies.png", columns=classes + 1, title=title,
-                           levels=levels):  # fmt: skip
+                           white=white):  # fmt: skip
             written.append(folder / "analogies.png")
     return written
 

@@ -45,6 +45,7 @@ __all__ = [
     "plot_manifold",
     "plot_class_samples",
     "save_run_plots",
+    "white_of",
 ]
 
 
@@ -52,14 +53,29 @@ MIN_FLAT_IMAGE_SIDE = 8  # 16 features of a table are not a 4x4 image
 MISSING_COLOUR = (0.85, 0.25, 0.2)  # how a missing (NaN) pixel of a grey image is drawn
 
 
-def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
-    """``[N, H, W]`` or ``[N, H, W, 3]`` in [0, 1], or None when x is not image-shaped.
+def white_of(support: str, data_max: float | None = None) -> float:
+    """The value an image grid draws white for data of a likelihood's ``support``: 255 for
+    8-bit levels, the largest training count for counts (``data_max``, at least 1; 1 when
+    unknown), else 1 (values in [0, 1]).
+
+    Example:
+        >>> white_of("levels"), white_of("counts", 16.0), white_of("unit", 16.0)
+        (255.0, 16.0, 1.0)
+    """
+    if support == "levels":
+        return 255.0
+    if support == "counts" and data_max is not None and math.isfinite(data_max):
+        return max(float(data_max), 1.0)
+    return 1.0
+
+
+def _as_images(x: torch.Tensor, white: float = 1.0) -> torch.Tensor | None:
+    """``[N, H, W]`` or ``[N, H, W, 3]`` in [0, 1] (``x / white``, clipped: see
+    :func:`white_of`), or None when x is not image-shaped.
 
     Grey images with missing (NaN) pixels come back in colour, the missing pixels red.
     """
-    x = x.detach().float().cpu()
-    if levels:
-        x = x / 255.0
+    x = x.detach().float().cpu() / white
     x = x.clamp(0, 1)
     if x.dim() == 2:  # flat rows: a square image of at least 8x8 (flattened digits), else a table
         side = math.isqrt(x.shape[1])
@@ -75,7 +91,7 @@ def _as_images(x: torch.Tensor, levels: bool) -> torch.Tensor | None:
 
 def is_image_shape(shape: Sequence[int]) -> bool:
     """Whether datapoints of ``shape`` are drawn as images (by :func:`save_image_grid`)."""
-    return _as_images(torch.zeros(1, *shape), levels=False) is not None
+    return _as_images(torch.zeros(1, *shape)) is not None
 
 
 def _with_missing(grey: torch.Tensor) -> torch.Tensor:
@@ -93,12 +109,13 @@ def save_image_grid(
     path: str | Path,
     columns: int = 8,
     title: str = "",
-    levels: bool = False,
+    white: float = 1.0,
     row_labels: Sequence[str] = (),
 ) -> bool:
     """Save images as a grid PNG (written atomically) with an optional title and a label left
-    of each row; False (nothing written) when x is not image-shaped."""
-    png = image_grid_png(x, columns, title, levels, row_labels)
+    of each row, ``white`` drawn white (:func:`white_of`); False (nothing written) when x is
+    not image-shaped."""
+    png = image_grid_png(x, columns, title, white, row_labels)
     if png is not None:
         atomic_write_bytes(path, png)
     return png is not None
@@ -108,11 +125,11 @@ def image_grid_png(
     x: torch.Tensor,
     columns: int = 8,
     title: str = "",
-    levels: bool = False,
+    white: float = 1.0,
     row_labels: Sequence[str] = (),
 ) -> bytes | None:
     """The bytes of :func:`save_image_grid`'s PNG, or None when x is not image-shaped."""
-    images = _as_images(x, levels)
+    images = _as_images(x, white)
     if images is None:
         return None
     rows = math.ceil(len(images) / columns)
@@ -167,7 +184,7 @@ def plot_reconstructions(
     vae: VAE,
     x: torch.Tensor,
     path: str | Path,
-    levels: bool = False,
+    white: float = 1.0,
     y: torch.Tensor | None = None,
 ) -> bool:
     """Rows of 8 inputs (spread over ``x``), each above its reconstruction E[x|z=E[z|x]]
@@ -183,7 +200,7 @@ def plot_reconstructions(
         path,
         columns=8,
         title="inputs (odd rows) / reconstructions",
-        levels=levels,
+        white=white,
     )
 
 
@@ -262,7 +279,7 @@ def _scatter_by_label(
     )  # fmt: skip
 
 
-def plot_manifold(vae: VAE, path: str | Path, side: int = 15, levels: bool = False) -> bool:
+def plot_manifold(vae: VAE, path: str | Path, side: int = 15, white: float = 1.0) -> bool:
     """Decoded means over a grid spanning the prior's 5%-95% range (2-D latents only)."""
     draws = vae.prior().sample((4096,)).cpu()
     if draws.shape[-1] != 2:
@@ -273,7 +290,7 @@ def plot_manifold(vae: VAE, path: str | Path, side: int = 15, levels: bool = Fal
     grid = torch.stack(torch.meshgrid(b, a, indexing="ij")[::-1], -1).reshape(-1, 2)
     device = next(vae.parameters()).device
     images = vae.decode(grid.to(device))
-    return save_image_grid(images, path, columns=side, title="latent manifold", levels=levels)
+    return save_image_grid(images, path, columns=side, title="latent manifold", white=white)
 
 
 def plot_class_samples(
@@ -282,7 +299,7 @@ def plot_class_samples(
     per_class: int = 10,
     labels: Sequence[int] | None = None,
     title: str = "",
-    levels: bool = False,
+    white: float = 1.0,
 ) -> bool:
     """Class-conditional samples E[x|z, y] of a CVAE or an M2, z ~ p(z|y) (or p(z)): one row
     of ``per_class`` per label (every class by default), each row labelled ``y=K``.
@@ -297,7 +314,7 @@ def plot_class_samples(
         path,
         per_class,
         title,
-        levels,
+        white,
         row_labels=[f"y={k}" for k in labels],
     )
 
@@ -321,30 +338,31 @@ def save_run_plots(
     y_test: torch.Tensor | None,
     folder: str | Path,
     units: str = "nats",
-    levels: bool = False,
+    white: float = 1.0,
     seed: int = 0,
 ) -> list[Path]:
-    """Write every figure of a run into ``folder``; return the paths written."""
+    """Write every figure of a run into ``folder``, ``white`` drawn white
+    (:func:`white_of`); return the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     device = next(vae.parameters()).device
     if isinstance(vae, CVAE):
-        return _save_cvae_plots(vae, rows, x_test, y_test, folder, units, levels, seed)
+        return _save_cvae_plots(vae, rows, x_test, y_test, folder, units, white, seed)
     with isolated_rng(seed, device):
         if rows:
             plot_losses(rows, folder / "losses.png", units)
             written.append(folder / "losses.png")
-        if plot_reconstructions(vae, x_test, folder / "reconstructions.png", levels):
+        if plot_reconstructions(vae, x_test, folder / "reconstructions.png", white):
             written.append(folder / "reconstructions.png")
         if save_image_grid(vae.sample(64), folder / "samples.png", title="samples from the prior",
-                           levels=levels):  # fmt: skip
+                           white=white):  # fmt: skip
             written.append(folder / "samples.png")
         n = min(len(x_test), 2000)
         plot_latent_scatter(vae, x_test[:n], None if y_test is None else y_test[:n],
                             folder / "latent.png")  # fmt: skip
         written.append(folder / "latent.png")
-        if plot_manifold(vae, folder / "manifold.png", levels=levels):
+        if plot_manifold(vae, folder / "manifold.png", white=white):
             written.append(folder / "manifold.png")
     return written
 
@@ -356,7 +374,7 @@ def _save_cvae_plots(
     y_test: torch.Tensor | None,
     folder: Path,
     units: str,
-    levels: bool,
+    white: float,
     seed: int,
 ) -> list[Path]:
     """A CVAE run's figures: losses, reconstructions given the labels, class-conditional
@@ -367,10 +385,10 @@ def _save_cvae_plots(
             plot_losses(rows, folder / "losses.png", units)
             written.append(folder / "losses.png")
         if y_test is not None and plot_reconstructions(
-            cvae, x_test, folder / "reconstructions.png", levels, y_test
+            cvae, x_test, folder / "reconstructions.png", white, y_test
         ):
             written.append(folder / "reconstructions.png")
-        if plot_class_samples(cvae, folder / "samples.png", levels=levels):
+        if plot_class_samples(cvae, folder / "samples.png", white=white):
             written.append(folder / "samples.png")
         if y_test is not None:
             n = min(len(x_test), 2000)

@@ -49,7 +49,7 @@ from .distributed import (
 )
 from .labels import check_training_classes
 from .m2 import save_m2_plots
-from .plots import plot_losses, save_run_plots
+from .plots import plot_losses, save_run_plots, white_of
 from .registry import load_dataset
 from .resume import (
     check_config,
@@ -462,15 +462,15 @@ def _save_plots(
 ) -> None:
     """Every plot for a standard VAE or an M2; the losses alone for any other model."""
     if isinstance(model, M2):
-        levels = data_support(model) == "levels"
-        save_m2_plots(model, trainer.history, data.test, run.plots, trainer.units, levels, seed)
+        white = white_of(data_support(model), observed_range(data.train)[1])
+        save_m2_plots(model, trainer.history, data.test, run.plots, trainer.units, white, seed)
         return
     vae = standard_vae(model)
     if vae is None:
         run.plots.mkdir(exist_ok=True)
         plot_losses(trainer.history, run.plots / "losses.png", trainer.units)
         return
-    levels = data_support(vae) == "levels"
+    white = white_of(data_support(vae), observed_range(data.train)[1])
     save_run_plots(
-        vae, trainer.history, data.test, data.y_test, run.plots, trainer.units, levels, seed
+        vae, trainer.history, data.test, data.y_test, run.plots, trainer.units, white, seed
     )

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pyro_vae import Config, build_vae
 from pyro_vae.app.cli import main
-from pyro_vae.app.plots import _as_images, save_run_plots
+from pyro_vae.app.plots import _as_images, save_run_plots, white_of
 from pyro_vae.app.registry import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.train import train
@@ -70,14 +70,14 @@ def test_run_plots_show_mean_images_for_every_likelihood(likelihood, prepared, t
     torch.manual_seed(0)
     vae = build_vae(cfg, (1, 28, 28))
     data = prepared[likelihood]
-    levels = vae.likelihood.support == "levels"
+    white = white_of(vae.likelihood.support, float(data.train.max()))
     rows = [{"epoch": 1, "train_elbo": -1.0, "test_elbo": -1.0}]
-    written = save_run_plots(vae, rows, data.test, data.y_test, tmp_path, "nats", levels)
+    written = save_run_plots(vae, rows, data.test, data.y_test, tmp_path, "nats", white)
     assert {p.name for p in written} == PLOTS
     for path in written:
         with Image.open(path) as image:
             image.verify()
-    shown = _as_images(vae.sample(4), levels)
+    shown = _as_images(vae.sample(4), white)
     assert shown.shape == (4, 28, 28)
     # levels are divided by 255 for display, so an untrained decoder's mid-grey means show
     # as grey, not clipped to white

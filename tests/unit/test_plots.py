@@ -107,3 +107,31 @@ def test_latent_scatter_gives_each_class_its_own_colour_and_named_legend_entry(
     position = {-1: 0, **{c: c + 1 for c in range(classes)}}
     assert drawn == [keyed[position[int(label)]][:3] for label in labels]
     assert len(fig.axes) == 1  # no colour bar beside the legend
+
+
+def test_count_images_are_drawn_on_the_counts_scale_not_clipped_to_white(tmp_path, monkeypatch):
+    """A run on counts (digits: 0..16) drew every non-zero count white, clipped at 1, so
+    its reconstructions and samples showed blots instead of digits. Now the largest training
+    count is white and the counts between are greys, in training's figures and in sample's."""
+    import pyro_vae
+    from pyro_vae.app import plots
+
+    shown = []
+    as_images = plots._as_images
+
+    def spy(x, *args, **kwargs):
+        shown.append(as_images(x, *args, **kwargs))
+        return shown[-1]
+
+    monkeypatch.setattr(plots, "_as_images", spy)
+    cfg = pyro_vae.Config(dataset="digits", likelihood="poisson", epochs=1, hidden=[16],
+                          latent_dim=2, out=str(tmp_path / "run"))  # fmt: skip
+    pyro_vae.train(cfg, progress=False, log=lambda _: None)
+    inputs = shown[0][:8]  # reconstructions.png: the first row holds 8 test digits
+    lit = inputs[inputs > 0]
+    assert len(lit) and float((lit >= 1).float().mean()) < 0.5  # a few 16s, not every count
+    assert len(torch.unique(lit)) > 3  # counts 1..16 stay distinct greys
+    shown.clear()
+    assert main(["sample", str(tmp_path / "run"), "--out", str(tmp_path / "s.png")]) in (0, None)
+    (samples,) = shown
+    assert float((samples >= 1).float().mean()) < 0.5
