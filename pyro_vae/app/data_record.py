@@ -43,6 +43,7 @@ __all__ = [
     "check_loadable",
     "check_own_data",
     "check_range",
+    "check_scale",
 ]
 
 
@@ -124,6 +125,38 @@ def check_own_data(path: Path, info: Mapping[str, Any], dataset: Dataset, other:
             f"trained on, or score these as other data: {other}"
         )
     return ""
+
+
+def check_scale(
+    path: Path,
+    info: Mapping[str, Any],
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_8bit: bool,
+    support: str,
+    name: str,
+) -> None:
+    """:func:`check_range` of raw data ``x`` (``mask``: True = observed) given to score or
+    impute with the run at ``path``, scaled as training scales them for ``support``, before
+    they are prepared: a scale error is then named as one, with its fix, rather than by a
+    check of the likelihood's support that suggests training flags.
+
+    Example:
+        >>> info = {"data_range": {"dtype": "uint8", "min": 0.0, "max": 1.0}}
+        >>> check_scale(Path("runs/X"), info, torch.full((2, 3), 200.0), None, False, "binary", "f")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.DataError: f: its observed values range over [200, 200] on the model's ...
+    """
+    values = x.float()
+    if is_8bit and support == "open-unit":
+        values = (values + 0.5) / 256.0
+    elif is_8bit and support not in ("levels", "counts"):
+        values = values / 255.0
+    if mask is not None:
+        values = torch.where(mask, values, torch.nan)
+    if bool((~torch.isnan(values)).any()):
+        check_range(path, info, values, is_8bit, name)
 
 
 OUTLIER_SHARE = 0.01  # of the observed entries: beyond it, far-out values are another scale

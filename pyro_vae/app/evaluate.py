@@ -42,7 +42,7 @@ from ..missing import allow_missing
 from ..semisupervised import UNLABELLED
 from .atomic import check_output_path
 from .config import Config
-from .data_record import check_loadable, check_own_data, check_range
+from .data_record import check_loadable, check_own_data, check_range, check_scale
 from .distributed import DistributedFault, collective_error, init_distributed
 from .faults import (
     BASELINE_DESCRIPTION,
@@ -177,6 +177,16 @@ def evaluate(
             f"in {run.folder.path} models shape {tuple(run.data_shape)}; evaluate data of the "
             "same shape (reshape or resize it first)"
         )
+    if data is not None:  # a scale error, named as one before preparation's support checks
+        raw, raw_mask = (
+            (dataset.x_test, dataset.mask_test)
+            if split == "test"
+            else (dataset.x_train, dataset.mask_train)
+        )
+        check_scale(
+            run.folder.path, run.info, raw, raw_mask, dataset.is_8bit, data_support(run.model),
+            dataset.name,
+        )  # fmt: skip
     splits = ("x", "x" if whole else "x_test") if own_file else ("train split", "test split")
     prepared = prepare_data(
         dataset,

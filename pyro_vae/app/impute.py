@@ -38,7 +38,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..imputation import Imputation, impute
 from ..missing import allow_missing
 from .atomic import atomic_write_bytes, atomic_writer, check_output_path
-from .data_record import check_range, recorded_max
+from .data_record import check_range, check_scale, recorded_max
 from .load import LoadedRun, load_run
 from .plots import image_grid_png, is_image_shape, white_of
 
@@ -102,6 +102,7 @@ def impute_file(
     # train split keeps the values as given, on the model's scale
     binarize = "dynamic" if cfg.binarize == "static" else cfg.binarize
     whole = Dataset(str(data), x, None, x, None, source=str(data), mask_train=mask, mask_test=mask)
+    check_scale(run.folder.path, run.info, x, mask, whole.is_8bit, support, str(data))
     prepared = prepare_data(
         whole, support, cfg.likelihood, binarize, cfg.seed, device, splits=("x", "x")
     )

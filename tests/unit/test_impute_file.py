@@ -226,6 +226,27 @@ def test_floats_0_to_255_for_a_run_on_levels_divided_by_255_are_refused(
     assert evaluate(run, data=str(runs / "floats1.npz"), k=5, out=tmp_path / "e.json").log_px > -1e4
 
 
+@pytest.mark.parametrize("run", ["dynamic", "cb"])
+def test_floats_0_to_255_for_a_bernoulli_run_are_named_a_scale_error_not_given_train_flags(
+    runs, tmp_path, run
+):
+    """A Bernoulli (or continuous Bernoulli) run refused them by its support check before the
+    range check, with a fix for training ("use --likelihood gaussian with --binarize none"),
+    a flag neither evaluate nor impute takes."""
+    given, _ = _given(runs / "grey.npz")
+    np.savez(tmp_path / "f255.npz", x=given * 255)
+    for score in (
+        lambda: evaluate(runs / run, data=str(tmp_path / "f255.npz"), out=tmp_path / "e.json"),
+        lambda: impute_file(runs / run, tmp_path / "f255.npz", tmp_path / "o.npz"),
+    ):
+        with pytest.raises(DataError) as refused:
+            score()
+        message = str(refused.value)
+        assert "f255.npz: its observed values range over [0, 255]" in message
+        assert "--likelihood" not in message and "--binarize" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f255.npz"]
+
+
 def test_a_run_recorded_without_the_training_range_is_not_checked(
     gaussian_on_levels, runs, tmp_path
 ):
