@@ -476,9 +476,14 @@ class Trainer:
             bits = (
                 f" = {row['test_bits_per_dim']:.3f} bits/dim" if "test_bits_per_dim" in row else ""
             )
+            accuracy = (  # an M2's classifier q(y|x): what semi-supervised training is for
+                f"  test accuracy {100 * row['test_accuracy']:.1f}%"
+                if "test_accuracy" in row
+                else ""
+            )
             log(
                 f"epoch {row['epoch']:>3}/{self.cfg.epochs}  train ELBO {row['train_elbo']:9.2f}  "
-                f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint{bits}  "
+                f"test ELBO {row['test_elbo']:9.2f}  {self.units}/datapoint{bits}{accuracy}  "
                 f"({row['seconds']:.1f} s)"
             )
             scale = units_of(self.model)[0]

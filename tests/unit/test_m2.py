@@ -439,6 +439,18 @@ def test_evaluate_reports_accuracy_and_writes_the_plots(tmp_path, tiny_data):
     assert moved.confusion_path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_each_epoch_line_shows_the_classifiers_test_accuracy(tmp_path, tiny_data):
+    """The epoch line of an m2 run gave the ELBOs alone: the accuracy of q(y|x), the number
+    semi-supervised training is for, sat in metrics.csv only."""
+    lines = []
+    run = pyro_vae.train(_config(tmp_path / "run", epochs=2), data=tiny_data, progress=False,
+                         log=lines.append)  # fmt: skip
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2
+    for line, row in zip(epochs, run.history, strict=True):
+        assert f"test accuracy {100 * row['test_accuracy']:.1f}%" in line
+
+
 def test_scoring_other_data_keeps_the_runs_own_confusion_matrix(tmp_path, tiny_data):
     """evaluate --split train (or --data, --dataset) wrote eval-NAME.json beside eval.json
     but drew its confusion matrix over plots/confusion.png, the figure of eval.json."""
