@@ -105,10 +105,12 @@ def _run_info(cfg: Config, requested: str, dataset: Dataset, data: TrainingData,
     }
 
 
-def _moved_data(recorded: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+def _moved_data(recorded: dict[str, Any], now: dict[str, Any], trained_on: str) -> dict[str, Any]:
     """A resumed run's record, with the data's new path when its file moved (the arrays were
-    checked: same fingerprint) and the old one kept as ``dataset_moved_from``."""
-    if recorded.get("dataset_used", now["dataset_used"]) == now["dataset_used"]:
+    checked: same fingerprint) and the old one kept as ``dataset_moved_from``. ``trained_on``
+    is the checkpoint's config's dataset: a file's absolute path, where run.json keeps the
+    path as typed (``train --dataset my.npz``), which is not a move."""
+    if now["dataset_used"] in (recorded.get("dataset_used", now["dataset_used"]), trained_on):
         return recorded
     return {
         **recorded,
@@ -423,7 +425,7 @@ def _train(
         )
         if note:
             say(note)
-        moved = _moved_data(recorded, info)
+        moved = _moved_data(recorded, info, state["config"].get("dataset", ""))
         info = {**info, **moved, "world_size": ctx.world_size, "finished": False}
     elif run is not None:
         say(f"{run.path} has no checkpoint yet (stopped in its first epoch): starting it afresh")

@@ -285,6 +285,19 @@ def test_scores_of_weights_a_resume_trained_past_are_named_stale(run):
     assert RunFolder(run).stale_evaluations(steps) == []
 
 
+def test_a_data_file_named_by_a_relative_path_has_not_moved_on_resume(
+    tiny_npz, tmp_path, monkeypatch
+):
+    """`train --dataset my.npz` kept 'my.npz' in run.json and the absolute path in
+    config.toml; resuming read the latter and recorded a move that never happened."""
+    shutil.copy(tiny_npz, tmp_path / "my.npz")
+    monkeypatch.chdir(tmp_path)
+    out = train(tiny("my.npz", tmp_path / "run"), **QUIET).run_dir
+    train(resume=out, epochs=2, **QUIET)
+    info = json.loads((out / "run.json").read_text())
+    assert "dataset_moved_from" not in info and info["dataset_used"] == "my.npz"
+
+
 def test_a_moved_data_file_may_be_renamed_in_config_toml_but_not_replaced(own_data, tmp_path):
     out, path = own_data
     moved = tmp_path / "moved.npz"
