@@ -542,6 +542,7 @@ def _row(cell: Cell, out: Path, k: int) -> dict[str, Any]:
         "final_test_elbo": metrics[-1]["test_elbo"] if metrics else float("nan"),
         "train_seconds": round(sum(row["seconds"] for row in metrics), 1),
         **{name: values[name] for name in _EVAL_COLUMNS},
+        "accuracy": values.get("accuracy"),  # an m2's classifier q(y|x); None for other models
         "scale": values["scale"] + (CONDITIONAL if values.get("conditional") else ""),
         "test_elbo_curve": [row["test_elbo"] for row in metrics],
     }

@@ -76,6 +76,7 @@ _STATS = {  # the summarized stats and their names in the report
     "kl": "KL",
     "active_units": "active units",
     "bits_per_dim": "bits/dim",
+    "accuracy": "test accuracy",
     "train_seconds": "train time",
 }
 
@@ -220,9 +221,10 @@ def _markdown(
 ) -> str:  # fmt: skip
     units = summary[0]["units"] if len({e["units"] for e in summary}) == 1 else "per likelihood"
     with_bits = any(row.get("bits_per_dim") is not None for row in rows)
+    with_accuracy = any(row.get("accuracy") is not None for row in rows)  # m2 runs
     header = ["rank"] * (not note) + [*keys, "scale", f"log p(x) ({units})", "test ELBO",
                                       "KL", "active units"]  # fmt: skip
-    header += ["bits/dim"] * with_bits + ["train time (s)"]
+    header += ["bits/dim"] * with_bits + ["test accuracy"] * with_accuracy + ["train time (s)"]
     dataset, swapped = _datasets(rows, keys, base)
     lines = [
         f"# Comparison of {' x '.join(keys)}",
@@ -252,7 +254,8 @@ def _markdown(
         cells = [place] * (not note) + [f"`{e[key]}`" for key in keys]
         cells += [e["scale"], _fmt(e, "log_px"), _fmt(e, "final_test_elbo"), _fmt(e, "kl"),
                   _fmt(e, "active_units", 1)]  # fmt: skip
-        cells += [_fmt(e, "bits_per_dim", 4)] * with_bits + [_fmt(e, "train_seconds", 0)]
+        cells += [_fmt(e, "bits_per_dim", 4)] * with_bits + [_fmt(e, "accuracy", 3)] * with_accuracy
+        cells += [_fmt(e, "train_seconds", 0)]
         lines.append("| " + " | ".join(cells) + " |")
     ranked = "Ranked by the mean log p(x) estimate (higher is better)."
     if not ranking:

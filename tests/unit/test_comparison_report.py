@@ -123,3 +123,19 @@ def test_the_automatic_batch_size_is_named_auto_not_zero(tmp_path):
         tmp_path, ["likelihood"], FINITE, BASE.replace(batch_size=64), [0, 1, 2], 100, 0
     )
     assert " batch_size=64 " in fixed.markdown
+
+
+def test_m2_settings_report_their_classifiers_test_accuracy(tmp_path):
+    """A comparison of m2 settings (--vary aux_loss=...) left out q(y|x)'s accuracy, the
+    number semi-supervised learning is compared by; other models get no such column."""
+    rows = [row("a", 0, -100.0, accuracy=0.70), row("a", 1, -101.0, accuracy=0.80),
+            row("b", 0, -99.0, accuracy=0.50)]  # fmt: skip
+    report = report_of(tmp_path / "m2", rows, seeds=(0, 1))
+    header = next(line for line in report.markdown.splitlines() if line.startswith("| rank"))
+    assert "test accuracy" in header.split(" | ")
+    assert "0.750 ± 0.071" in table_line(report.markdown, "a")
+    assert "0.500 ± 0.000" in table_line(report.markdown, "b")
+    with open(tmp_path / "m2" / "comparison.csv") as handle:
+        assert [r["accuracy"] for r in csv.DictReader(handle)] == ["0.7", "0.8", "0.5"]
+    plain = report_of(tmp_path / "vae", [row("a", 0, -100.0, accuracy=None)], seeds=(0,))
+    assert "accuracy" not in plain.markdown
