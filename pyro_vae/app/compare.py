@@ -454,8 +454,7 @@ class _Runner:
         values = json.loads(RunFolder(cell.path).eval_path.read_text())
         bad = values.get("not_finite")
         self.say(
-            f"{prefix}: done in {time.monotonic() - started:.1f} s, log p(x) "
-            f"{values['log_px']:.2f} {values['units']} (K={values['k']})"
+            f"{prefix}: done in {time.monotonic() - started:.1f} s, {score_line(values)}"
             + (f"; warning: {', '.join(bad)} not finite (see {cell.path / LOG})" if bad else "")
         )
         return ""
@@ -520,6 +519,23 @@ def _finish(cells, failures, out, base, seeds, k, command, say) -> ComparisonRes
     if failed:
         raise error
     return ComparisonResult(out, rows, report)
+
+
+def score_line(values: dict[str, Any]) -> str:
+    """A cell's scores from its eval.json, in words: log p(x), or log p(x|y) for a CVAE,
+    and an m2 classifier's test accuracy.
+
+    Example:
+        >>> score_line({"log_px": -90.123, "units": "nats", "k": 50, "conditional": True})
+        'log p(x|y) -90.12 nats (K=50)'
+        >>> score_line({"log_px": -95.0, "units": "nats", "k": 50, "accuracy": 0.7712})
+        'log p(x) -95.00 nats (K=50), test accuracy 77.1%'
+    """
+    name = "log p(x|y)" if values.get("conditional") else "log p(x)"
+    line = f"{name} {values['log_px']:.2f} {values['units']} (K={values['k']})"
+    if values.get("accuracy") is not None:
+        line += f", test accuracy {100 * values['accuracy']:.1f}%"
+    return line
 
 
 def _eval_warning(cell: Cell) -> str:

@@ -139,3 +139,15 @@ def test_m2_settings_report_their_classifiers_test_accuracy(tmp_path):
         assert [r["accuracy"] for r in csv.DictReader(handle)] == ["0.7", "0.8", "0.5"]
     plain = report_of(tmp_path / "vae", [row("a", 0, -100.0, accuracy=None)], seeds=(0,))
     assert "accuracy" not in plain.markdown
+
+
+def test_a_cells_done_line_names_the_conditional_score_and_the_accuracy():
+    """A cvae cell's line said "log p(x)" for log p(x|y), and an m2 cell's gave no accuracy."""
+    from pyro_vae.app.compare import score_line
+
+    cvae = {"log_px": -110.5, "units": "nats", "k": 50, "conditional": True, "accuracy": None}
+    m2 = {"log_px": -101.6, "units": "nats", "k": 50, "conditional": False, "accuracy": 0.774}
+    assert score_line(cvae).startswith("log p(x|y) -110.50 nats") and "accuracy" not in score_line(
+        cvae
+    )
+    assert score_line(m2).startswith("log p(x) -101.60") and "test accuracy 77.4%" in score_line(m2)
