@@ -28,7 +28,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,12 +71,15 @@ def impute(
     *,
     seed: int = 0,
     max_samples: int = MAX_SAMPLES,
+    progress: Callable[[int], Any] | None = None,
 ) -> Imputation:
     """Fill the missing (NaN) entries of ``x`` with ``model``, a VAE trained on such data.
 
     ``k`` importance samples per datapoint, ``draws`` multiple imputations. The model is
     prepared with :func:`~pyro_vae.missing.allow_missing` (which changes nothing on
-    complete data). Each chunk of datapoints draws from its own stream keyed by ``seed``.
+    complete data). Each chunk of datapoints draws from its own stream keyed by ``seed``;
+    ``progress``, when given, is called with the number of datapoints each chunk finished
+    (a progress bar's ``update``).
     """
     if k < 1 or draws < 0:
         raise ConfigError(f"imputation needs k >= 1 and draws >= 0 (k={k}, draws={draws})")
@@ -104,6 +109,8 @@ def impute(
         means.append(mean)
         samples.append(drawn)
         ess.append(fraction)
+        if progress is not None:
+            progress(len(chunk))
     vae.train(was_training)
     x = vae.shaped(x)
     seen = observed(x)

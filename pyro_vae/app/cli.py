@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--seed", type=int, default=0, help="seed of the imputation's draws")
     impute.add_argument("--figure", type=Path, help="new PNG path; default the --out path as .png")
     impute.add_argument("--device", default="cpu", help="cpu or cuda")
+    impute.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_flag(impute)
     impute.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
@@ -502,7 +503,7 @@ def _cmd_impute(args: argparse.Namespace) -> None:
         print(note, file=sys.stderr)
     done = impute_file(
         args.run_dir, args.data, args.out, draws=args.draws, k=args.k, seed=args.seed,
-        device=args.device, figure=args.figure,
+        device=args.device, figure=args.figure, progress=not args.no_progress,
     )  # fmt: skip
     ess = float(done.result.ess_fraction.mean())
     print(

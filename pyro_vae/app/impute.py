@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..convention import convention_of, data_support, standard_vae
 from ..data import has_missing, prepare_data
@@ -69,6 +70,7 @@ def impute_file(
     device: str = "cpu",
     figure: str | Path | None = None,
     model: nn.Module | None = None,
+    progress: bool = False,
 ) -> ImputedFile:
     """Impute the missing entries of ``data``'s ``x`` with the run in ``run_dir``; write ``out``.
 
@@ -77,6 +79,7 @@ def impute_file(
     ``out`` nor the figure may exist. Every input and output path is checked before the model
     is loaded, and an error leaves nothing written. Data whose values fall far outside the
     training data's recorded range (another scale) are refused before any imputation.
+    ``progress`` shows a bar over the datapoints.
     """
     out = check_output_path(out, "--out", ".npz", replace=False)
     if draws < 0 or (k is not None and k < 1):
@@ -108,7 +111,9 @@ def impute_file(
     )
     given = prepared.train
     check_range(run.folder.path, run.info, given, whole.is_8bit, str(data))
-    result = impute(run.model, prepared.test, k or cfg.eval_k, draws, seed=seed)
+    k = k or cfg.eval_k
+    with tqdm(total=len(x), desc=f"imputing, K={k}", unit="datapoint", disable=not progress) as bar:
+        result = impute(run.model, prepared.test, k, draws, seed=seed, progress=bar.update)
     seen = result.observed
     result.mean = torch.where(seen, given, result.mean)
     result.draws = torch.where(seen, given, result.draws)
