@@ -45,7 +45,7 @@ from typing import Any
 from ..errors import ConfigError, PyroVAEError
 from .atomic import atomic_write_text
 from .cli_env import DIE_WITH_READER
-from .comparison_report import CONDITIONAL, Report, label_of, write_report
+from .comparison_report import CONDITIONAL, Report, label_of, score_name, write_report
 from .config import Config
 from .run_folder import COMPARE_FILES, RunFolder
 
@@ -509,7 +509,8 @@ def _finish(cells, failures, out, base, seeds, k, command, say) -> ComparisonRes
     report = write_report(out, list(cells[0].values), rows, base, seeds, k, EVAL_SEED, command,
                           failed)  # fmt: skip
     if report.ranking_note or report.ranking:
-        say(report.ranking_note or f"ranked by log p(x): {', '.join(report.ranking)}")
+        score = score_name([row["scale"] for row in rows])
+        say(report.ranking_note or f"ranked by {score}: {', '.join(report.ranking)}")
     if report.not_finite:
         say(f"not finite, left out of the means and the ranking: {'; '.join(report.not_finite)}")
     for cell in cells:  # what evaluate warned about (a score below the baseline, say)

@@ -42,6 +42,7 @@ from .faults import NON_FINITE_CAUSES  # noqa: E402
 __all__ = [
     "Report",
     "label_of",
+    "score_name",
     "summarize",
     "rank",
     "not_finite_cells",
@@ -59,6 +60,18 @@ SCALE_MEANINGS = {
     "counts": "nats of a probability mass on counts (non-negative integers)",
 }
 CONDITIONAL = ", given y"  # a scale's suffix when a run scored log p(x|y) (a CVAE), not log p(x)
+
+
+def score_name(scales: Sequence[str]) -> str:
+    """What the runs' log-likelihood estimates are: ``log p(x|y)`` when every run scored
+    its data given the labels (a CVAE), else ``log p(x)``.
+
+    Example:
+        >>> score_name(["binary, given y"]), score_name(["binary", "binary, given y"])
+        ('log p(x|y)', 'log p(x)')
+    """
+    conditional = scales and all(scale.endswith(CONDITIONAL) for scale in scales)
+    return "log p(x|y)" if conditional else "log p(x)"
 
 
 def describe_scale(scale: str) -> str:
@@ -222,7 +235,8 @@ def _markdown(
     units = summary[0]["units"] if len({e["units"] for e in summary}) == 1 else "per likelihood"
     with_bits = any(row.get("bits_per_dim") is not None for row in rows)
     with_accuracy = any(row.get("accuracy") is not None for row in rows)  # m2 runs
-    header = ["rank"] * (not note) + [*keys, "scale", f"log p(x) ({units})", "test ELBO",
+    score = score_name([e["scale"] for e in summary])
+    header = ["rank"] * (not note) + [*keys, "scale", f"{score} ({units})", "test ELBO",
                                       "KL", "active units"]  # fmt: skip
     header += ["bits/dim"] * with_bits + ["test accuracy"] * with_accuracy + ["train time (s)"]
     dataset, swapped = _datasets(rows, keys, base)
@@ -257,7 +271,7 @@ def _markdown(
         cells += [_fmt(e, "bits_per_dim", 4)] * with_bits + [_fmt(e, "accuracy", 3)] * with_accuracy
         cells += [_fmt(e, "train_seconds", 0)]
         lines.append("| " + " | ".join(cells) + " |")
-    ranked = "Ranked by the mean log p(x) estimate (higher is better)."
+    ranked = f"Ranked by the mean {score} estimate (higher is better)."
     if not ranking:
         ranked = "Not ranked: no setting has a finite log p(x) on every seed."
     elif len(ranking) < len(summary):

@@ -151,3 +151,14 @@ def test_a_cells_done_line_names_the_conditional_score_and_the_accuracy():
         cvae
     )
     assert score_line(m2).startswith("log p(x) -101.60") and "test accuracy 77.4%" in score_line(m2)
+
+
+def test_a_cvae_comparison_names_its_score_log_p_x_given_y(tmp_path):
+    """comparison.md headed a CVAE's log p(x|y) "log p(x)" and ranked "by log p(x)"."""
+    given_y = [row("a", 0, -110.0, scale="binary, given y"),
+               row("b", 0, -112.0, scale="binary, given y")]  # fmt: skip
+    cvae = report_of(tmp_path / "cvae", given_y, seeds=(0,))
+    plain = report_of(tmp_path / "vae", [row("a", 0, -100.0, scale="binary")], seeds=(0,))
+    assert "| log p(x|y) (nats) |" in cvae.markdown
+    assert "Ranked by the mean log p(x|y)" in cvae.markdown
+    assert "log p(x|y)" not in plain.markdown and "| log p(x) (nats) |" in plain.markdown
