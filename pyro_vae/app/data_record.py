@@ -11,7 +11,8 @@ smallest and largest observed training entry on the model's scale. From these:
 - :func:`check_own_data`: evaluate refuses the run's own dataset once it differs from the
   fingerprint (a data file rewritten since training moves training rows into its test split);
 - :func:`check_range`: evaluate of other data and impute refuse values far outside the
-  training range (a scale error: floats 0..255 for a run trained on uint8 levels / 255).
+  training range (a scale error: floats 0..255 for a run trained on uint8 levels / 255),
+  through :func:`check_scale`, on the raw values before they are prepared.
 
 A run recorded before a key existed is not checked for it. Each check raises a
 :class:`~pyro_vae.errors.DataError` naming the data, what differs and the fix.

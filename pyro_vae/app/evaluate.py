@@ -42,7 +42,7 @@ from ..missing import allow_missing
 from ..semisupervised import UNLABELLED
 from .atomic import check_output_path
 from .config import Config
-from .data_record import check_loadable, check_own_data, check_range, check_scale
+from .data_record import check_loadable, check_own_data, check_scale
 from .distributed import DistributedFault, collective_error, init_distributed
 from .faults import (
     BASELINE_DESCRIPTION,
@@ -178,6 +178,7 @@ def evaluate(
             "same shape (reshape or resize it first)"
         )
     if data is not None:  # a scale error, named as one before preparation's support checks
+        # (the run's own data are checked by their fingerprint instead)
         raw, raw_mask = (
             (dataset.x_test, dataset.mask_test)
             if split == "test"
@@ -201,8 +202,6 @@ def evaluate(
         x, y = prepared.test, prepared.y_test
     else:  # the training split, or a whole file (each split holds all of it)
         x, y = prepared.train, prepared.y_train
-    if data is not None:  # the run's own data are the fingerprint's
-        check_range(run.folder.path, run.info, x, dataset.is_8bit, dataset.name)
     if prepared.dynamic and split != "test":  # probabilities: one fixed binarization
         generator = seeded_generator(0, purpose="eval", device=x.device)
         x = draw_binary(x, generator, prepared.missing)

@@ -39,7 +39,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..imputation import Imputation, impute
 from ..missing import allow_missing
 from .atomic import atomic_write_bytes, atomic_writer, check_output_path
-from .data_record import check_range, check_scale, recorded_max
+from .data_record import check_scale, recorded_max
 from .load import LoadedRun, load_run
 from .plots import image_grid_png, is_image_shape, white_of
 
@@ -110,7 +110,6 @@ def impute_file(
         whole, support, cfg.likelihood, binarize, cfg.seed, device, splits=("x", "x")
     )
     given = prepared.train
-    check_range(run.folder.path, run.info, given, whole.is_8bit, str(data))
     k = k or cfg.eval_k
     with tqdm(total=len(x), desc=f"imputing, K={k}", unit="datapoint", disable=not progress) as bar:
         result = impute(run.model, prepared.test, k, draws, seed=seed, progress=bar.update)

@@ -51,7 +51,7 @@ __all__ = [
 
 RUN_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt", "eval.json")
 EVAL_FILES = "eval-*.json"  # evaluate's scores of other data or the training split
-PLOT_FILES = (  # what training, evaluate (confusion.png) and sample draw into plots/
+TRAINING_PLOTS = (  # what training draws into plots/
     "losses.png",
     "reconstructions.png",
     "samples.png",
@@ -59,12 +59,14 @@ PLOT_FILES = (  # what training, evaluate (confusion.png) and sample draw into p
     "manifold.png",
     "class-samples.png",
     "analogies.png",
+)
+PLOT_FILES = (  # and what evaluate (confusion) and sample draw there
+    *TRAINING_PLOTS,
     "confusion.png",
     "confusion-*.png",
     "prior-samples-*.png",
     "samples-label*.png",
 )
-TRAINING_PLOTS = PLOT_FILES[:7]  # the plots training draws (confusion: evaluate; the rest: sample)
 COMPARE_FILES = ("config-request.toml", "compare.log")  # a compare cell's, before its run
 TRAINING_FILES = ("config.toml", "run.json", "metrics.csv", "checkpoint.pt")  # under the lock
 LOCK_FILE = ".lock"
