@@ -110,13 +110,14 @@ def _is_bad(value: Any) -> bool:
     return value is not None and not math.isfinite(float(value))
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
-    """Mean and standard deviation of the finite values (None if there are none)."""
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float | None] | None:
+    """Mean and standard deviation of the finite values (None if there are none; a std of
+    None for one value, which has no spread to show: not 0, which would claim seeds agree)."""
     present = [float(v) for v in values if v is not None and not _is_bad(v)]
     if not present:
         return None
     try:
-        std = statistics.stdev(present) if len(present) > 1 else 0.0
+        std = statistics.stdev(present) if len(present) > 1 else None
     except OverflowError:  # finite values near float's limit
         std = math.inf
     return statistics.mean(present), std  # mean: exact, so it cannot overflow
@@ -195,9 +196,12 @@ def ranking_refusal(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
 
 
 def _fmt(entry: dict[str, Any], stat: str, digits: int = 2) -> str:
-    """Mean ± std over the finite values, then the seeds left out (e.g. ``seed 1: -inf``)."""
+    """Mean ± std over the finite values (the value alone when there is one), then the seeds
+    left out (e.g. ``seed 1: -inf``)."""
     values, bad = entry[stat], entry["not_finite"].get(stat)
-    shown = "n/a" if values is None else f"{values[0]:.{digits}f} ± {values[1]:.{digits}f}"
+    shown = "n/a" if values is None else f"{values[0]:.{digits}f}"
+    if values is not None and values[1] is not None:
+        shown += f" ± {values[1]:.{digits}f}"
     if not bad:
         return shown
     seeds = ", ".join(f"seed {seed}: {value}" for seed, value in bad)
@@ -249,7 +253,8 @@ def _markdown(
         "",
         f"Each run is evaluated on its dataset's test split with K={k} importance samples "
         f"per datapoint (evaluation seed {eval_seed}). Numbers are per datapoint, mean ± std "
-        "over seeds; test ELBO is the last epoch's single-sample estimate.",
+        "over seeds (a value without ± had one finite seed); test ELBO is the last epoch's "
+        "single-sample estimate.",
         "",
     ]
     if swapped:
@@ -326,8 +331,9 @@ def _plot(path: Path, keys: Sequence[str], rows, summary, note: str) -> None:
                             color=colour, alpha=0.6, markersize=4)  # fmt: skip
         if entry["log_px"] is not None:
             mean, std = entry["log_px"]
-            finals.errorbar(i, mean, yerr=std if math.isfinite(std) else None, fmt="_",
-                            color="black", markersize=18, capsize=6)  # fmt: skip
+            spread = std if std is not None and math.isfinite(std) else None
+            finals.errorbar(i, mean, yerr=spread, fmt="_", color="black", markersize=18,
+                            capsize=6)  # fmt: skip
     curves.set(xlabel="epoch", ylabel=f"test ELBO per datapoint ({summary[0]['units']})",
                title="test ELBO over training (one line per seed)")  # fmt: skip
     curves.grid(alpha=0.3)
