@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..convention import convention_of
+from ..count_likelihoods import CountLikelihood, NegativeBinomialLikelihood, concentration_from_data
 from ..data import data_max
 from ..errors import ConfigError, DataError, ModelError
 from ..families.cvae import CVAE, ConditionalNormalPrior, LabelledDecoder, LabelledEncoder
@@ -45,7 +46,7 @@ __all__ = [
     "build_guide",
     "build_decoder",
     "build_prior",
-    "start_scale_from_data",
+    "start_likelihood_from_data",
     "start_location_from_data",
 ]
 
@@ -185,21 +186,28 @@ def build_likelihood(cfg: Config, data_shape: tuple[int, ...]) -> nn.Module:
     return LIKELIHOODS[cfg.likelihood].build(cfg, data_shape)
 
 
-def start_scale_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Config:
-    """Start the location of the built-in gaussian or laplace likelihood of ``model`` (built
-    from ``cfg``) at the training data ``x``'s feature means (:func:`start_location_from_data`),
-    and its scale from ``x`` when ``cfg.likelihood_scale_value`` is 0: the spread of the
-    observed entries about each feature's mean, per pixel for a per-pixel scale (see
-    :func:`~pyro_vae.likelihoods.scale_from_data`). Returns ``cfg``, with a fixed scale's
-    value filled in: a checkpoint holds learned scales but not a fixed one, which the
-    run's config must therefore name to rebuild the model.
+def start_likelihood_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Config:
+    """Start the built-in likelihood of ``model`` (built from ``cfg``) where independent
+    per-feature distributions of the training data ``x`` are: the location of gaussian and
+    laplace, and the mean of the count likelihoods, at the features' means
+    (:func:`start_location_from_data`); a gaussian or laplace scale, when
+    ``cfg.likelihood_scale_value`` is 0, at the spread of the observed entries about each
+    feature's mean, per pixel for a per-pixel scale (see
+    :func:`~pyro_vae.likelihoods.scale_from_data`); and the negative binomial's (and
+    zinb's) concentration at its moment estimate per feature
+    (:func:`~pyro_vae.count_likelihoods.concentration_from_data`). Returns ``cfg``, with a
+    fixed scale's value filled in: a checkpoint holds learned scales but not a fixed one,
+    which the run's config must therefore name to rebuild the model.
 
-    A config with a value (an old run's 0.1 included) keeps it; so do models given by
+    A config with a scale value (an old run's 0.1 included) keeps it; so do models given by
     import path, whose parts are their own.
     """
     if is_import_path(cfg.model) or is_import_path(cfg.likelihood):
         return cfg
     start_location_from_data(model, x)
+    for part in model.modules():
+        if isinstance(part, NegativeBinomialLikelihood):
+            part.set_concentration(concentration_from_data(x).to(part.log_concentration))
     if cfg.likelihood_scale_value:
         return cfg
     if "likelihood_scale_value" not in LIKELIHOODS[cfg.likelihood].options:
@@ -216,13 +224,14 @@ def start_scale_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -> Con
 
 @torch.no_grad()
 def start_location_from_data(model: nn.Module, x: torch.Tensor) -> bool:
-    """Start the location that a built-in MLP decoder gives a gaussian or laplace likelihood
-    at each feature's mean over the observed training entries of ``x`` (``[N,
-    *data_shape]``), through the bias of its last layer: before training, the model then
-    scores data about as independent per-feature distributions do, whatever the data's
-    offsets (a decoder starting near 0 spent its first epochs, or all of them, moving to
-    a table's means). Returns whether it did: not for a conv decoder, a model of one's own,
-    or another likelihood.
+    """Start the location that a built-in MLP decoder gives a gaussian or laplace likelihood,
+    or the mean it gives a count likelihood, at each feature's mean over the observed
+    training entries of ``x`` (``[N, *data_shape]``), through the bias of its last layer
+    (for counts, the raw output whose softplus is that mean; a zinb's decoded gates at its
+    ``gate_logit``): before training, the model then scores data about as independent per-feature
+    distributions do, whatever the data's offsets (a decoder starting near 0 spent its
+    first epochs, or all of them, moving to a table's means). Returns whether it did: not
+    for a conv decoder, a model of one's own, or another likelihood.
 
     Example:
         >>> vae = build_vae(Config(likelihood="gaussian", hidden=[8], latent_dim=2), (2,))
@@ -233,15 +242,21 @@ def start_location_from_data(model: nn.Module, x: torch.Tensor) -> bool:
     """
     decoder = getattr(model, "decoder", None)
     body = getattr(decoder, "network", decoder)  # the cvae's and m2's join the label first
-    if not isinstance(getattr(model, "likelihood", None), LocationScaleLikelihood):
+    likelihood = getattr(model, "likelihood", None)
+    if not isinstance(likelihood, (LocationScaleLikelihood, CountLikelihood)):
         return False
     if not isinstance(body, MLPBody) or not isinstance(body.layers[-1], nn.Linear):
         return False
     last = body.layers[-1]
-    if last.bias is None or last.out_features != math.prod(x.shape[1:]):
+    features = math.prod(x.shape[1:])
+    if last.bias is None or last.out_features != likelihood.num_outputs:
         return False
     mean = x.detach().float().flatten(1).nanmean(0).nan_to_num(0.0)
-    last.bias.copy_(mean.to(last.bias))
+    if isinstance(likelihood, CountLikelihood):
+        mean = likelihood.raw_for_mean(mean)
+    last.bias[:features].copy_(mean.to(last.bias))
+    if last.out_features > features:  # a zinb's decoded gates follow the means
+        last.bias[features:].fill_(likelihood.gate_logit)
     return True
 
 

@@ -609,7 +609,7 @@ def _check_same_config(run: RunFolder, cfg: Config) -> None:
         sized = auto_batch_size(cfg, info["num_train"], info.get("world_size", 1))
         wanted["batch_size"] = sized.batch_size
     if wanted["likelihood_scale"] == "fixed" and not wanted["likelihood_scale_value"]:
-        # training took the fixed scale from the data and recorded it (start_scale_from_data)
+        # training took the fixed scale from the data and recorded it (start_likelihood_from_data)
         wanted["likelihood_scale_value"] = existing.get("likelihood_scale_value")
     different = sorted(
         f"{key}: {existing[key]!r} there, {wanted[key]!r} now"

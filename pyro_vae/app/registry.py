@@ -199,7 +199,7 @@ _SCALE_OPTIONS = ("likelihood_scale", "likelihood_scale_value")
 def _location_scale(cls: type[LocationScaleLikelihood]) -> Callable[..., Likelihood]:
     """A factory of ``cls`` with the config's scale; ``likelihood_scale_value`` 0 (from the
     data) builds the class's default, which training replaces (see
-    :func:`~pyro_vae.app.build.start_scale_from_data`)."""
+    :func:`~pyro_vae.app.build.start_likelihood_from_data`)."""
 
     def build(cfg: Any, data_shape: tuple[int, ...]) -> Likelihood:
         value = cfg.likelihood_scale_value or DEFAULT_SCALE

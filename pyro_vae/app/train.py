@@ -37,7 +37,7 @@ from ..errors import ConfigError, PyroVAEError, RunFolderError
 from ..families.m2 import M2
 from ..missing import allow_missing
 from ..semisupervised import UNLABELLED, SemiSupervisedData, parse_labels, semi_supervised
-from .build import build_model, start_scale_from_data
+from .build import build_model, start_likelihood_from_data
 from .config import Config
 from .data_record import check_loadable, data_source, training_range
 from .distributed import (
@@ -378,7 +378,7 @@ def _train(
         dataset, data_support(model), likelihood_name, cfg.binarize, cfg.seed, device
     )
     if state is None and not given:  # a resumed run's scale is in its checkpoint
-        cfg = start_scale_from_data(cfg, model, prepared.train)
+        cfg = start_likelihood_from_data(cfg, model, prepared.train)
     if prepared.missing:  # NaN entries: a likelihood masked per entry (iwae becomes MIWAE)
         allow_missing(model)
         say(_missing_note(prepared.train))

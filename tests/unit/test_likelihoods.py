@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_vae import Config, ConfigError
-from pyro_vae.app.build import build_likelihood, build_model, build_vae, start_scale_from_data
+from pyro_vae.app.build import build_likelihood, build_model, build_vae, start_likelihood_from_data
 from pyro_vae.app.registry import LIKELIHOODS
 from pyro_vae.data import SUPPORTS, prepare_data
 from pyro_vae.datasets import Dataset
@@ -260,7 +260,7 @@ def test_training_starts_an_unset_scale_at_the_datas_std_and_a_set_one_where_set
     cfg = Config(likelihood=name, likelihood_scale=mode, latent_dim=2, hidden=[8])
     assert cfg.likelihood_scale_value == 0  # the default: from the data
     model = build_vae(cfg, (3,))
-    resolved = start_scale_from_data(cfg, model, x)
+    resolved = start_likelihood_from_data(cfg, model, x)
     expected = scale_from_data(x, per_pixel=mode == "per-pixel")
     assert torch.allclose(model.likelihood.pixel_scale.detach(), expected, rtol=1e-5)
     if mode == "fixed":  # not in the checkpoint: the run's config names it, and rebuilds it
@@ -271,7 +271,7 @@ def test_training_starts_an_unset_scale_at_the_datas_std_and_a_set_one_where_set
         assert resolved == cfg
     old = cfg.replace(likelihood_scale_value=0.1)  # an older run's config.toml says 0.1
     model = build_vae(old, (3,))
-    assert start_scale_from_data(old, model, x) == old
+    assert start_likelihood_from_data(old, model, x) == old
     raw = torch.full(model.likelihood.raw_scale.shape, math.log(math.expm1(0.1 - MIN_SCALE)))
     assert torch.equal(model.likelihood.raw_scale, raw)  # bit for bit as before
 
@@ -303,7 +303,7 @@ def test_all_constant_data_start_every_scale_at_a_usable_floor(mode):
     start = scale_from_data(torch.zeros(50, 3), per_pixel=mode == "per-pixel")
     assert float(start.min()) == pytest.approx(0.01)
     cfg = Config(likelihood="gaussian", likelihood_scale=mode, latent_dim=2, hidden=[8])
-    start_scale_from_data(cfg, build_vae(cfg, (3,)), torch.zeros(50, 3))  # no ValueError
+    start_likelihood_from_data(cfg, build_vae(cfg, (3,)), torch.zeros(50, 3))  # no ValueError
 
 
 @pytest.mark.parametrize("model", ["vae", "cvae", "m2"])
@@ -322,7 +322,7 @@ def test_training_starts_the_location_at_the_feature_means_so_an_offset_table_st
     cfg = cfg.replace(model=model)
     labels = torch.arange(400) % 2
     vae = build_model(cfg, (4,), num_classes=2)
-    start_scale_from_data(cfg, vae, x)
+    start_likelihood_from_data(cfg, vae, x)
     with torch.no_grad():
         z = torch.randn(400, 2)
         one_hot = F.one_hot(labels, 2).float()  # the cvae's decoder takes it one-hot
@@ -337,7 +337,7 @@ def test_the_location_is_left_alone_where_the_decoder_is_not_a_built_in_mlp():
     cfg = Config(likelihood="bernoulli", latent_dim=2, hidden=[8])
     vae = build_vae(cfg, (3,))
     before = vae.decoder.layers[-1].bias.clone()
-    start_scale_from_data(cfg, vae, torch.rand(20, 3).round())
+    start_likelihood_from_data(cfg, vae, torch.rand(20, 3).round())
     assert torch.equal(vae.decoder.layers[-1].bias, before)  # not a location-scale likelihood
 
 
