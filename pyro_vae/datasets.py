@@ -20,6 +20,7 @@ import socket
 import threading
 import zipfile
 import zlib
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -394,7 +395,7 @@ def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = Fals
     which may hold a single datapoint). No array is allocated before its header is checked.
     """
     path = Path(path)
-    arrays = _read_npz(path)
+    arrays, unread = _read_npz(path)
     binary = binary_uint8(*(arrays[key] for key in ("x", "x_test") if key in arrays))
     x = _check_images(arrays["x"], path, "x", binary)
     y = _check_labels(arrays.get("y"), len(x), path, "y")
@@ -442,6 +443,7 @@ def load_npz(path: str | Path, test_fraction: float = 0.1, *, whole: bool = Fals
             for note in (
                 _levels_note(arrays["x"], path, binary),
                 _channels_last_note(x.shape[1:], path),
+                unread,
             )
             if note
         ),
@@ -480,7 +482,7 @@ def load_npz_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None
         (tensor([[0.5000,    nan]]), None, (1, 2))
     """
     path = Path(path)
-    arrays = _read_npz(path)
+    arrays, _ = _read_npz(path)  # x and mask alone are read here: other arrays go unnamed
     x = _check_images(arrays["x"], path, "x", binary_uint8(arrays["x"]))
     mask = _check_mask(arrays.get("mask"), arrays["x"].shape, path, "mask", "x")
     return _tensor(x), _tensor(mask), tuple(arrays["x"].shape)
@@ -512,8 +514,9 @@ def _check_mask(
 _SAVE_HINT = "save it with numpy.savez(path, x=images, y=labels)"
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of :data:`NPZ_KEYS` an ``.npz`` holds; ``x`` must be one of them.
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of :data:`NPZ_KEYS` an ``.npz`` holds, ``x`` among them, and a note
+    naming any other array it holds (:func:`_unread_note`; empty if none).
 
     Reads the zip archive itself rather than through ``numpy.load``, which answers a
     non-archive with a pickle attempt and allocates whatever a header declares.
@@ -549,13 +552,70 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(
             f"{path}: not a readable .npz archive ({_first_line(err)}); {_SAVE_HINT}"
         ) from None
+    found = sorted(name.removesuffix(".npy") for name in names)
     if "x" not in arrays:
-        found = sorted(name.removesuffix(".npy") for name in names)
         raise DataError(
             f"{path}: has no array named 'x' (found: {', '.join(found) or 'none'}); "
-            "save images as numpy.savez(path, x=images, y=labels)"
+            f"{_renames(found) or 'save the data as numpy.savez(path, x=data, y=labels)'}"
         )
-    return arrays
+    if "y_test" in arrays and "x_test" not in arrays:
+        raise DataError(
+            f"{path}: has 'y_test' but no 'x_test' for it to label (the test split is carved "
+            "from x, with labels from y); save the test data as x_test, or drop y_test"
+        )
+    return arrays, _unread_note(path, found, arrays)
+
+
+# names other conventions give pyro-vae's arrays (Keras' mnist.npz, scikit-learn's X and y)
+_ALIASES = {
+    "x": ("x_train", "X", "X_train", "data", "images", "features", "inputs"),
+    "y": ("y_train", "Y", "Y_train", "labels", "label", "target", "targets"),
+    "x_test": ("X_test", "x_val", "X_val"),
+    "y_test": ("Y_test", "y_val", "Y_val", "labels_test"),
+    "mask": ("masks", "observed", "mask_train"),
+}
+
+
+def _renames(names: Sequence[str]) -> str:
+    """Advice to save an ``.npz``'s arrays (``names``) under the names pyro-vae reads, when
+    some follow another convention; empty when none does.
+
+    Example:
+        >>> print(_renames(["x_train", "y_train", "x_test", "y_test"]))
+        rename them: f = numpy.load(path); numpy.savez(new_path, x=f['x_train'], y=f['y_train'], ...
+    """
+    present = set(names)
+    moves = {
+        key: next((alias for alias in _ALIASES.get(key, ()) if alias in present), None)
+        for key in NPZ_KEYS
+        if key not in present
+    }
+    if not any(moves.values()):
+        return ""
+    given = {**{key: key for key in NPZ_KEYS if key in present}, **moves}
+    listed = [f"{key}=f['{given[key]}']" for key in NPZ_KEYS if given.get(key)]
+    return f"rename them: f = numpy.load(path); numpy.savez(new_path, {', '.join(listed)})"
+
+
+def _unread_note(path: Path, found: Sequence[str], read: Collection[str]) -> str:
+    """A note naming the arrays of an ``.npz`` (``found``) that pyro-vae does not read (it
+    reads :data:`NPZ_KEYS`), so that a test split, labels or a mask saved under another
+    name are not ignored without a word; empty when every array is read.
+
+    Example:
+        >>> print(_unread_note(Path("d.npz"), ["X_test", "meta", "x"], {"x"}))
+        note: d.npz: arrays 'X_test', 'meta' are not read (pyro-vae reads x, y, x_test, ...
+    """
+    unread = [name for name in found if name not in read]
+    if not unread:
+        return ""
+    several = len(unread) > 1
+    advice = _renames(found)
+    return (
+        f"note: {path}: {'arrays' if several else 'array'} "
+        f"{', '.join(repr(name) for name in unread)} {'are' if several else 'is'} not read "
+        f"(pyro-vae reads {', '.join(NPZ_KEYS)})" + (f"; to use them, {advice}" if advice else "")
+    )
 
 
 def _read_member(

@@ -167,6 +167,8 @@ def evaluate(
         dataset = load_npz(data, whole=True)
     else:
         dataset = load_dataset(data or cfg.dataset, data_dir or cfg.data_dir, fallback=False)
+    if data is not None and dataset.note and log is not None and ctx.is_main:
+        log(dataset.note)  # e.g. arrays of the file that are not read
     if data is None:
         note = check_own_data(run.folder.path, run.info, dataset, _as_other(dataset.name))
         if note and log is not None and ctx.is_main:

@@ -331,3 +331,41 @@ def test_labels_saved_as_whole_floats_load_and_other_labels_are_refused_naming_t
         assert "'y' must be whole numbers" in message and found in message
         assert "np.unique(y, return_inverse=True)" in message and "leave y out" in message
         assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "arrays, renamed",
+    [
+        ({"x_train": 4, "y_train": 4, "x_test": 2, "y_test": 2}, "x=f['x_train'], y=f['y_train']"),
+        ({"X": 4, "y": 4}, "x=f['X'], y=f['y']"),
+        ({"data": 4}, "x=f['data']"),
+    ],
+)
+def test_an_npz_of_another_convention_is_refused_with_the_renaming(tmp_path, arrays, renamed):
+    """Found by a CLI probe: Keras' mnist.npz layout (x_train, y_train, x_test, y_test) and
+    scikit-learn's X, y were told to 'save images as x=images, y=labels', which says neither
+    that x_test and y_test are read nor which of the file's arrays go where."""
+    rows = {key: np.zeros((n, 3), np.float32) if key[0] in "xXd" else np.zeros(n, int)
+            for key, n in arrays.items()}  # fmt: skip
+    np.savez(tmp_path / "other.npz", **rows)
+    with pytest.raises(DataError, match="no array named 'x'") as info:
+        load_npz(tmp_path / "other.npz")
+    assert renamed in str(info.value)
+    if "x_test" in arrays:  # arrays already named as read keep their names
+        assert "x_test=f['x_test'], y_test=f['y_test']" in str(info.value)
+
+
+def test_arrays_that_are_not_read_are_named_and_a_test_label_without_test_data_refused(tmp_path):
+    """Found by a CLI probe: a file's X_test, a mask saved as 'masks' and y_test beside no
+    x_test were ignored without a word (the test split was carved from x, the mask never
+    applied, the test labels dropped)."""
+    x = np.random.default_rng(0).random((20, 3)).astype(np.float32)
+    np.savez(tmp_path / "typos.npz", x=x, X_test=x[:5], masks=x > 0.1, meta=np.array("v1"))
+    note = load_npz(tmp_path / "typos.npz").note
+    assert "'X_test', 'masks', 'meta' are not read" in note
+    assert "x_test=f['X_test']" in note and "mask=f['masks']" in note
+    np.savez(tmp_path / "clean.npz", x=x, y=np.arange(20) % 2)
+    assert "not read" not in load_npz(tmp_path / "clean.npz").note
+    np.savez(tmp_path / "labels.npz", x=x, y=np.arange(20) % 2, y_test=np.zeros(5, int))
+    with pytest.raises(DataError, match="has 'y_test' but no 'x_test'"):
+        load_npz(tmp_path / "labels.npz")
