@@ -111,3 +111,16 @@ def test_readme_compare_example_runs_and_ranks_both_cells(tmp_path, monkeypatch)
     assert "| rank | objective |" in result.markdown
     assert result.markdown.strip() in (tmp_path / "runs/cmp/comparison.md").read_text()
     assert namespace["best"]["log_px"] == max(row["log_px"] for row in result.rows) < 0
+
+
+def test_every_in_page_link_names_a_section_and_every_section_is_listed():
+    """The contents line at the top: a renamed heading would leave a dead link, and a new
+    section would be missing from it (anchors as GitHub makes them from ``## `` headings)."""
+    text = README.read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^## (.+)$", text, flags=re.M)
+    }
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert [link for link in links if link not in anchors] == []
+    assert anchors == set(links)
