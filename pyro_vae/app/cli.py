@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -574,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pyro.infer.elbo").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    started = time.time()
     try:
         COMMANDS[args.command](args)
     except PyroVAEError as err:
@@ -596,25 +598,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .distributed import launched_as_main
 
         if launched_as_main():  # one line for a whole torchrun launch
-            print(f"pyro-vae: interrupted; {_after_interrupt(args)}", file=sys.stderr)
+            print(f"pyro-vae: interrupted; {_after_interrupt(args, started)}", file=sys.stderr)
         return 130
     finally:
         _leave_process_group()
     return 0
 
 
-def _after_interrupt(args: argparse.Namespace) -> str:
-    """What a Ctrl-C left behind, and how to go on, for the command that was interrupted."""
+def _after_interrupt(args: argparse.Namespace, started: float) -> str:
+    """What a Ctrl-C left behind, and how to go on, for the command that was interrupted
+    (``started``: when it began, which tells a run's checkpoint from one it found there)."""
     if args.command == "train":
-        run = getattr(args, "resume", None) or getattr(args, "out", None)
-        where = "" if run else " (RUN_DIR: the new folder under runs/)"
-        return (
-            f"every checkpoint written is intact: pyro-vae train --resume {run or 'RUN_DIR'} "
-            f"continues the run{where}; one stopped in its first epoch starts afresh"
-        )
+        return _after_interrupted_training(args, started)
     if args.command == "compare":
         return "finished cells are kept: the same command continues the comparison"
     return "no file was written or changed (outputs are written whole, at the end)"
+
+
+def _after_interrupted_training(args: argparse.Namespace, started: float) -> str:
+    """Where an interrupted ``train`` left its folder, read from the folder itself: nothing
+    made yet (interrupted while loading the data), a run without a checkpoint, a replaced
+    run put back, or a run to resume."""
+    from .run_folder import RunFolder
+
+    run = getattr(args, "resume", None) or getattr(args, "out", None)
+    if run is None:
+        return (
+            "every checkpoint written is intact: pyro-vae train --resume RUN_DIR continues "
+            "the run (RUN_DIR: the new folder under runs/, if it was made); one stopped in its "
+            "first epoch starts afresh"
+        )
+    folder = RunFolder(run)
+    if not folder.holds_run():
+        return f"nothing was saved ({run} holds no run): the same command starts it again"
+    try:
+        checkpointed = folder.checkpoint_path.stat().st_mtime
+    except OSError:
+        return f"{run} has no checkpoint yet: pyro-vae train --resume {run} starts it afresh"
+    if checkpointed < started and args.resume is None:
+        return (
+            f"{run} holds the run it held before, unchanged (the new run had no checkpoint "
+            "yet): the same command replaces it again"
+        )
+    return f"every checkpoint written is intact: pyro-vae train --resume {run} continues the run"
 
 
 def _leave_process_group() -> None:

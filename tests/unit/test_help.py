@@ -55,11 +55,57 @@ def test_an_interrupted_command_says_what_it_left_and_how_to_go_on(monkeypatch, 
     for name in ("train", "evaluate", "compare"):
         monkeypatch.setitem(cli.COMMANDS, name, interrupted)
     assert cli.main(["train", "--out", "runs/mine"]) == 130
-    assert "pyro-vae train --resume runs/mine continues the run" in capsys.readouterr().err
+    assert "nothing was saved (runs/mine holds no run)" in capsys.readouterr().err
     assert cli.main(["evaluate", "runs/mine"]) == 130
     assert "no file was written or changed" in capsys.readouterr().err
     assert cli.main(["compare", "--vary", "latent_dim=2,3", "--out", "c"]) == 130
     assert "the same command continues the comparison" in capsys.readouterr().err
+
+
+def test_an_interrupted_train_advises_from_what_its_folder_holds(monkeypatch, capsys, tmp_path):
+    """Found by a hostile probe: Ctrl-C while the data loaded (before the folder is made)
+    said `pyro-vae train --resume DIR continues the run`, of a DIR that did not exist, and
+    after an --overwrite without a checkpoint it offered to 'continue' the run put back."""
+    import json
+    import os
+
+    from pyro_vae.app import cli
+
+    run = tmp_path / "run"
+    stage = {}
+
+    def interrupted(args):
+        if "files" in stage:
+            run.mkdir(exist_ok=True)
+            for name, text in stage["files"].items():
+                (run / name).write_text(text)
+            if "age" in stage:  # a checkpoint written before the command started
+                os.utime(run / "checkpoint.pt", (stage["age"], stage["age"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "train", interrupted)
+    record = {"run.json": json.dumps({"pyro_vae_version": "0.1.0"}), "config.toml": ""}
+    said = {}
+    for case, files, argv in (
+        ("nothing made", None, ["--out", str(run)]),
+        ("first epoch", record, ["--out", str(run)]),
+        ("replacement put back", {**record, "checkpoint.pt": "old"}, ["--out", str(run)]),
+        ("resumed", {**record, "checkpoint.pt": "old"}, ["--resume", str(run)]),
+        ("checkpointed", {**record, "checkpoint.pt": "new"}, ["--out", str(run)]),
+    ):
+        stage.clear()
+        if files is not None:
+            stage["files"] = files
+            if case != "checkpointed" and "checkpoint.pt" in files:
+                stage["age"] = 1e9
+        assert cli.main(["train", *argv]) == 130
+        said[case] = capsys.readouterr().err.strip()
+        assert "\n" not in said[case], case
+    assert f"nothing was saved ({run} holds no run): the same command" in said["nothing made"]
+    assert f"has no checkpoint yet: pyro-vae train --resume {run} starts" in said["first epoch"]
+    assert "holds the run it held before, unchanged" in said["replacement put back"]
+    for case in ("resumed", "checkpointed"):
+        assert f"pyro-vae train --resume {run} continues the run" in said[case], case
 
 
 def test_out_of_memory_names_flags_of_the_command_that_ran_out(monkeypatch, capsys):
