@@ -417,8 +417,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 def _in_plots(run: LoadedRun, name: str) -> Path:
     """``RUN_DIR/plots/NAME``, making plots/ again if it was removed."""
-    run.folder.plots.mkdir(exist_ok=True)
-    return run.folder.plots / name
+    return run.folder.plots_folder() / name
 
 
 MAX_GRID_IMAGES = 1024  # a 32 x 32 grid; 2,000 images took 16 s to draw into a 2.4 MB PNG

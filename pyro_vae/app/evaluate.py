@@ -161,6 +161,8 @@ def evaluate(
     path = out or run.folder.path / default_name(None if own else name, cfg.dataset, split)
     if out is None:  # on every rank, so that all stop together, before any data are read
         check_output_path(path, "--out (by default in RUN_DIR)", ".json", replace=True)
+        if standard_m2(run.model) is not None:  # its confusion matrix goes to plots/
+            run.folder.check_plots()
     if isinstance(data, Dataset):
         dataset = data
     elif whole:
@@ -276,8 +278,7 @@ def evaluate(
         if result.confusion is not None:  # a classifier's (M2's) test labels against its own
             title = f"{dataset.name}, {split}: accuracy {100 * result.accuracy:.2f}%"
             if out is None:  # named as the scores are: other data never replace the run's own
-                run.folder.plots.mkdir(exist_ok=True)
-                confusion = run.folder.plots / confusion_name(path.name)
+                confusion = run.folder.plots_folder() / confusion_name(path.name)
             else:  # beside the scores, in the folder already checked
                 confusion = path.with_name(f"{path.stem}-confusion.png")
             plot_confusion(result.confusion, confusion, title)

@@ -298,6 +298,7 @@ class RunFolder:
             if run.holds_run():
                 if not overwrite:
                     raise _holds_another_run(run.path)
+                run.check_layout()
                 run._set_aside_previous()
             run.check_writable()
         except OSError as err:
@@ -323,6 +324,7 @@ class RunFolder:
         run._refuse_if_not_a_run_folder()
         if run._holds_run_or_its_set_aside() and not overwrite:
             raise _holds_another_run(run.path)
+        run.check_layout()
         existing = next((p for p in (run.path, *run.path.parents) if p.exists()), Path("."))
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise RunFolderError(
@@ -346,12 +348,16 @@ class RunFolder:
         if write:
             try:
                 run._settle()
+                run.check_layout()
             except OSError as err:
                 run._undo([], locked)
                 raise RunFolderError(
                     f"cannot write to run folder {run.path} ({err.strerror or err}); "
                     "make it writable"
                 ) from None
+            except RunFolderError:
+                run._undo([], locked)
+                raise
         # a run stopped in its first epoch has a config but no checkpoint: resume starts it afresh
         if not run.config_path.is_file() or not (write or run.checkpoint_path.is_file()):
             run._undo([], locked)
@@ -394,7 +400,7 @@ class RunFolder:
     def check_writable(self) -> None:
         """Create the folders and prove a file can be written there, now rather than later."""
         try:
-            self.plots.mkdir(parents=True, exist_ok=True)
+            self.plots_folder()
             probe = self.path / ".write-test"
             probe.write_text("ok")
             probe.unlink()
@@ -403,6 +409,45 @@ class RunFolder:
                 f"cannot write to run folder {self.path} ({err.strerror or err}); "
                 "choose a writable --out"
             ) from None
+
+    def check_layout(self) -> None:
+        """RunFolderError, before any work, when a path the run writes is of the wrong kind:
+        a folder where it keeps a file (config.toml, run.json, metrics.csv, checkpoint.pt,
+        eval.json, a plot training draws) or a file where it keeps plots/. Such a folder
+        failed only at its first write, after an epoch of training.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> folder = pathlib.Path(tempfile.mkdtemp())
+            >>> (folder / "metrics.csv").mkdir()
+            >>> RunFolder(folder).check_layout()
+            Traceback (most recent call last):
+            ...
+            pyro_vae.errors.RunFolderError: .../metrics.csv is a folder, where the run keeps ...
+        """
+        files = [self.path / name for name in (*TRAINING_FILES, "eval.json")]
+        files += [self.plots / name for name in TRAINING_PLOTS]
+        for path in files:
+            if path.is_dir():
+                raise RunFolderError(
+                    f"{path} is a folder, where the run keeps its file {path.name}; move or "
+                    "rename that folder and rerun"
+                )
+        self.check_plots()
+
+    def plots_folder(self) -> Path:
+        """plots/, made if missing; RunFolderError naming the fix when a file has its name."""
+        self.check_plots()
+        self.plots.mkdir(parents=True, exist_ok=True)
+        return self.plots
+
+    def check_plots(self) -> None:
+        """RunFolderError when a file has the name of the run's plots/ folder."""
+        if self.plots.exists() and not self.plots.is_dir():
+            raise RunFolderError(
+                f"{self.plots} is a file, where the run keeps its plots/ folder; move or rename "
+                "that file and rerun"
+            )
 
     # -- the lock -------------------------------------------------------------------------------
 

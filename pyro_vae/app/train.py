@@ -463,13 +463,13 @@ def _save_plots(
     model: nn.Module, trainer: Trainer, data: TrainingData, run: RunFolder, seed: int
 ) -> None:
     """Every plot for a standard VAE or an M2; the losses alone for any other model."""
+    run.plots_folder()  # one line naming the fix where a file took its name mid-run
     if isinstance(model, M2):
         white = white_of(data_support(model), observed_range(data.train)[1])
         save_m2_plots(model, trainer.history, data.test, run.plots, trainer.units, white, seed)
         return
     vae = standard_vae(model)
     if vae is None:
-        run.plots.mkdir(exist_ok=True)
         plot_losses(trainer.history, run.plots / "losses.png", trainer.units)
         return
     white = white_of(data_support(vae), observed_range(data.train)[1])
