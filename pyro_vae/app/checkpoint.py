@@ -291,6 +291,13 @@ def _try_rng_state(entry: Any) -> None:
         raise TypeError("the cuda states are not a list of tensors")
 
 
+def _check_record(value: Any) -> str | None:
+    fingerprint = value.get("data_fingerprint", {}) if isinstance(value, dict) else None
+    if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("sha256", ""), str):
+        return f"is {value!r:.80}, expected a table of what the run was trained on"
+    return None
+
+
 def _check_recoveries(value: Any) -> str | None:
     return None if _is_int(value) and value >= 0 else f"is {value!r:.40}, expected a count"
 
@@ -305,6 +312,7 @@ _CHECKS = {
     "history": _check_history,
     "rng": _check_rng,
     "recoveries": _check_recoveries,
+    "record": _check_record,
 }
 
 

@@ -13,9 +13,10 @@ Example::
 
     state = read_checkpoint(run)            # None: the run stopped in its first epoch
     if state is not None:
-        check_config(run, cfg, Config.from_dict(state["config"], saved=True))
+        recorded = run_record_of(run, state)
+        check_config(run, cfg, Config.from_dict(state["config"], saved=True), recorded)
         check_epochs(run, cfg.epochs, state["position"], "--epochs")
-        check_data(run, run.read_info(), data_fingerprint(dataset), "data.npz")
+        check_data(run, recorded, data_fingerprint(dataset), "data.npz")
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from .run_folder import RunFolder
 
 __all__ = [
     "RESUMABLE",
+    "RECORD_KEYS",
+    "run_record_of",
     "read_checkpoint",
     "check_config",
     "check_epochs",
@@ -61,6 +64,9 @@ RESUMABLE = frozenset(
         "eval_k",
     }
 )
+# what a resume checks the data, model and objective against: run.json's, and (since a
+# damaged or deleted run.json let a resume train on other data unchecked) each checkpoint's
+RECORD_KEYS = ("data_fingerprint", "model_source", "model_class", "objective_class")
 _NEW_RUN = "train a new run (--out NEW_DIR, or --overwrite to replace this one)"
 
 
@@ -89,13 +95,28 @@ def _epochs_on_record(run: RunFolder) -> int:
     return max(rows, done if type(done) is int else 0)
 
 
-def check_config(run: RunFolder, cfg: Config, saved: Config) -> None:
+def run_record_of(run: RunFolder, state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """run.json's record, with the checkpoint's (``state["record"]``) in place of it: the
+    checkpoint holds what its weights were trained on, also where run.json was damaged,
+    deleted or edited; run.json alone for a checkpoint of an older pyro-vae.
+
+    Example:
+        >>> import tempfile
+        >>> run = RunFolder(tempfile.mkdtemp())  # no run.json
+        >>> run_record_of(run, {"record": {"data_fingerprint": {"sha256": "ab"}}})
+        {'data_fingerprint': {'sha256': 'ab'}}
+    """
+    saved = (state or {}).get("record", {})
+    return {**run.read_info(), **{key: saved[key] for key in RECORD_KEYS if key in saved}}
+
+
+def check_config(run: RunFolder, cfg: Config, saved: Config, recorded: Mapping[str, Any]) -> None:
     """Refuse when ``cfg`` (config.toml with the command line's epochs) differs from the
     config the checkpoint was trained with in a setting outside :data:`RESUMABLE`.
 
-    A run whose data have a fingerprint on record may name them by another path (a moved
-    file): :func:`check_data` then compares the data themselves."""
-    movable = RESUMABLE | ({"dataset"} if "data_fingerprint" in run.read_info() else set())
+    A run whose data have a fingerprint on record (``recorded``: :func:`run_record_of`) may
+    name them by another path (a moved file): :func:`check_data` then compares the data."""
+    movable = RESUMABLE | ({"dataset"} if "data_fingerprint" in recorded else set())
     differ = [
         f"{name} = {_shown(getattr(cfg, name))} in config.toml but "
         f"{_shown(getattr(saved, name))} in checkpoint.pt"
@@ -171,9 +192,9 @@ def check_data(
     then = recorded.get("data_fingerprint")
     if not isinstance(then, dict):
         return (
-            f"note: {run.info_path} holds no fingerprint of the training data (an older "
-            "pyro-vae wrote it), so the data could not be checked against the run's; they "
-            "are recorded now"
+            f"note: neither {run.info_path} nor the checkpoint holds a fingerprint of the "
+            "training data (an older pyro-vae wrote them), so the data could not be checked "
+            "against the run's; they are recorded now"
         )
     if what := data_change(then, now):
         raise DataError(

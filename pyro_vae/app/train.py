@@ -52,6 +52,7 @@ from .m2 import save_m2_plots
 from .plots import plot_losses, save_run_plots, white_of
 from .registry import load_dataset
 from .resume import (
+    RECORD_KEYS,
     check_config,
     check_data,
     check_epochs,
@@ -59,6 +60,7 @@ from .resume import (
     data_fingerprint,
     is_complete,
     read_checkpoint,
+    run_record_of,
 )
 from .run_folder import RunFolder, default_run_dir
 from .runtime import apply_threads, seed_everything
@@ -315,7 +317,8 @@ def _resume_config(run: RunFolder, epochs: int | None) -> tuple[Config, dict[str
         cfg = cfg.replace(epochs=epochs)
     state = read_checkpoint(run)
     if state is not None:
-        check_config(run, cfg, Config.from_dict(state["config"], saved=True))
+        recorded = run_record_of(run, state)
+        check_config(run, cfg, Config.from_dict(state["config"], saved=True), recorded)
         source = "--epochs" if epochs is not None else f"epochs in {run.config_path.name}"
         check_epochs(run, cfg.epochs, state["position"], source)
     return cfg, state
@@ -337,7 +340,7 @@ def _train(
 ) -> TrainResult:
     """Train a new run (``run`` None) or continue ``run`` from its checkpoint ``state``
     (None: afresh); the data and the model are checked against a resumed run's record."""
-    recorded = run.read_info() if state is not None else {}
+    recorded = run_record_of(run, state) if state is not None else {}
     threads_note = apply_threads(cfg.threads)
     if run is None and cfg.out:
         RunFolder.check_can_create(cfg.out, overwrite)  # before any data are loaded
@@ -415,6 +418,7 @@ def _train(
     if isinstance(prepared, SemiSupervisedData):
         info["num_labelled"] = prepared.num_labelled
         info["num_unlabelled"] = prepared.num_unlabelled
+    trainer.record = {key: info[key] for key in RECORD_KEYS if key in info}
     if state is not None:
         check_model(run, recorded, info)
         note = trainer.load_state_dict(state, str(run.checkpoint_path))

@@ -183,6 +183,8 @@ class Trainer:
         self.parameter_names = {id(p): name for name, p in model.named_parameters()}
         self.history: list[dict[str, Any]] = []
         self.recoveries = 0
+        # what a resume checks against (RECORD_KEYS of run.json), kept in each checkpoint too
+        self.record: dict[str, Any] = {}
         self.remember_good_state()
         self._validated = False
         # real-valued data: what independent per-feature Gaussians score on the test split
@@ -398,6 +400,7 @@ class Trainer:
             "history": self.history,
             "recoveries": self.recoveries,
             "rng": gather_objects(capture_rng_state(), self.ctx),
+            "record": self.record,
         }
 
     def remember_good_state(self) -> None:

@@ -13,6 +13,7 @@ import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 
 from pyro_vae import Config, build_vae
+from pyro_vae.app.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.app.cli import main
 from pyro_vae.app.resume import RESUMABLE, check_epochs, data_fingerprint
 from pyro_vae.app.run_folder import RunFolder
@@ -157,14 +158,40 @@ def test_the_same_data_saved_again_resume(own_data):
     assert len(train(resume=out, epochs=2, **QUIET).history) == 2
 
 
+def without_record(run):
+    """The run as an older pyro-vae wrote it: no record in its checkpoint."""
+    state = load_checkpoint(run / "checkpoint.pt")
+    del state["record"]
+    save_checkpoint(run / "checkpoint.pt", state)
+
+
 def test_a_run_recorded_without_a_fingerprint_resumes_with_a_note(run):
     info = json.loads((run / "run.json").read_text())
     del info["data_fingerprint"]  # as an older pyro-vae wrote it
     (run / "run.json").write_text(json.dumps(info))
+    without_record(run)
     said = []
     train(resume=run, epochs=2, progress=False, log=said.append)
-    assert any("holds no fingerprint of the training data" in line for line in said)
+    assert any("holds a fingerprint of the training data" in line for line in said)
     assert "sha256" in RunFolder(run).read_info()["data_fingerprint"]
+    assert "sha256" in load_checkpoint(run / "checkpoint.pt")["record"]["data_fingerprint"]
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"pyro_vae_version": "0.1.0", "data_f', None])
+def test_other_data_are_refused_when_run_json_is_damaged_or_gone(own_data, damage):
+    """Found by a hostile probe: a truncated or deleted run.json made a resume take other data
+    with a note that an older pyro-vae had written the run; the checkpoint keeps the record."""
+    out, path = own_data
+    info = out / "run.json"
+    info.unlink() if damage is None else info.write_bytes(damage)
+    rewrite(path, flip_a_pixel)
+    before = files(out)
+    with pytest.raises(DataError, match="same shapes, other values"):
+        train(resume=out, epochs=2, **QUIET)
+    assert files(out) == before
+    rewrite(path, flip_a_pixel)  # the data it was trained on again: it resumes
+    assert len(train(resume=out, epochs=2, **QUIET).history) == 2
+    assert RunFolder(out).read_info()["data_fingerprint"]["sha256"]
 
 
 def test_the_fingerprint_tells_values_labels_and_dtypes_apart():
@@ -262,6 +289,9 @@ def test_a_model_or_objective_from_python_must_be_passed_again(tiny_npz, tmp_pat
     with pytest.raises(ModelError, match="has the config's model and objective Trace_ELBO"):
         train(resume=run, epochs=2, objective=Trace_ELBO(), **QUIET)
     assert files(run) == before
+    (out / "run.json").write_text("")  # the checkpoint keeps the record
+    with pytest.raises(ModelError, match="VAE passed from Python"):
+        train(resume=out, epochs=2, **QUIET)
 
 
 def test_the_readme_names_every_setting_a_resume_may_change():
