@@ -572,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Pyro's ELBOs log "Guessed max_plate_nesting = 1" at INFO for any traced model: a
     # line between the command's own that tells its user nothing
     logging.getLogger("pyro.infer.elbo").setLevel(logging.WARNING)
+    # every figure is drawn off screen (Agg): a backend the environment names is never used,
+    # and one matplotlib does not know (MPLBACKEND=bogus) failed `import matplotlib` itself
+    os.environ.pop("MPLBACKEND", None)
     args = build_parser().parse_args(argv)
     args.argv = argv
     started = time.time()
