@@ -406,7 +406,7 @@ class Config:
         """The config in TOML file ``path``; ``saved`` as in :meth:`from_dict`."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not TOML
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist; check the path") from None
         except (OSError, UnicodeDecodeError) as err:

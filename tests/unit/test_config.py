@@ -118,3 +118,14 @@ def test_a_home_folder_tilde_is_expanded_as_a_shell_would(monkeypatch, tmp_path)
     cfg = Config.from_toml_text("out = '~/runs/a'\ndata_dir = '~/data'\n")
     assert (cfg.out, cfg.data_dir) == (str(tmp_path / "runs/a"), str(tmp_path / "data"))
     assert Config(out="runs/~a").out == "runs/~a"  # only a leading ~ is the home folder
+
+
+def test_a_config_saved_with_a_byte_order_mark_reads_as_without_one(tmp_path):
+    """Windows editors (Notepad's "UTF-8 with BOM") start the file with U+FEFF, which TOML
+    refuses as "Invalid statement" at line 1: the mark is not part of the config."""
+    text = '[training]\nepochs = 3\nlr = 0.01\n\n[model]\nlatent_dim = 4\nprior = "mog"\n'
+    plain, marked = tmp_path / "plain.toml", tmp_path / "marked.toml"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_text(text, encoding="utf-8-sig")
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert Config.from_file(marked) == Config.from_file(plain) != Config()
