@@ -12,7 +12,9 @@
   a step with no Pyro-style structure at all: the same parts' networks called as tensors, the
   same Bernoulli log-mass, the same fused Adam and the same NaN guard (``StepScan``), but no
   distribution objects, loss module or objective. What a distribution-free fast path for
-  the built-in parts could reach at best; ``--threads`` sets torch's threads.
+  the built-in parts could reach at best; also the default step with the guard's scan moved
+  into backward hooks (each gradient scanned while still in cache); ``--threads`` sets
+  torch's threads.
 - ``log-px``: one chunk of the K=1000 log p(x) (two datapoints x 1,000 samples) against its
   decoder + likelihood alone and against the reference matmuls of the bench's rate; the
   ratio reference / (decoder + likelihood) bounds the fraction of the matmul rate that any
@@ -25,6 +27,7 @@ Compare two checkouts by running each in turn, e.g.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -148,6 +151,32 @@ def structure_free_step(trainer: Trainer):
     return step
 
 
+def hooked_scan_step(trainer: Trainer):
+    """The ``--on-nan off`` step with the guard's scan moved into backward: each gradient is
+    scanned by a post-accumulate-grad hook right after autograd writes it (still in cache),
+    and the flag is read after ``backward``. The hooks stay on ``trainer``'s parameters."""
+    found, one = torch.zeros(1), torch.ones(1)
+
+    def scan(parameter: torch.nn.Parameter) -> None:
+        torch._amp_foreach_non_finite_check_and_unscale_([parameter.grad], found, one)
+
+    for parameter in trainer.parameters:
+        parameter.register_post_accumulate_grad_hook(scan)
+    num_data = trainer.data.num_train
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        loss = trainer._loss(x, num_data, 1.0, None, trainer.train_module)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        found.zero_()
+        loss.backward()
+        if float(found) or not math.isfinite(float(loss.detach())):
+            raise RuntimeError("non-finite step")
+        trainer.optimizer.step()
+        return loss.detach()
+
+    return step
+
+
 def step_ceiling(steps: int) -> str:
     data = _data(BenchSettings(), torch.device("cpu"), "dynamic")
     rows = []
@@ -158,6 +187,7 @@ def step_ceiling(steps: int) -> str:
             ("default", "recover"),
             ("on-nan off", "off"),
             ("no structure", "recover"),
+            ("scan in backward hooks", "off"),
         ):
             torch.manual_seed(0)
             trainers[name] = Trainer(
@@ -165,6 +195,7 @@ def step_ceiling(steps: int) -> str:
             )
         contenders = {name: t.train_step for name, t in trainers.items()}
         contenders["no structure"] = structure_free_step(trainers["no structure"])
+        contenders["scan in backward hooks"] = hooked_scan_step(trainers["scan in backward hooks"])
         contenders["hand"] = handwritten_step(trainers["default"].model, data.num_train)
         x_epoch = data.epoch_train(0)
         batches = [x_epoch[i] for i in data.batch_indices(0, batch)]
