@@ -88,7 +88,9 @@ def impute_file(
     figure = _figure_path(figure, out, tuple(x.shape[1:]))
     if not has_missing(x, str(data), "x", "impute from", mask):  # before the model loads
         raise DataError(
-            f"{data}: x has no missing entry (no NaN, and no False in a mask); nothing to impute"
+            f"{data}: x has no missing entry (no NaN, and no False in a mask); nothing to "
+            "impute. Mark a missing entry as NaN in x, or save a boolean array named 'mask' "
+            "of x's shape, False where missing: numpy.savez(path, x=x, mask=observed)"
         )
     run = load_run(run_dir, device, model=model)
     _check_imputable(run)

@@ -105,6 +105,19 @@ def test_a_bad_figure_path_is_refused_before_any_work(runs, tmp_path, figure, me
 
 
 @pytest.mark.parametrize(
+    "arrays", [{}, {"masks": np.zeros((4, 28, 28), bool)}], ids=["no-mask", "misnamed-mask"]
+)
+def test_data_without_holes_say_how_to_mark_a_missing_entry(tmp_path, arrays):
+    """A mask saved under another name ('masks') is not read, so x looks complete: the
+    refusal says how pyro-vae reads missing entries rather than only that there are none."""
+    np.savez(tmp_path / "full.npz", x=np.full((4, 28, 28), 0.5, np.float32), **arrays)
+    with pytest.raises(DataError, match="nothing to impute") as caught:
+        impute_file(tmp_path / "no-run", tmp_path / "full.npz", tmp_path / "o.npz")
+    assert "NaN" in str(caught.value) and "named 'mask'" in str(caught.value)
+    assert "mask=" in str(caught.value)  # the numpy.savez that saves one
+
+
+@pytest.mark.parametrize(
     "arrays, message",
     [
         ({"mask": np.ones((4, 28, 28), bool)}, "x has no missing entry"),
