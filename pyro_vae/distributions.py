@@ -203,6 +203,22 @@ class _BernoulliLogMass(torch.autograd.Function):
         return grad_logits, grad_value, None, None
 
 
+def _plain(*values: object) -> bool:
+    """Whether every tensor among ``values`` is a plain ``torch.Tensor``, not a subclass.
+
+    A custom ``autograd.Function`` loses the graph on a subclass that overrides
+    ``__torch_function__``: Pyro's ``ProvenanceTensor``, which ``TraceGraph_ELBO`` wraps
+    around each model value drawn from a distribution without ``rsample`` (a mixture prior,
+    M2's label), would get no gradient back. Such inputs take torch's own formula.
+
+    Example:
+        >>> from pyro.ops.provenance import ProvenanceTensor
+        >>> _plain(torch.ones(2), 1.0), _plain(ProvenanceTensor(torch.ones(2), frozenset("z")))
+        (True, False)
+    """
+    return all(type(v) is torch.Tensor for v in values if torch.is_tensor(v))
+
+
 @functools.lru_cache(maxsize=64)
 def _product_block(size: int, dtype: torch.dtype) -> int:
     """The largest divisor of ``size`` such that a product of that many factors in [1/2, 1]
@@ -235,6 +251,8 @@ class BernoulliPixels(dist.Independent):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         bernoulli = self.base_dist
+        if not _plain(bernoulli.logits, value):
+            return super().log_prob(value)
         if bernoulli._validate_args:
             bernoulli._validate_sample(value)
         logits, broadcast = broadcast_all(bernoulli.logits, value)

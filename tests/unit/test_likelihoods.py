@@ -4,8 +4,9 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
+from pyro.infer import Trace_ELBO, TraceGraph_ELBO
 
-from pyro_vae import Config, ConfigError
+from pyro_vae import Config, ConfigError, mlp_vae
 from pyro_vae.app.build import build_likelihood, build_model, build_vae, start_likelihood_from_data
 from pyro_vae.app.registry import LIKELIHOODS
 from pyro_vae.data import SUPPORTS, prepare_data
@@ -16,6 +17,7 @@ from pyro_vae.likelihoods import (
     bits_per_dim,
     scale_from_data,
 )
+from pyro_vae.priors import MixtureOfGaussiansPrior
 
 SHAPE = (1, 3, 4)  # not square, so a wrong reshape shows
 PIXELS = 12
@@ -350,3 +352,24 @@ def test_one_shared_scale_starts_at_the_spread_about_each_features_mean_whatever
     assert torch.allclose(scale_from_data(shifted), scale_from_data(x), rtol=1e-4)
     assert float(scale_from_data(shifted)) < 0.2 * float(shifted[~torch.isnan(shifted)].std())
     assert float(scale_from_data(torch.full((5, 3), math.nan))) == pytest.approx(1.0)  # no data
+
+
+@pytest.mark.parametrize("name", sorted(LIKELIHOODS))
+def test_tracegraph_elbo_gets_trace_elbos_gradient_below_a_latent_without_rsample(name):
+    """TraceGraph_ELBO wraps each model value drawn from a distribution without ``rsample``
+    (z under a mixture prior, M2's label) in Pyro's ProvenanceTensor; every likelihood must
+    still pass its gradient back to the decoder and, through z, to the encoder, as under
+    Trace_ELBO (same draws), rather than silently train the encoder on the KL alone."""
+    likelihood = make(name)
+    vae = mlp_vae(SHAPE, 2, [8], likelihood=likelihood, prior=MixtureOfGaussiansPrior(2, 3))
+    x = random_data(name, 4)
+    grads = []
+    for elbo in (Trace_ELBO(), TraceGraph_ELBO()):
+        vae.zero_grad()
+        pyro.set_rng_seed(0)
+        elbo.loss_and_grads(vae.model, vae.guide, x)
+        grads.append({n: p.grad.clone() for n, p in vae.named_parameters() if p.grad is not None})
+    assert grads[1].keys() == grads[0].keys()
+    assert any(n.startswith("decoder") for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], msg=f"{name}: gradient of {n}")

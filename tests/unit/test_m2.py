@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
 from torch import nn
 
 import pyro_vae
@@ -346,6 +346,21 @@ def test_objectives_that_cannot_sum_the_label_refuse_in_one_line(small_m2, objec
 def test_graph_samples_the_label(small_m2, pixels):
     loss = SemiSupervisedLoss(Graph_ELBO(), small_m2, num_labelled=10)
     assert torch.isfinite(loss(pixels, None, 1.0, torch.full((6,), UNLABELLED)))
+
+
+def test_graph_trains_the_decoder_through_the_sampled_label(small_m2, pixels):
+    """The sampled label is not reparameterizable, so TraceGraph_ELBO tracks its provenance
+    through the decoder: p(x|y,z) must still send the decoder Trace_ELBO's gradient."""
+    grads = []
+    for elbo in (Trace_ELBO(), TraceGraph_ELBO()):
+        small_m2.zero_grad()
+        pyro.set_rng_seed(0)
+        elbo.loss_and_grads(small_m2.model, small_m2.guide, pixels)
+        grads.append({n: p.grad for n, p in small_m2.named_parameters() if p.grad is not None})
+    assert any(name.startswith("decoder") for name in grads[0])
+    assert grads[1].keys() == grads[0].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)
 
 
 # -- through the pipeline ---------------------------------------------------------------------
