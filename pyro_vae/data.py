@@ -402,9 +402,8 @@ def check_support(
         pyro_vae.errors.DataError: likelihood 'bernoulli' needs binary pixels but x values ...
     """
     if bool(torch.isinf(x).any()):
-        raise DataError(
-            f"{name}: its {split} holds infinite values; remove them, or mark them missing (NaN)"
-        )
+        where = f"{name}: its {split}" if split else name
+        raise DataError(f"{where} holds infinite values; remove them, or mark them missing (NaN)")
     x = _observed(x)
     low, high = float(x.min()), float(x.max())
     found = _found(x, name, split)
@@ -426,6 +425,12 @@ def check_support(
         )
     if support == "counts":
         _check_counts(x, found, likelihood_name)
+    if support == "levels" and (low < 0 or high > 255 or not bool((x == x.round()).all())):
+        raise DataError(
+            f"likelihood {likelihood_name!r} needs 8-bit integer levels 0..255 but {found}; "
+            "give it the levels themselves (uint8 images, not divided by 255), or "
+            f"{likelihood_advice(x)}"
+        )
     if support == "open-unit" and (low <= 0 or high >= 1):
         inside = "use --likelihood continuous-bernoulli" if low >= 0 and high <= 1 else ""
         raise DataError(

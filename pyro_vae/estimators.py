@@ -40,7 +40,8 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from .convention import GuideCall, ModelCall, convention_of, standard_vae
+from .convention import GuideCall, ModelCall, convention_of, data_support, standard_vae
+from .data import check_support
 from .errors import ConfigError, ModelError
 from .families.m2 import standard_m2
 from .missing import handles_missing, has_missing
@@ -149,6 +150,7 @@ def elbo_per_datapoint(
     """
     shard = shard or Shard()
     x = as_model_input(vae, x)
+    check_scorable(vae, x)
     if standard_m2(vae) is not None:  # y is summed out: the ELBO of log p(x)
         from .semisupervised import m2_elbo_per_datapoint
 
@@ -174,6 +176,29 @@ def elbo_per_datapoint(
                 chunk_y = None if y is None else y[start : start + batch_size]
                 total -= elbo.loss(model, guide, batch, None, 1.0, chunk_y)
     return float(shard.reduce(total)) / len(x)
+
+
+def check_scorable(model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse data the model's likelihood cannot score, in one line naming the fix: missing
+    (NaN) entries for a model that scores every entry, and observed values outside the
+    likelihood's declared support (grey pixels for a Bernoulli, 0 or 1 for a Beta), which
+    would otherwise fail deep in torch's validation or score as NaN.
+
+    Example:
+        >>> from pyro_vae import mlp_vae
+        >>> check_scorable(mlp_vae((1, 2, 2), 2, [4]), torch.full((3, 1, 2, 2), 0.5))
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.DataError: likelihood 'BernoulliLikelihood' needs binary pixels but ...
+    """
+    if not handles_missing(model) and has_missing(x):
+        raise ModelError(
+            "x holds missing (NaN) entries but the model scores every entry: call "
+            "pyro_vae.missing.allow_missing(model) first, to score log p(x_obs)"
+        )
+    if torch.is_tensor(x) and x.numel() and (x.is_floating_point() or x.dtype == torch.bool):
+        likelihood = getattr(model, "likelihood", model)
+        check_support(x, "x", "", data_support(model), type(likelihood).__name__)
 
 
 def _fast_vae(model: nn.Module) -> VAE | None:
@@ -445,11 +470,7 @@ def evaluate_vae(
             f"evaluation needs an int k >= 1 and at least one datapoint (k={k!r}, N={len(x)})"
         )
     shard = shard or Shard()
-    if not handles_missing(vae) and has_missing(x):
-        raise ModelError(
-            "x holds missing (NaN) entries but the model scores every entry: call "
-            "pyro_vae.missing.allow_missing(model) first, to score log p(x_obs)"
-        )
+    check_scorable(vae, x)
     if isinstance(vae, AmortizedModel):  # a shape that does not fit is named whole, not a chunk's
         x = vae.shaped(x)
     if standard_m2(vae) is not None:  # log p(x) with y summed out, and the classifier

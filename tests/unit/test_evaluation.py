@@ -14,9 +14,11 @@ import torch
 from linear_gaussian import LinearGaussian
 from pyro.infer import config_enumerate
 
-from pyro_vae import Config, build_vae
+from pyro_vae import Config, build_vae, mlp_vae
+from pyro_vae.app.build import build_likelihood
 from pyro_vae.app.cli import main
 from pyro_vae.app.evaluate import evaluate
+from pyro_vae.app.registry import LIKELIHOODS
 from pyro_vae.app.train import train
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.estimators import MAX_DECODED_VALUES, elbo_per_datapoint, evaluate_vae
@@ -494,3 +496,27 @@ def test_evaluate_vae_takes_numpy_data_and_names_bad_arguments_whole():
         evaluate_vae(vae, torch.zeros(3, 6), k=2)
     with pytest.raises(ConfigError, match=r"an int k >= 1 .*k=2\.5"):
         evaluate_vae(vae, x, k=2.5)
+
+
+# one observed value outside each support: a boundary a Beta scores as NaN, grey levels, ...
+OUTSIDE = {"binary": 0.5, "unit": 1.5, "open-unit": 0.0, "levels": 0.5, "counts": 2.5,
+           "real": math.inf}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LIKELIHOODS))
+def test_data_outside_the_likelihoods_support_are_refused_in_one_line(name):
+    """evaluate_vae and elbo_per_datapoint name the data and the support, rather than fail
+    deep in torch's validation or return NaN, whatever the likelihood."""
+    likelihood = build_likelihood(Config(likelihood=name), (1, 2, 3))
+    vae = mlp_vae((1, 2, 3), 2, [4], likelihood=likelihood)
+    x = torch.ones(2, 1, 2, 3) * (0.5 if likelihood.support in ("unit", "open-unit") else 1.0)
+    x[1, 0, 1, 2] = OUTSIDE[likelihood.support]
+    assert math.isfinite(evaluate_vae(vae, x[:1], k=2).log_px)
+    for score in (lambda: evaluate_vae(vae, x, k=2), lambda: elbo_per_datapoint(vae, x)):
+        with pytest.raises(DataError) as error:
+            score()
+        assert "\n" not in str(error.value)
+        if likelihood.support == "real":
+            assert str(error.value).startswith("x holds infinite values")
+        else:
+            assert f"likelihood '{type(likelihood).__name__}' needs" in str(error.value)
