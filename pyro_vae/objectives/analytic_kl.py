@@ -39,6 +39,7 @@ from torch.distributions import kl_divergence
 
 from .base import SurrogateLoss
 from .beta import scale_latents
+from .enumerated import check_enumerable, enumerated_pair
 from .structured import plate_scale, structured_vae, vae_arguments
 from .traces import refuse_dependent_guide
 
@@ -61,6 +62,8 @@ class AnalyticKL_ELBO(SurrogateLoss, TraceMeanField_ELBO):
         self._reported: set[tuple[str, str, str]] = set()
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
+        if enumerated_pair(model, guide) is not None:  # M2's label has no KL to take
+            check_enumerable(self)
         vae = structured_vae(model, guide)
         if vae is None:
             model, guide = scale_latents(model, self.beta), scale_latents(guide, self.beta)
