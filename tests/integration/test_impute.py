@@ -130,8 +130,9 @@ def test_the_readme_example_runs():
     exec(compile(block, "README.md", "exec"), namespace)
     filled, holes = namespace["filled"], namespace["holes"]
     assert filled.mean.shape == (8, 1, 28, 28) and filled.draws.shape == (5, 8, 1, 28, 28)
-    seen = ~holes[:8].isnan()
-    assert torch.equal(filled.mean[seen], holes[:8][seen]) and filled.mean.isfinite().all()
+    imputed = holes[::63]  # a strided subset: mnist5k's splits are sorted by class
+    seen = ~imputed.isnan()
+    assert torch.equal(filled.mean[seen], imputed[seen]) and filled.mean.isfinite().all()
 
 
 def test_the_missing_values_experiment_runs_on_a_tiny_budget(tmp_path):
