@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 __all__ = [
     "Dataset",
@@ -40,6 +40,7 @@ __all__ = [
     "load_digits",
     "read_idx",
     "default_data_dir",
+    "check_data_argument",
     "TENSORS_SOURCE",
 ]
 
@@ -167,6 +168,25 @@ class Dataset:
     @property
     def is_8bit(self) -> bool:
         return self.x_train.dtype == torch.uint8
+
+
+def check_data_argument(data: object, where: str, names: bool) -> None:
+    """ConfigError unless ``data`` is None, a :class:`Dataset` or (where ``names``) a dataset
+    name or ``.npz`` path: tensors, arrays or a tuple of them are named with the wrapper.
+
+    Example:
+        >>> check_data_argument((torch.zeros(4, 3), torch.zeros(2, 3)), "train()", names=False)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: train(): data must be a pyro_vae.datasets.Dataset, not a ...
+    """
+    if data is None or isinstance(data, Dataset) or (names and isinstance(data, (str, Path))):
+        return
+    accepted = "a pyro_vae.datasets.Dataset" + (", a dataset name or an .npz path" if names else "")
+    raise ConfigError(
+        f"{where}: data must be {accepted}, not a {type(data).__name__}; wrap your tensors or "
+        "arrays: data=Dataset.from_tensors(x_train, x_test) (labels and masks by name)"
+    )
 
 
 def default_data_dir() -> Path:

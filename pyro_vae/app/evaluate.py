@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..convention import convention_of, data_support
 from ..data import draw_binary, prepare_data, seeded_generator
-from ..datasets import Dataset, load_npz
+from ..datasets import Dataset, check_data_argument, load_npz
 from ..errors import ConfigError, DataError, PyroVAEError
 from ..estimators import Evaluation, evaluate_vae
 from ..families.cvae import CVAE
@@ -92,7 +92,7 @@ class RunEvaluation(Evaluation):
 def evaluate(
     run_dir: str | Path,
     *,
-    data: str | Dataset | None = None,
+    data: str | Path | Dataset | None = None,
     data_dir: str = "",
     split: str = "test",
     k: int | None = None,
@@ -130,6 +130,8 @@ def evaluate(
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
+    check_data_argument(data, "evaluate()", names=True)
+    data = str(data) if isinstance(data, Path) else data
     if out is not None:  # before the run is read
         out = check_output_path(out, "--out", ".json", replace=True)
     timeout = dist_timeout if dist_timeout is not None else _run_dist_timeout(run_dir)

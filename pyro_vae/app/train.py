@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..convention import convention_of, data_support, standard_vae
 from ..data import TrainingData, observed_range, prepare_data
-from ..datasets import Dataset
+from ..datasets import Dataset, check_data_argument
 from ..errors import ConfigError, PyroVAEError, RunFolderError
 from ..families.m2 import M2
 from ..missing import allow_missing
@@ -255,6 +255,7 @@ def train(
     log = log or tqdm.write
     named = objective if isinstance(objective, str) else None
     check_objective(objective)
+    check_data_argument(data, "train()", names=False)
     objective = None if named is not None else objective
     kwargs = dict(model=model, data=data, objective=objective, progress=progress, log=log)
     if resume is None:
@@ -287,9 +288,32 @@ def train(
         run.release()  # also when a check refuses: the folder is left as it was
 
 
+# Pyro's ELBOs that training cannot step, and what stands in for each
+_INSTEAD = {
+    "RenyiELBO": "'renyi:alpha=A,k=K' (a differentiable Renyi bound; 'iwae:k=K' is alpha=0)",
+    "TraceGraph_ELBO": "'graph' (TraceGraph_ELBO made a differentiable loss)",
+    "TraceTailAdaptive_ELBO": "'tail-adaptive:k=K'",
+    "JitTrace_ELBO": "Trace_ELBO() or 'elbo' (a VAE's own model and guide run untraced)",
+    "JitTraceMeanField_ELBO": "TraceMeanField_ELBO() or 'analytic-kl'",
+    "JitTraceGraph_ELBO": "'graph'",
+    "JitTraceEnum_ELBO": "TraceEnum_ELBO(max_plate_nesting=1)",
+}
+
+
 def check_objective(objective: object) -> None:
     """ConfigError unless ``objective`` is None, a valid name, or an ELBO the trainer can
-    step with torch.optim (one with a ``differentiable_loss``, as Pyro's RenyiELBO is not)."""
+    step with torch.optim: one with a ``differentiable_loss`` (Pyro's RenyiELBO and
+    TraceGraph_ELBO have none) that takes the trainer's arguments (Pyro's ``Jit*`` ELBOs
+    compile for tensor arguments alone, and a step passes ``num_data`` and ``kl_scale`` as
+    numbers). The error names the objective that stands in for it.
+
+    Example:
+        >>> from pyro.infer import TraceGraph_ELBO
+        >>> check_objective(TraceGraph_ELBO())
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: objective TraceGraph_ELBO has no differentiable_loss, ...
+    """
     if objective is None:
         return
     if isinstance(objective, str):
@@ -300,12 +324,18 @@ def check_objective(objective: object) -> None:
             f"objective must be a pyro.infer.ELBO instance or a name such as 'iwae:k=5', not "
             f"{type(objective).__name__}"
         )
+    name = type(objective).__name__
+    instead = _INSTEAD.get(name, "a name such as 'iwae:k=5'")
     if not callable(getattr(objective, "differentiable_loss", None)):
         raise ConfigError(
-            f"objective {type(objective).__name__} has no differentiable_loss, which training "
-            "with torch.optim needs (Pyro's RenyiELBO has none); pass a name instead: "
-            "'renyi:alpha=A,k=K' is a differentiable Renyi bound, 'iwae:k=K' its alpha=0 "
-            "(pyro_vae.build_objective lists them all: pyro-vae list)"
+            f"objective {name} has no differentiable_loss, which training with torch.optim "
+            f"needs; pass {instead} instead (pyro-vae list shows every objective)"
+        )
+    if name.startswith("Jit") and name in _INSTEAD:
+        raise ConfigError(
+            f"objective {name} compiles the model with torch.jit for tensor arguments alone, "
+            f"but each training step passes num_data and kl_scale as numbers; pass {instead} "
+            "instead"
         )
 
 

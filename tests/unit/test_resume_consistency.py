@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pyro.infer import RenyiELBO, Trace_ELBO
+from pyro.infer import (
+    JitTrace_ELBO,
+    JitTraceMeanField_ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceGraph_ELBO,
+)
 
 from pyro_vae import Config, build_vae
 from pyro_vae.app.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.app.cli import main
+from pyro_vae.app.evaluate import evaluate
 from pyro_vae.app.resume import RESUMABLE, check_epochs, data_fingerprint
 from pyro_vae.app.run_folder import RunFolder
 from pyro_vae.app.train import train
@@ -399,11 +406,30 @@ def test_an_objective_named_from_python_is_the_runs_own_and_resumes_with_it(tiny
     assert len(resumed.history) == 2
 
 
+@pytest.mark.parametrize("data", ["tuple", "tensor", "array"])
+def test_data_that_are_not_a_dataset_are_refused_naming_the_wrapper(
+    tiny_npz, tmp_path, trained, data
+):
+    """Tensors or arrays passed as data= failed deep in the trainer (AttributeError x_train)."""
+    x = torch.zeros(6, 1, 2, 2)
+    given = {"tuple": (x, x), "tensor": x, "array": x.numpy()}[data]
+    with pytest.raises(ConfigError, match=r"train\(\): data must be .*Dataset.from_tensors"):
+        train(tiny(tiny_npz, tmp_path / "run"), data=given, **QUIET)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match=r"evaluate\(\): data must be .*Dataset.from_tensors"):
+        evaluate(trained, data=given, k=2)
+    out = tmp_path / "eval.json"  # a path to a data file is a name, as its str is
+    assert evaluate(trained, data=Path(tiny_npz), k=2, out=out).num_datapoints == 100
+
+
 @pytest.mark.parametrize(
     "objective, named",
     [
         ("iwae:q=2", "objective"),
         (RenyiELBO(alpha=0.5), "RenyiELBO has no differentiable_loss.*'renyi:alpha=A,k=K'"),
+        (TraceGraph_ELBO(), "TraceGraph_ELBO has no differentiable_loss.*pass 'graph'"),
+        (JitTrace_ELBO(), "JitTrace_ELBO compiles.*num_data and kl_scale as numbers.*Trace_ELBO"),
+        (JitTraceMeanField_ELBO(), "JitTraceMeanField_ELBO compiles.*'analytic-kl'"),
         (Trace_ELBO, "a pyro.infer.ELBO instance or a name.*not ABCMeta"),
     ],
 )
