@@ -434,8 +434,9 @@ class Config:
             lines = [
                 "# pyro-vae run configuration of a model passed from Python "
                 f"({model_from_python}):",
-                "# its data and training settings; the [model] keys are the defaults, not that",
-                "# model, so `pyro-vae train --config` refuses this file (rerun from your script)",
+                "# its data and training settings; the [model] keys were not read (they name a",
+                "# built-in model, not that one), so `pyro-vae train --config` refuses this file",
+                "# (rerun from your script)",
             ]
         for section in SECTIONS:
             lines += ["", f"[{section}]"]

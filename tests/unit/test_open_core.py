@@ -267,16 +267,18 @@ def test_user_parts_are_named_by_import_path_in_the_config():
 
 
 def test_the_config_of_a_python_model_run_is_refused_by_train_config(tiny_npz, tmp_path, capsys):
-    """Its [model] keys are the defaults, not the model: a rerun would train another model."""
+    """Its [model] keys were not read (here latent_dim=7 and the mog prior, set in the Config
+    but not the model's), and the header says so: a rerun would train another model."""
     from pyro_vae.app.cli import main
     from pyro_vae.priors import LearnedNormalPrior
 
     vae = small(prior=LearnedNormalPrior(2))
     cfg = Config(dataset=str(tiny_npz), epochs=1, batch_size=100, device="cpu",
-                 out=str(tmp_path / "run"))  # fmt: skip
+                 out=str(tmp_path / "run"), latent_dim=7, prior="mog")  # fmt: skip
     pyro_vae.train(cfg, model=vae, progress=False, log=lambda _: None)
     text = (tmp_path / "run" / "config.toml").read_text()
     assert text.startswith("# pyro-vae run configuration of a model passed from Python (")
+    assert "the [model] keys were not read" in text and "latent_dim = 7" in text
     assert main(["train", "--config", str(tmp_path / "run" / "config.toml")]) == 2
     assert "was passed from Python" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
