@@ -49,6 +49,8 @@ from .parts import check_parts, prior_has_globals
 
 __all__ = [
     "AmortizedModel",
+    "check_kl_scale",
+    "check_num_data",
     "as_model_input",
     "VAE",
     "GuideModule",
@@ -91,14 +93,70 @@ def data_plate(
     if x is None:
         return pyro.plate("data", batch_size or 1)
     batch = x.shape[0]
+    check_num_data(num_data, batch)
     if num_data is None or num_data == batch:
         return pyro.plate("data", batch)
     return pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device))
 
 
+def check_num_data(num_data: object, batch: int) -> None:
+    """ModelError unless ``num_data`` is None or a whole number of datapoints, at least the
+    minibatch's ``batch``: the size of the dataset the minibatch is drawn from, by which
+    the data plate scales it (a smaller one shrinks the loss, 0 empties it).
+
+    Example:
+        >>> check_num_data(64, 128)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ModelError: num_data=64 is smaller than the minibatch of 128 ...
+    """
+    if num_data is None:
+        return
+    if torch.is_tensor(num_data) and num_data.numel() == 1 and not num_data.is_floating_point():
+        num_data = int(num_data)
+    if (
+        isinstance(num_data, bool)
+        or not isinstance(num_data, (int, float))
+        or num_data != int(num_data)
+    ):
+        raise ModelError(
+            f"num_data must be a whole number of datapoints (the dataset's size), got "
+            f"{num_data!r}; pass the labels and other arguments by name (model(x, y=y))"
+        )
+    if num_data < batch:
+        raise ModelError(
+            f"num_data={num_data:g} is smaller than the minibatch of {batch} datapoints; it is "
+            "the size of the whole dataset the minibatch is drawn from (None for a full batch)"
+        )
+
+
+def check_kl_scale(kl_scale: float | torch.Tensor) -> None:
+    """ModelError unless the KL weight ``kl_scale`` is >= 0 and finite (a tensor is checked
+    while Pyro's validation is on: reading it costs a host sync).
+
+    Example:
+        >>> check_kl_scale(-1.0)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ModelError: kl_scale must be a finite weight >= 0 of the KL term ...
+    """
+    if torch.is_tensor(kl_scale):
+        if not is_validation_enabled():
+            return
+        bad = bool((~torch.isfinite(kl_scale) | (kl_scale < 0)).any())
+    else:
+        bad = not (isinstance(kl_scale, (int, float)) and 0 <= kl_scale < math.inf)
+    if bad:
+        raise ModelError(
+            f"kl_scale must be a finite weight >= 0 of the KL term (beta-VAE, KL warm-up; 1 "
+            f"for the ELBO), got {kl_scale!r}"
+        )
+
+
 def latent_weight(kl_scale: float | torch.Tensor):
     """``poutine.scale`` by ``kl_scale``; a weight of exactly 0 (the first epoch of KL
     warm-up) masks the site out instead, since Pyro refuses a scale of 0."""
+    check_kl_scale(kl_scale)
     if not torch.is_tensor(kl_scale) and kl_scale == 0:
         return poutine.mask(mask=False)
     return poutine.scale(scale=kl_scale)

@@ -46,7 +46,7 @@ from pyro.infer import ELBO
 
 from ..errors import ConfigError, ModelError
 from ..families.m2 import M2, LabelTerms, standard_m2
-from ..vae import GuideModule
+from ..vae import GuideModule, check_kl_scale, check_num_data
 from .structured import plate_scale
 
 __all__ = [
@@ -100,6 +100,8 @@ def m2_arguments(*args: Any, **kwargs: Any) -> M2Arguments:
     values = bound.arguments
     if values["x"] is None:
         raise ModelError("an objective scores observed data: call it with a batch x")
+    check_num_data(values["num_data"], len(values["x"]))
+    check_kl_scale(values["kl_scale"])
     return M2Arguments(values["x"], values["y"], values["num_data"], values["kl_scale"])
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ModelError
-from ..vae import VAE, GuideModule, scored_from_parts
+from ..vae import VAE, GuideModule, check_kl_scale, check_num_data, scored_from_parts
 
 __all__ = ["structured_vae", "vae_arguments", "VAEArguments", "plate_scale"]
 
@@ -89,7 +89,10 @@ def vae_arguments(vae: VAE, *args, **kwargs) -> VAEArguments:
             "model(None, ...) only generates"
         )
     labels = {"y": values["y"]} if "y" in values else {}
-    return VAEArguments(x, values.get("num_data"), values.get("kl_scale", 1.0), labels)
+    num_data, kl_scale = values.get("num_data"), values.get("kl_scale", 1.0)
+    check_num_data(num_data, len(x))
+    check_kl_scale(kl_scale)
+    return VAEArguments(x, num_data, kl_scale, labels)
 
 
 @functools.cache

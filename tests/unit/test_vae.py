@@ -242,3 +242,42 @@ def test_a_float64_model_decodes_float32_codes(family):
     decoded = vae.decode(z, *labels)
     assert decoded.dtype == torch.float64
     assert torch.equal(decoded, vae.decode(z.double(), *labels))
+
+
+def _tiny_families():
+    from pyro_vae.families import mlp_cvae, mlp_m2, mlp_stacked_vae
+
+    torch.manual_seed(0)
+    return {
+        "vae": (build_vae(Config(hidden=[8], latent_dim=2), (1, 4, 4)), {}),
+        "cvae": (mlp_cvae((1, 4, 4), 3, 2, [8]), {"y": torch.tensor([0, 1, 2, 0])}),
+        "m2": (mlp_m2((1, 4, 4), 3, latent_dim=2, hidden=[8]), {}),
+        "stacked": (mlp_stacked_vae((1, 4, 4), latent_dims=(3, 2), hidden=[8]), {}),
+    }
+
+
+@pytest.mark.parametrize("family", ["vae", "cvae", "m2", "stacked"])
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"num_data": 2}, "num_data=2 is smaller than the minibatch of 4"),
+        ({"num_data": 0}, "num_data=0 is smaller than the minibatch of 4"),
+        ({"num_data": 10.5}, "num_data must be a whole number"),
+        ({"kl_scale": -1.0}, "kl_scale must be a finite weight >= 0"),
+        ({"kl_scale": math.nan}, "kl_scale must be a finite weight >= 0"),
+    ],
+)
+def test_a_dataset_size_or_kl_weight_that_means_nothing_is_refused_on_every_path(
+    family, changes, named
+):
+    """The fast path scaled the loss by num_data / batch (0 or below 1: a silently wrong
+    number) and weighed the KL by -1; Pyro's traces failed with ZeroDivisionError or
+    'Expected scale > 0'. Every family's own objective and classic SVI now refuse alike."""
+    model, labels = _tiny_families()[family]
+    x = torch.bernoulli(torch.full((4, 1, 4, 4), 0.5))
+    loss = build_objective("elbo")(model, model.guide_module())
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    for step in (lambda: loss(x, **labels, **changes), lambda: svi.step(x, **labels, **changes)):
+        with pytest.raises(ModelError, match=named):
+            step()
+    assert torch.isfinite(loss(x, **labels, num_data=4, kl_scale=0.0))
