@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -46,7 +46,7 @@ from ..errors import ConfigError, PyroVAEError
 from .atomic import atomic_write_text
 from .cli_env import DIE_WITH_READER
 from .comparison_report import CONDITIONAL, Report, label_of, score_name, write_report
-from .config import Config
+from .config import Config, check_config_argument, check_count
 from .run_folder import COMPARE_FILES, RunFolder
 
 __all__ = [
@@ -233,6 +233,9 @@ def plan_cells(
     base: Config, grid: Mapping[str, Sequence[Any]], seeds: Sequence[int], out: str | Path
 ) -> list[Cell]:
     """Every (values, seed) cell of the grid, in order, each config validated by Config."""
+    check_config_argument(base, "compare")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ConfigError(f"compare: seeds must be a list of ints, e.g. [0, 1, 2]; got {seeds!r}")
     seeds = list(seeds)
     if not isinstance(grid, Mapping):
         raise ConfigError(
@@ -323,7 +326,9 @@ def cell_commands(
     Writes each cell's config-request.toml; runs nothing. After the lines have run,
     :func:`compare` with the same arguments finds every cell done and writes the report.
     """
-    k = k or base.eval_k
+    check_config_argument(base, "compare")
+    check_count(k, "k", "compare")
+    k = base.eval_k if k is None else k
     lines = []
     for cell in plan_cells(base, grid, seeds, out):
         _, steps = _steps(cell, k)
@@ -362,7 +367,9 @@ def compare(
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    k = k or base.eval_k
+    check_config_argument(base, "compare")
+    check_count(k, "k", "compare")
+    k = base.eval_k if k is None else k
     if RunFolder(out).holds_run():
         raise ConfigError(
             f"--out {out} is the folder of a training run, not of a comparison; give a new "

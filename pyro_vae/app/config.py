@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["Config", "SECTIONS"]
+__all__ = ["Config", "SECTIONS", "check_config_argument", "check_count"]
 
 SECTIONS = ("data", "model", "training", "evaluation", "output")
 
@@ -677,3 +677,37 @@ def _check_dataset(value: str) -> None:
     from .registry import check_dataset_name
 
     check_dataset_name(value)
+
+
+def check_config_argument(cfg: object, where: str) -> None:
+    """ConfigError unless ``cfg`` is a :class:`Config` (or None, the defaults).
+
+    Example:
+        >>> check_config_argument({"epochs": 1}, "train()")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: train(): the config must be a pyro_vae.Config, not a dict; ...
+    """
+    if cfg is None or isinstance(cfg, Config):
+        return
+    raise ConfigError(
+        f"{where}: the config must be a pyro_vae.Config, not a {type(cfg).__name__}; build "
+        "it with Config(epochs=10, ...), Config.from_dict(mapping) or Config.from_file(path)"
+    )
+
+
+def check_count(value: object, name: str, where: str, allow_none: bool = True) -> None:
+    """ConfigError unless ``value`` is an int >= 1 (or None where ``allow_none``): a falsy 0
+    must not stand for "the default".
+
+    Example:
+        >>> check_count(0, "k", "evaluate()")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: evaluate(): k must be an int >= 1 (or None: the run's ...
+    """
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        default = " (or None: the run's eval_k)" if allow_none else ""
+        raise ConfigError(f"{where}: {name} must be an int >= 1{default}, got {value!r}")

@@ -41,7 +41,7 @@ from ..families.m2 import standard_m2
 from ..missing import allow_missing
 from ..semisupervised import UNLABELLED
 from .atomic import check_output_path
-from .config import Config
+from .config import Config, check_count
 from .data_record import check_loadable, check_own_data, check_scale
 from .distributed import DistributedFault, collective_error, init_distributed
 from .faults import (
@@ -131,6 +131,9 @@ def evaluate(
     if split not in ("test", "train"):
         raise ConfigError(f"split: expected 'test' or 'train', got {split!r}")
     check_data_argument(data, "evaluate()", names=True)
+    check_count(k, "k", "evaluate()")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"evaluate(): seed must be an int, got {seed!r}")
     data = str(data) if isinstance(data, Path) else data
     if out is not None:  # before the run is read
         out = check_output_path(out, "--out", ".json", replace=True)
@@ -224,7 +227,7 @@ def evaluate(
             f"{dataset.name} has no labels y, but the run's cvae scores log p(x|y) given them; "
             "evaluate data with labels (an .npz with an array y)"
         )
-    k = k or cfg.eval_k
+    k = cfg.eval_k if k is None else k
     description = f"log p(x), K={k}"
     with tqdm(total=len(x), desc=description, unit="datapoint", disable=not progress) as bar:
         try:

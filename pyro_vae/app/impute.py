@@ -112,7 +112,7 @@ def impute_file(
         whole, support, cfg.likelihood, binarize, cfg.seed, device, splits=("x", "x")
     )
     given = prepared.train
-    k = k or cfg.eval_k
+    k = cfg.eval_k if k is None else k
     with tqdm(total=len(x), desc=f"imputing, K={k}", unit="datapoint", disable=not progress) as bar:
         result = impute(run.model, prepared.test, k, draws, seed=seed, progress=bar.update)
     seen = result.observed

@@ -38,7 +38,7 @@ from ..families.m2 import M2
 from ..missing import allow_missing
 from ..semisupervised import UNLABELLED, SemiSupervisedData, parse_labels, semi_supervised
 from .build import build_model, start_likelihood_from_data
-from .config import Config
+from .config import Config, check_config_argument
 from .data_record import check_loadable, data_source, training_range
 from .distributed import (
     DistContext,
@@ -256,6 +256,7 @@ def train(
     named = objective if isinstance(objective, str) else None
     check_objective(objective)
     check_data_argument(data, "train()", names=False)
+    check_config_argument(cfg, "train()")
     objective = None if named is not None else objective
     kwargs = dict(model=model, data=data, objective=objective, progress=progress, log=log)
     if resume is None:

@@ -520,3 +520,32 @@ def test_data_outside_the_likelihoods_support_are_refused_in_one_line(name):
             assert str(error.value).startswith("x holds infinite values")
         else:
             assert f"likelihood '{type(likelihood).__name__}' needs" in str(error.value)
+
+
+def test_app_functions_refuse_arguments_of_the_wrong_kind_before_any_work(
+    trained_run, tiny_npz, tmp_path
+):
+    """k=0 used to mean "the run's eval_k" (a falsy default), so evaluate(k=0) scored with
+    K=30 unasked; a dict config, an int of seeds or a str seed failed deep (AttributeError,
+    TypeError, torch's manual_seed). Each is now one ConfigError naming the argument."""
+    import pyro_vae
+
+    out = tmp_path / "e.json"
+    calls = {
+        "k must be an int >= 1": lambda: evaluate(trained_run, k=0, out=out),
+        "seed must be an int": lambda: evaluate(trained_run, k=2, seed="1", out=out),
+        "train\\(\\): the config must be a pyro_vae.Config": lambda: train({"epochs": 1}),
+        "compare: the config must be a pyro_vae.Config": lambda: pyro_vae.compare(
+            {"epochs": 1}, {"latent_dim": [2]}, [0], tmp_path / "c1"
+        ),
+        "compare: seeds must be a list of ints": lambda: pyro_vae.compare(
+            Config(dataset=str(tiny_npz)), {"latent_dim": [2]}, 0, tmp_path / "c2"
+        ),
+        "compare: k must be an int >= 1": lambda: pyro_vae.compare(
+            Config(dataset=str(tiny_npz)), {"latent_dim": [2]}, [0], tmp_path / "c3", k=0
+        ),
+    }
+    for named, call in calls.items():
+        with pytest.raises(ConfigError, match=named):
+            call()
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
