@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .._private import FUSED_ADAM_FOUND_INF
-from ..convention import convention_of
+from ..convention import convention_of, data_support
 from ..data import TrainingData, observed_range
 from ..errors import DataError
 from ..estimators import elbo_per_datapoint, units_of
@@ -222,7 +222,12 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with pyro.validation_enabled(True), isolated_rng(self.cfg.seed, self.data.device):
-            loss = self._loss(x, None, 1.0, y)
+            try:
+                loss = self._loss(x, None, 1.0, y)
+            except ValueError as err:  # Pyro's validation: values outside a site's support
+                if "within the support" not in str(err):
+                    raise
+                raise DataError(_outside_support(self.model, x, err)) from None
         self.model.train(was_training)
         if not torch.isfinite(loss.detach()).all():
             raise DataError(_non_finite_start(float(loss.detach().sum()), self.data.test))
@@ -514,3 +519,18 @@ def _clone_tensors(value: Any) -> Any:
     if isinstance(value, list):
         return [_clone_tensors(v) for v in value]
     return value
+
+
+def _outside_support(model: torch.nn.Module, x: torch.Tensor, err: ValueError) -> str:
+    """The refusal when the model's own likelihood refuses the prepared data: they were
+    prepared for the support the model declares (``data_support``), which is not its own."""
+    support = data_support(model)
+    declared = "declares" if hasattr(model, "support") or hasattr(model, "likelihood") else "gets"
+    site = str(err).splitlines()[0].removeprefix("Error while computing log_prob ").rstrip(":")
+    return (
+        f"{type(model).__name__} refuses the training data {site or ''} (values "
+        f"{float(x.nan_to_num().min()):g}..{float(x.nan_to_num().max()):g} prepared for the "
+        f"support {support!r} it {declared}): declare what its likelihood scores as a class "
+        "attribute of the model, e.g. support = 'binary' for a Bernoulli (8-bit images are "
+        "then binarized), 'unit', 'levels' or 'counts' (pyro_vae.parts.SUPPORTS)"
+    )
