@@ -48,7 +48,7 @@ from .missing import handles_missing, has_missing
 from .objectives.traces import traced_log_weights
 from .parts import likelihood_contract
 from .rng import isolated_rng, release_freed_memory
-from .vae import VAE, AmortizedModel, _moments, as_model_input
+from .vae import VAE, AmortizedModel, _moments, as_model_input, count
 
 __all__ = [
     "elbo_per_datapoint",
@@ -150,6 +150,10 @@ def elbo_per_datapoint(
     """
     shard = shard or Shard()
     x = as_model_input(vae, x)
+    num_particles = count(num_particles, "num_particles")
+    batch_size = count(batch_size, "batch_size")
+    if len(x) < 1:
+        raise ConfigError("the ELBO needs at least one datapoint; x is empty")
     check_scorable(vae, x)
     if standard_m2(vae) is not None:  # y is summed out: the ELBO of log p(x)
         from .semisupervised import m2_elbo_per_datapoint
@@ -465,10 +469,9 @@ def evaluate_vae(
     """
     progress = progress or _no_progress
     x = as_model_input(vae, x)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or len(x) < 1:
-        raise ConfigError(
-            f"evaluation needs an int k >= 1 and at least one datapoint (k={k!r}, N={len(x)})"
-        )
+    k, batch_size = count(k, "k"), count(batch_size, "batch_size")
+    if len(x) < 1:
+        raise ConfigError("evaluation needs at least one datapoint; x is empty")
     shard = shard or Shard()
     check_scorable(vae, x)
     if isinstance(vae, AmortizedModel):  # a shape that does not fit is named whole, not a chunk's

@@ -37,10 +37,10 @@ from torch import nn
 
 from .convention import convention_of, data_support, standard_vae
 from .data import check_support
-from .errors import ConfigError, ModelError
+from .errors import ModelError
 from .estimators import MAX_SAMPLES, chunk_plan, chunk_rng, decoding_cap
 from .missing import allow_missing, observed
-from .vae import as_model_input
+from .vae import as_model_input, count
 
 __all__ = ["Imputation", "impute"]
 
@@ -81,8 +81,7 @@ def impute(
     ``progress``, when given, is called with the number of datapoints each chunk finished
     (a progress bar's ``update``).
     """
-    if k < 1 or draws < 0:
-        raise ConfigError(f"imputation needs k >= 1 and draws >= 0 (k={k}, draws={draws})")
+    k, draws = count(k, "k"), count(draws, "draws", minimum=0)
     vae = standard_vae(model)
     labels = convention_of(model).takes_labels
     if vae is None or labels:

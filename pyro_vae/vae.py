@@ -30,6 +30,7 @@ import copy
 import functools
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
@@ -44,12 +45,13 @@ from torch import nn
 
 from ._private import am_i_wrapped, set_pyro_name
 from .distributions import score_through_value
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 from .parts import check_parts, prior_has_globals
 
 __all__ = [
     "AmortizedModel",
     "check_kl_scale",
+    "count",
     "check_num_data",
     "as_model_input",
     "VAE",
@@ -128,6 +130,29 @@ def check_num_data(num_data: object, batch: int) -> None:
             f"num_data={num_data:g} is smaller than the minibatch of {batch} datapoints; it is "
             "the size of the whole dataset the minibatch is drawn from (None for a full batch)"
         )
+
+
+def count(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (a NumPy or 0-dim tensor integer too); ConfigError
+    naming ``name`` for anything else (a float, a bool, a negative number).
+
+    Example:
+        >>> count(np.int64(5), "k")
+        5
+        >>> count(0, "num_particles")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: num_particles must be an int >= 1, got 0
+    """
+    if type(value) is int and value >= minimum:  # the usual case, on every training step
+        return value
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return number
 
 
 def check_kl_scale(kl_scale: float | torch.Tensor) -> None:
@@ -355,6 +380,7 @@ class VAE(AmortizedModel):
         With ``path_derivative`` the value of ``log_q`` is unchanged but its gradient
         reaches the guide only through z (see :func:`path_log_prob`; STL and DReG use it).
         """
+        num_particles = count(num_particles, "num_particles")
         if am_i_wrapped():
             return self._announced_log_weights(x, num_particles, path_derivative)
         return self._log_weights(x, num_particles, path_derivative)
@@ -414,7 +440,7 @@ class VAE(AmortizedModel):
 
     def draw(self, n: int) -> tuple[torch.Tensor, dist.Distribution]:
         """``n`` latents z ~ p(z) (the layer x is decoded from) and p(x|z) at them."""
-        z = self.prior_given_globals().sample((n,))
+        z = self.prior_given_globals().sample((count(n, "n", minimum=0),))
         return z, self.likelihood(self.decoder(z))
 
 

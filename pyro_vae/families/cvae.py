@@ -54,6 +54,7 @@ from ..vae import (
     LogWeights,
     _moments,
     as_model_input,
+    count,
     data_plate,
     latent_weight,
     path_log_prob,
@@ -260,6 +261,7 @@ class CVAE(VAE):
         The same numbers as running ``guide`` then ``model`` under Pyro's tracing with
         the same random draws (see :meth:`VAE.log_weights`).
         """
+        num_particles = count(num_particles, "num_particles")
         if am_i_wrapped():
             return self._announced_log_weights(x, num_particles, path_derivative, y)
         return self._log_weights(x, num_particles, path_derivative, y)

@@ -63,6 +63,7 @@ from ..vae import (
     AmortizedModel,
     LogWeights,
     as_model_input,
+    count,
     data_plate,
     latent_weight,
     path_log_prob,
@@ -268,7 +269,7 @@ class M2(AmortizedModel):
         gradient through z only (:func:`pyro_vae.vae.path_log_prob`, for DReG).
         """
         method = self._announced_label_terms if am_i_wrapped() else self._label_terms
-        return method(x, num_particles, path_derivative)
+        return method(x, count(num_particles, "num_particles"), path_derivative)
 
     def _label_terms(self, x: torch.Tensor, num_particles: int, path_derivative: bool):
         x = self.shaped(x)
@@ -293,6 +294,7 @@ class M2(AmortizedModel):
         """log w = log p(x, y, z) - log q(z|x,y) of labelled data, ``[particles, batch]``
         terms; ``log_lik`` holds log p(x, y|z) = log p(x|y,z) + log p(y)."""
         method = self._announced_labelled_terms if am_i_wrapped() else self._labelled_terms
+        num_particles = count(num_particles, "num_particles")
         return method(x, self.checked_labels(y, x), num_particles, path_derivative)
 
     def _labelled_terms(
@@ -349,7 +351,7 @@ class M2(AmortizedModel):
 
     def draw(self, n: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, dist.Distribution]:
         """``n`` latents z ~ p(z) and p(x|y, z) at them, labels ``y`` (default y ~ p(y))."""
-        z = self.prior().sample((n,))
+        z = self.prior().sample((count(n, "n", minimum=0),))
         y = self.label_prior().sample((n,)) if y is None else self.checked_labels(y, z).to(z.device)
         return z, self.likelihood(self.decoder(z, y))
 

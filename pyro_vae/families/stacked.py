@@ -56,6 +56,7 @@ from ..vae import (
     LogWeights,
     _moments,
     as_model_input,
+    count,
     data_plate,
     latent_weight,
     path_log_prob,
@@ -232,6 +233,7 @@ class StackedVAE(VAE):
     ) -> LogWeights:
         """The terms of log w summed over the layers, ``[num_particles, batch]`` each; ``z`` is
         the layers joined. ``q`` and ``p`` are None: no single pair describes the stack."""
+        num_particles = count(num_particles, "num_particles")
         if am_i_wrapped():
             return self._announced_log_weights(x, num_particles, path_derivative)
         return self._log_weights(x, num_particles, path_derivative)
@@ -313,7 +315,7 @@ class StackedVAE(VAE):
     @torch.no_grad()
     def draw(self, n: int) -> tuple[torch.Tensor, dist.Distribution]:
         """z_L ~ p(z_L), each z_l ~ p(z_l|z_{l+1}); returns z_1 and p(x|z_1)."""
-        z = self.prior_given_globals().sample((n,))
+        z = self.prior_given_globals().sample((count(n, "n", minimum=0),))
         for layer in reversed(self.prior_layers):
             z = layer(z).sample()
         return z, self.likelihood(self.decoder(z))

@@ -67,7 +67,7 @@ def test_complete_rows_come_back_as_they_are():
 
 def test_bad_arguments_and_models_are_refused():
     lg = LinearGaussian(data_dim=4, latent_dim=2)
-    with pytest.raises(ConfigError, match="draws >= 0"):
+    with pytest.raises(ConfigError, match="draws must be an int >= 0, got -1"):
         impute(lg.vae, _holes(lg.data(2)), k=10, draws=-1)
     cvae = mlp_cvae((4,), num_classes=3, latent_dim=2, hidden=[8])
     with pytest.raises(ModelError, match="without labels") as caught:  # what is, what to do

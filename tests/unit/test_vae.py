@@ -281,3 +281,51 @@ def test_a_dataset_size_or_kl_weight_that_means_nothing_is_refused_on_every_path
         with pytest.raises(ModelError, match=named):
             step()
     assert torch.isfinite(loss(x, **labels, num_data=4, kl_scale=0.0))
+
+
+@pytest.mark.parametrize("family", ["vae", "cvae", "m2", "stacked"])
+def test_counts_that_mean_nothing_are_refused_naming_the_argument(family):
+    """num_particles=0, n=-1 or 2.0, k=5.0, an empty batch failed deep in torch (a reshape,
+    torch.Size, ZeroDivisionError) or were taken silently (batch_size=0); a NumPy integer
+    is a count like any int."""
+    import numpy as np
+
+    from pyro_vae.imputation import impute
+    from pyro_vae.missing import allow_missing
+
+    model, labels = _tiny_families()[family]
+    x = torch.bernoulli(torch.full((4, 1, 4, 4), 0.5))
+    scorer = getattr(model, "labelled_terms", None) if family == "m2" else model.log_weights
+    calls = {
+        "num_particles must be an int >= 1, got 0": [
+            lambda: elbo_per_datapoint(model, x, num_particles=0, **labels),
+        ],
+        "batch_size must be an int >= 1, got 0": [
+            lambda: elbo_per_datapoint(model, x, batch_size=0, **labels),
+            lambda: evaluate_vae(model, x, k=2, batch_size=0, **labels),
+        ],
+        "k must be an int >= 1, got 5.0": [lambda: evaluate_vae(model, x, k=5.0, **labels)],
+        "at least one datapoint": [
+            lambda: elbo_per_datapoint(model, x[:0]),
+            lambda: evaluate_vae(model, x[:0], k=2),
+        ],
+    }
+    if family == "m2":
+        calls["num_particles must be an int >= 1, got 0"] += [
+            lambda: model.label_terms(x, 0),
+            lambda: scorer(x, torch.tensor([0, 1, 2, 0]), 0),
+        ]
+    else:
+        calls["num_particles must be an int >= 1, got 0"].append(lambda: scorer(x, 0, **labels))
+    if family != "cvae":  # CVAE.sample takes the labels, not a count
+        calls["n must be an int >= 0, got -1"] = [lambda: model.sample(-1)]
+        calls["n must be an int >= 0, got 2.0"] = [lambda: model.sample(2.0)]
+    if family == "vae":
+        calls["draws must be an int >= 0, got -1"] = [
+            lambda: impute(allow_missing(model), x, 2, -1)
+        ]
+    for named, refused in calls.items():
+        for call in refused:
+            with pytest.raises(ConfigError, match=named):
+                call()
+    assert math.isfinite(evaluate_vae(model, x, k=np.int64(2), **labels).log_px)
