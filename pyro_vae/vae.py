@@ -119,6 +119,7 @@ def check_num_data(num_data: object, batch: int) -> None:
     if (
         isinstance(num_data, bool)
         or not isinstance(num_data, (int, float))
+        or not math.isfinite(num_data)
         or num_data != int(num_data)
     ):
         raise ModelError(

@@ -263,6 +263,7 @@ def _tiny_families():
         ({"num_data": 2}, "num_data=2 is smaller than the minibatch of 4"),
         ({"num_data": 0}, "num_data=0 is smaller than the minibatch of 4"),
         ({"num_data": 10.5}, "num_data must be a whole number"),
+        ({"num_data": math.inf}, "num_data must be a whole number"),
         ({"kl_scale": -1.0}, "kl_scale must be a finite weight >= 0"),
         ({"kl_scale": math.nan}, "kl_scale must be a finite weight >= 0"),
     ],
