@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 from pyro.infer import ELBO
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .enumerated import enumerated_pair, enumerated_particle_weights
 from .structured import plate_scale, structured_vae, vae_arguments
 from .traces import particle_traces, traced_log_weights
@@ -45,6 +45,30 @@ class SurrogateLoss:
     """``loss`` and ``loss_and_grads`` from ``differentiable_loss`` (value + gradient)."""
 
     retain_graph: bool | None
+
+    def __call__(self, model: Callable, guide: Callable) -> torch.nn.Module:
+        """The loss as an ``nn.Module`` (Pyro's ``ELBO.__call__``), refusing the two pairs
+        that silently train nothing: a module's bound method whose parameters neither
+        argument holds (``torch.optim`` would get none of them) and the model passed as its
+        own guide (every site is then replayed: a loss of 0)."""
+        modules = [fn for fn in (model, guide) if isinstance(fn, torch.nn.Module)]
+        held = {id(p) for module in modules for p in module.parameters()}
+        for role, fn in (("model", model), ("guide", guide)):
+            owner = getattr(fn, "__self__", None)
+            if isinstance(owner, torch.nn.Module) and any(
+                id(p) not in held for p in owner.parameters()
+            ):
+                raise ModelError(
+                    f"the {role} is the bound method {type(owner).__name__}.{fn.__name__}, "
+                    "which gives the loss module none of its parameters; pass modules: "
+                    "objective(model, model.guide_module())"
+                )
+        if guide is model:
+            raise ModelError(
+                "the guide is the model itself; pass model.guide_module() as the guide: "
+                "objective(model, model.guide_module())"
+            )
+        return super().__call__(model, guide)
 
     def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
         with torch.no_grad():

@@ -490,3 +490,19 @@ def test_an_elbo_of_vectorized_particles_names_the_broadcasting_it_needs(binary_
     loss = build_objective("stl:num_particles=3")(vae, vae.guide_module())
     with pytest.raises(ModelError, match=r"stl: .* 3 particles vectorized .*must broadcast"):
         loss(binary_batch)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_a_loss_module_that_would_hold_no_parameters_or_no_guide_is_refused(name):
+    """objective(vae.model, vae.guide) built a loss module with none of the VAE's parameters
+    (torch.optim then has nothing to train) and objective(vae, vae) a loss of 0; a bound
+    guide beside the module that holds its parameters stays allowed."""
+    vae = build_vae(Config(hidden=[8], latent_dim=2), (1, 4, 4))
+    objective = build_objective(name if name != "beta" else "beta:b=2")
+    with pytest.raises(ModelError, match="bound method VAE.model.*pass modules"):
+        objective(vae.model, vae.guide)
+    with pytest.raises(ModelError, match="the guide is the model itself"):
+        objective(vae, vae)
+    assert {id(p) for p in objective(vae, vae.guide).parameters()} == {
+        id(p) for p in vae.parameters()
+    }
