@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import sys
@@ -455,6 +456,27 @@ class Config:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             out.append((f.name, default, f.metadata["help"]))
         return out
+
+
+def _refusing_unknown_keys(init: Callable[..., None]) -> Callable[..., None]:
+    """The dataclass ``__init__``, with unknown keywords a ConfigError naming the closest
+    keys (Python's TypeError named the key alone, not the valid ones)."""
+
+    def __init__(self: Config, *args: Any, **kwargs: Any) -> None:
+        known = {f.name for f in fields(Config)}
+        if unknown := sorted(set(kwargs) - known):
+            close = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+            hints = [f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items()]
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(sorted(known))}"
+            )
+        init(self, *args, **kwargs)
+
+    __init__.__doc__, __init__.__wrapped__ = init.__doc__, init
+    return __init__
+
+
+Config.__init__ = _refusing_unknown_keys(Config.__init__)  # type: ignore[method-assign]
 
 
 def _copy(value: Any) -> Any:

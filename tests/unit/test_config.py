@@ -129,3 +129,13 @@ def test_a_config_saved_with_a_byte_order_mark_reads_as_without_one(tmp_path):
     marked.write_text(text, encoding="utf-8-sig")
     assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
     assert Config.from_file(marked) == Config.from_file(plain) != Config()
+
+
+def test_an_unknown_keyword_is_a_config_error_naming_the_closest_key():
+    """Config's docstring promises ConfigError for unknown keys; Config(latentdim=10) raised
+    the dataclass's TypeError, which names no valid key."""
+    with pytest.raises(ConfigError, match=r"'latentdim' \(did you mean 'latent_dim'\?\)"):
+        Config(latentdim=10)
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) 'zzz'; valid keys: "):
+        Config(zzz=1)
+    assert Config(latent_dim=3) == Config().replace(latent_dim=3)
