@@ -220,11 +220,13 @@ class M2(AmortizedModel):
         kl_scale: float | torch.Tensor = 1.0,
         *,
         batch_size: int | None = None,
+        observe: bool = True,
     ) -> torch.Tensor:
         """p(y) p(z) p(x|y,z) for a minibatch; ``y=None`` leaves the labels latent.
 
         ``model(None, batch_size=n)`` generates ``n`` datapoints (``y`` given fixes their
-        labels). Returns the datapoints, observed or drawn.
+        labels); ``observe=False`` draws fresh ``x`` beside given data (posterior predictive
+        with ``Predictive`` and the guide). Returns the datapoints, observed or drawn.
         """
         y = self.checked_labels(y, x)
         if x is not None:
@@ -234,7 +236,7 @@ class M2(AmortizedModel):
             y = pyro.sample("y", self.label_prior(), obs=y)
             with latent_weight(kl_scale):
                 z = pyro.sample("z", p_z)
-            return pyro.sample("x", self.likelihood(self.decoder(z, y)), obs=x)
+            return pyro.sample("x", self.likelihood(self.decoder(z, y)), obs=x if observe else None)
 
     @pyro_method
     def guide(
@@ -243,9 +245,14 @@ class M2(AmortizedModel):
         y: torch.Tensor | None = None,
         num_data: int | None = None,
         kl_scale: float | torch.Tensor = 1.0,
+        *,
+        batch_size: int | None = None,
+        observe: bool = True,
     ) -> None:
         """q(y|x) q(z|x,y); with ``y`` given only q(z|x,y). Enumerate y with
-        ``config_enumerate(m2.guide)`` and ``TraceEnum_ELBO(max_plate_nesting=1)``."""
+        ``config_enumerate(m2.guide)`` and ``TraceEnum_ELBO(max_plate_nesting=1)``.
+        ``batch_size`` and ``observe`` are the model's, taken so that ``Predictive`` can
+        pass both the same arguments."""
         if x is None:
             raise ModelError("the guide q(y, z|x) needs data: call it with a batch x")
         y = self.checked_labels(y, x)

@@ -98,8 +98,11 @@ def m2_arguments(*args: Any, **kwargs: Any) -> M2Arguments:
         raise ModelError(f"M2.model cannot take these arguments: {err}") from None
     bound.apply_defaults()
     values = bound.arguments
-    if values["x"] is None:
-        raise ModelError("an objective scores observed data: call it with a batch x")
+    if values["x"] is None or not values["observe"]:
+        raise ModelError(
+            "an objective scores observed data: call it with a batch x (and observe=True); "
+            "model(None, ...) only generates"
+        )
     check_num_data(values["num_data"], len(values["x"]))
     check_kl_scale(values["kl_scale"])
     return M2Arguments(values["x"], values["y"], values["num_data"], values["kl_scale"])

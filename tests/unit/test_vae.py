@@ -330,3 +330,21 @@ def test_counts_that_mean_nothing_are_refused_naming_the_argument(family):
             with pytest.raises(ConfigError, match=named):
                 call()
     assert math.isfinite(evaluate_vae(model, x, k=np.int64(2), **labels).log_px)
+
+
+@pytest.mark.parametrize("family", ["vae", "cvae", "m2", "stacked"])
+def test_every_family_gives_posterior_predictive_draws_beside_the_data(family):
+    """Predictive passes the model's arguments to the guide too: M2's model had no observe=
+    and its guide no batch_size= or observe=, so Predictive(m2.model, guide=m2.guide)(x,
+    observe=False) raised TypeError. The drawn x differ from the data; an objective still
+    refuses observe=False."""
+    from pyro.infer import Predictive
+
+    model, labels = _tiny_families()[family]
+    x = torch.bernoulli(torch.full((4, 1, 4, 4), 0.5))
+    for parallel in (False, True):
+        predictive = Predictive(model.model, guide=model.guide, num_samples=3, parallel=parallel)
+        drawn = predictive(x, observe=False, **labels)["x"]
+        assert drawn.shape == (3, *x.shape) and not torch.equal(drawn, x.expand_as(drawn))
+    with pytest.raises(ModelError, match="observed data.*observe=True"):
+        build_objective("elbo")(model, model.guide_module())(x, observe=False, **labels)
