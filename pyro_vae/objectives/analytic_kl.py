@@ -37,7 +37,7 @@ from pyro.distributions import Distribution
 from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
-from .base import SurrogateLoss
+from .base import SurrogateLoss, checked_option
 from .beta import scale_latents
 from .enumerated import check_enumerable, enumerated_pair
 from .structured import plate_scale, structured_vae, vae_arguments
@@ -56,8 +56,9 @@ class AnalyticKL_ELBO(SurrogateLoss, TraceMeanField_ELBO):
     """TraceMeanField_ELBO with a VAE fast path and a logged Monte Carlo fallback."""
 
     def __init__(self, num_particles: int = 1, beta: float = 1.0, **kwargs):
+        checked_option(self, "num_particles", num_particles, minimum=1, integer=True)
         super().__init__(num_particles=num_particles, vectorize_particles=True, **kwargs)
-        self.beta = beta
+        self.beta = checked_option(self, "beta", beta, minimum=0)
         self.kl_method: str | None = None
         self._reported: set[tuple[str, str, str]] = set()
 

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -39,6 +40,32 @@ from .traces import particle_traces, traced_log_weights
 __all__ = ["SurrogateLoss", "ParticleObjective", "Latents"]
 
 Latents = list[tuple[torch.Tensor, tuple[int, ...]]]
+
+
+def checked_option(
+    owner: object, option: str, value: object, minimum: float | None = None, integer: bool = False
+) -> float:
+    """``value`` of an objective's ``option``, checked as ``build_objective`` checks a name's
+    options: a finite number (an int where ``integer``) >= ``minimum``; else ConfigError.
+    An objective built from its class (``IWAE_ELBO(k=0)``, ``FastTrace_ELBO(beta=-1)``)
+    is refused as its name would be, rather than fail later or return a negated KL or NaN.
+
+    Example:
+        >>> checked_option("iwae", "k", 0, minimum=1, integer=True)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: objective 'iwae': option k must be an int >= 1, got 0
+    """
+    name = owner if isinstance(owner, str) else getattr(owner, "name", type(owner).__name__)
+    kind = "an int" if integer else "a finite number"
+    fits = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not fits or not math.isfinite(value):
+        raise ConfigError(f"objective {name!r}: option {option} must be {kind}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(
+            f"objective {name!r}: option {option} must be {kind} >= {minimum:g}, got {value!r}"
+        )
+    return value
 
 
 class SurrogateLoss:
@@ -94,8 +121,9 @@ class ParticleObjective(SurrogateLoss, ELBO):
     path_derivative: ClassVar[bool] = False
 
     def __init__(self, k: int = 1, num_particles: int = 1, max_plate_nesting: float = float("inf")):
+        checked_option(self, "num_particles", num_particles, minimum=1, integer=True)
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-        self.k = k
+        self.k = checked_option(self, "k", k, minimum=1, integer=True)
 
     def bound_loss(self, log_w: torch.Tensor, latents: Latents) -> torch.Tensor:
         raise NotImplementedError

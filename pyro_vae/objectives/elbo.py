@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from pyro.infer import Trace_ELBO
 
-from .base import SurrogateLoss
+from .base import SurrogateLoss, checked_option
 from .beta import scale_latents
 from .enumerated import enumerated_elbo_loss, enumerated_pair
 from .structured import plate_scale, structured_vae, vae_arguments
@@ -50,8 +50,9 @@ class FastTrace_ELBO(SurrogateLoss, Trace_ELBO):
     path_derivative: ClassVar[bool] = False
 
     def __init__(self, num_particles: int = 1, beta: float = 1.0, **kwargs):
+        checked_option(self, "num_particles", num_particles, minimum=1, integer=True)
         super().__init__(num_particles=num_particles, vectorize_particles=True, **kwargs)
-        self.beta = beta
+        self.beta = checked_option(self, "beta", beta, minimum=0)
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
         m2 = enumerated_pair(model, guide)

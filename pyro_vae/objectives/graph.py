@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from pyro.infer import TraceGraph_ELBO
 
-from .base import SurrogateLoss
+from .base import SurrogateLoss, checked_option
 from .beta import scale_latents
 
 __all__ = ["Graph_ELBO"]
@@ -37,8 +37,9 @@ class Graph_ELBO(SurrogateLoss, TraceGraph_ELBO):
     """TraceGraph_ELBO with ``differentiable_loss`` (value: -ELBO; gradient: Pyro's surrogate)."""
 
     def __init__(self, num_particles: int = 1, beta: float = 1.0, **kwargs):
+        checked_option(self, "num_particles", num_particles, minimum=1, integer=True)
         super().__init__(num_particles=num_particles, vectorize_particles=True, **kwargs)
-        self.beta = beta
+        self.beta = checked_option(self, "beta", beta, minimum=0)
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
         model, guide = scale_latents(model, self.beta), scale_latents(guide, self.beta)

@@ -31,7 +31,7 @@ import math
 import torch
 
 from ..errors import ConfigError
-from .base import Latents, ParticleObjective
+from .base import Latents, ParticleObjective, checked_option
 
 __all__ = ["Renyi_ELBO"]
 
@@ -42,6 +42,7 @@ class Renyi_ELBO(ParticleObjective):
     name = "renyi"
 
     def __init__(self, alpha: float = 0.5, k: int = 5, num_particles: int = 1, **kwargs):
+        checked_option(self, "alpha", alpha, minimum=0)
         if alpha == 1:
             raise ConfigError("objective 'renyi': alpha=1 is the ELBO; use the 'elbo' objective")
         super().__init__(k=k, num_particles=num_particles, **kwargs)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Latents, ParticleObjective
+from .base import Latents, ParticleObjective, checked_option
 
 __all__ = ["TailAdaptive_ELBO", "tail_weights"]
 
@@ -43,7 +43,7 @@ class TailAdaptive_ELBO(ParticleObjective):
 
     def __init__(self, k: int = 5, tail_beta: float = -1.0, num_particles: int = 1, **kwargs):
         super().__init__(k=k, num_particles=num_particles, **kwargs)
-        self.tail_beta = tail_beta
+        self.tail_beta = checked_option(self, "tail_beta", tail_beta)
 
     def bound_loss(self, log_w: torch.Tensor, latents: Latents) -> torch.Tensor:
         value = -log_w.detach().mean((0, 1)).sum()

@@ -506,3 +506,35 @@ def test_a_loss_module_that_would_hold_no_parameters_or_no_guide_is_refused(name
     assert {id(p) for p in objective(vae, vae.guide).parameters()} == {
         id(p) for p in vae.parameters()
     }
+
+
+def test_an_objective_built_from_its_class_checks_its_options_as_its_name_does():
+    """IWAE_ELBO(k=0) failed only when called, Renyi_ELBO(alpha=-1) was taken, and a
+    negative or NaN beta returned a loss with the KL negated, or NaN."""
+    from pyro_vae import objectives as o
+
+    refused = {
+        "option k must be an int >= 1, got 0": [
+            lambda: o.IWAE_ELBO(k=0), lambda: o.DReG_ELBO(k=0), lambda: o.TailAdaptive_ELBO(k=0),
+        ],
+        "option k must be an int, got 2.5": [lambda: o.Renyi_ELBO(k=2.5)],
+        "option num_particles must be an int >= 1, got 0": [
+            lambda: o.FastTrace_ELBO(num_particles=0), lambda: o.STL_ELBO(num_particles=0),
+            lambda: o.Graph_ELBO(num_particles=0), lambda: o.AnalyticKL_ELBO(num_particles=0),
+            lambda: o.IWAE_ELBO(num_particles=0),
+        ],
+        "option beta must be a finite number >= 0, got -1": [
+            lambda: o.FastTrace_ELBO(beta=-1), lambda: o.Graph_ELBO(beta=-1),
+            lambda: o.AnalyticKL_ELBO(beta=-1), lambda: o.STL_ELBO(beta=-1),
+        ],
+        "option beta must be a finite number, got nan": [lambda: o.FastTrace_ELBO(beta=math.nan)],
+        "option alpha must be a finite number >= 0, got -1": [lambda: o.Renyi_ELBO(alpha=-1)],
+        "option tail_beta must be a finite number, got inf": [
+            lambda: o.TailAdaptive_ELBO(tail_beta=math.inf)
+        ],
+    }  # fmt: skip
+    for named, builds in refused.items():
+        for build in builds:
+            with pytest.raises(ConfigError, match=named):
+                build()
+    assert o.IWAE_ELBO(k=3).k == 3 and o.FastTrace_ELBO(beta=0).beta == 0
