@@ -5,6 +5,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
+
+
+def _wait_until_blocked_reading(pid: int, timeout: float = 60.0) -> None:
+    """Return once process ``pid`` sleeps in a read of a pipe. A signal sent between its
+    open() and its read() is handled only when the read returns, which it never does here:
+    Python runs a signal's handler between bytecodes, and a read that has not started yet is
+    not interrupted (the test hung that way under load)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/wchan") as wchan, open(f"/proc/{pid}/syscall") as syscall:
+            if "pipe" in wchan.read() or syscall.read().split()[0] == "0":  # 0: read
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never blocked reading the FIFO")
 
 
 def test_ctrl_c_while_the_data_load_says_nothing_was_saved(tmp_path):
@@ -19,6 +34,7 @@ def test_ctrl_c_while_the_data_load_says_nothing_was_saved(tmp_path):
     )
     writer = os.open(fifo, os.O_WRONLY)  # returns once the process has opened it to read
     try:
+        _wait_until_blocked_reading(process.pid)
         process.send_signal(signal.SIGINT)
         err = process.communicate(timeout=120)[1]
     finally:
