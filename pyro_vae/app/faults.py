@@ -324,5 +324,5 @@ def below_baseline_warning(name: str, value: float, baseline: float | None) -> s
         "scale_value=pyro_vae.likelihoods.scale_from_data(x_train)) or be one scale for "
         "features of different spread (--likelihood-scale per-pixel; scale_mode='per-pixel'); "
         "or the learning rate or the epochs are too few to recover (--lr, --epochs); or the "
-        "data need standardizing"
+        "data need standardizing (--standardize, the default of gaussian and laplace)"
     )
