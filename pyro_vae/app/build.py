@@ -31,7 +31,7 @@ from ..missing import MissingInput
 from ..networks import MLPBody, input_transform, with_input_transform
 from ..parts import likelihood_contract
 from ..priors import VampPrior
-from ..standardize import Standardize, standardization_from_data
+from ..standardize import Standardize, is_table, standardization_from_data
 from ..vae import VAE
 from .config import Config
 from .imports import call_with_accepted, import_object, is_import_path
@@ -202,7 +202,7 @@ def start_likelihood_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -
     fixed scale's value filled in: a checkpoint holds learned scales but not a fixed one,
     which the run's config must therefore name to rebuild the model.
 
-    With ``cfg.standardize`` (see :func:`standardizes`) every
+    With ``cfg.standardize`` on a table (see :func:`standardizes`) every
     :class:`~pyro_vae.standardize.Standardize` of the model (the encoder's input, the
     likelihood's units) first takes each feature's training mean and standard deviation
     (:func:`~pyro_vae.standardize.standardization_from_data`), and the starts above are
@@ -213,7 +213,7 @@ def start_likelihood_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -
     """
     if is_import_path(cfg.model) or is_import_path(cfg.likelihood):
         return cfg
-    if standardizes(cfg):
+    if standardizes(cfg, tuple(x.shape[1:])):
         mean, std = standardization_from_data(x)
         for part in model.modules():
             if isinstance(part, Standardize):
@@ -296,12 +296,12 @@ def encoder_body(
     appended along the first data dimension) into a network built for twice as many
     channels (or features).
 
-    With ``cfg.standardize`` and real data it is the same with a
+    With ``cfg.standardize`` and a real-valued table it is the same with a
     :class:`~pyro_vae.standardize.Standardize` first and the missing entries (NaN) filled after
     it, at 0: each feature's training mean (see :func:`encoder_input`).
     """
     data_shape = tuple(data_shape)
-    standardized = support == "real" and standardizes(cfg)
+    standardized = support == "real" and standardizes(cfg, data_shape)
     if not cfg.encoder_mask and not standardized:
         body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden), cfg.activation)
         return with_input_transform(body, support), features
@@ -312,15 +312,17 @@ def encoder_body(
     return nn.Sequential(*([transform] if transform is not None else []), *layers), features
 
 
-def standardizes(cfg: Config) -> bool:
-    """Whether ``cfg`` builds a model that standardizes each feature: ``cfg.standardize``
-    with a built-in likelihood that reads it (gaussian, laplace).
+def standardizes(cfg: Config, data_shape: tuple[int, ...]) -> bool:
+    """Whether ``cfg`` builds a model that standardizes each feature of data of
+    ``data_shape``: ``cfg.standardize`` with a built-in likelihood that reads it (gaussian,
+    laplace) on a table (see :func:`~pyro_vae.standardize.is_table`).
 
     Example:
-        >>> standardizes(Config(likelihood="gaussian")), standardizes(Config())
+        >>> gaussian = Config(likelihood="gaussian")
+        >>> standardizes(gaussian, (13,)), standardizes(gaussian, (1, 28, 28))
         (True, False)
     """
-    if not cfg.standardize or is_import_path(cfg.likelihood):
+    if not cfg.standardize or is_import_path(cfg.likelihood) or not is_table(data_shape):
         return False
     return "standardize" in LIKELIHOODS[cfg.likelihood].options
 
@@ -332,7 +334,7 @@ def encoder_input(
     :class:`~pyro_vae.standardize.Standardize` when :func:`standardizes` and the data are
     real, else the support's :func:`~pyro_vae.networks.input_transform` (m2's classifier and
     encoder, which take no missing entries)."""
-    if support == "real" and standardizes(cfg):
+    if support == "real" and standardizes(cfg, data_shape):
         return nn.Sequential(Standardize(tuple(data_shape)), body)
     return with_input_transform(body, support)
 

@@ -250,11 +250,12 @@ class Config:
     )
     standardize: bool = _option(
         True,
-        "gaussian/laplace on the built-in networks: the encoder sees each feature standardized "
-        "by its training mean and standard deviation, and the likelihood decodes in those "
-        "units (a density of x in the data's own units all the same), so the data's units do "
-        "not matter; the likelihood_scale_value is then in standard deviations of each "
-        "feature. A run saved before this key existed loads with false",
+        "gaussian/laplace on a table ([N, D] data; images keep their pixels' shared unit): "
+        "the built-in encoder sees each feature standardized by its training mean and "
+        "standard deviation, and the likelihood decodes in those units (still a density of x "
+        "in the data's own units), so the columns' units do not matter; likelihood_scale_value "
+        "is then in standard deviations of each feature. A run saved before this key existed "
+        "loads with false",
         "model",
     )
     guide_flow_depth: int = _option(

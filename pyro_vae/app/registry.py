@@ -69,6 +69,7 @@ from ..priors import (
     StudentTPrior,
     VampPrior,
 )
+from ..standardize import is_table
 
 __all__ = [
     "ACTIVATIONS",
@@ -203,7 +204,8 @@ def _location_scale(cls: type[LocationScaleLikelihood]) -> Callable[..., Likelih
 
     def build(cfg: Any, data_shape: tuple[int, ...]) -> Likelihood:
         value = cfg.likelihood_scale_value or DEFAULT_SCALE
-        return cls(data_shape, cfg.likelihood_scale, value, standardize=cfg.standardize)
+        standardize = cfg.standardize and is_table(data_shape)
+        return cls(data_shape, cfg.likelihood_scale, value, standardize=standardize)
 
     return build
 
