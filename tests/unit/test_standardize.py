@@ -8,6 +8,7 @@ import torch
 
 from pyro_vae import Config, evaluate, load_run, train
 from pyro_vae.app.build import build_vae
+from pyro_vae.app.faults import below_baseline_warning, standardizes_itself
 from pyro_vae.app.impute import impute_file
 from pyro_vae.baseline import independent_gaussian_log_px
 from pyro_vae.datasets import Dataset
@@ -115,6 +116,19 @@ def test_images_keep_their_shared_pixel_unit_and_other_likelihoods_are_not_stand
         sum(isinstance(m, Standardize) for m in model.modules()) for model in (image, table, counts)
     ]
     assert found == [0, 2, 0]
+
+
+def test_the_baseline_warning_suggests_standardizing_only_to_a_model_that_does_not():
+    table = build_vae(Config(likelihood="gaussian", hidden=[8], latent_dim=2), (16,))
+    raw = build_vae(
+        Config(likelihood="gaussian", hidden=[8], latent_dim=2, standardize=False), (16,)
+    )
+    said = [
+        below_baseline_warning("log p(x)", -50.0, -10.0, standardizes_itself(m))
+        for m in (table, raw)
+    ]
+    assert all(line.startswith("warning: log p(x) -50") for line in said)
+    assert "--standardize" not in said[0] and "--standardize" in said[1]
 
 
 def _strip_standardize(run_dir):
