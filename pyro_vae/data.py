@@ -378,10 +378,7 @@ def likelihood_advice(x: torch.Tensor) -> str:
             "for counts (non-negative whole numbers) use --likelihood negative-binomial (or "
             "poisson, zinb), or for real values --likelihood gaussian"
         )
-    return (
-        "for real values use --likelihood gaussian (or laplace), and standardize each "
-        "feature if the data are far from unit scale"
-    )
+    return "for real values use --likelihood gaussian (or laplace), which standardizes each feature"
 
 
 def _found(x: torch.Tensor, name: str, split: str = "") -> str:

@@ -39,6 +39,7 @@ from torch import nn
 
 from .distributions import BernoulliPixels, DiscretizedLogistic, LevelsCategorical
 from .parts import Likelihood
+from .standardize import Standardize
 
 __all__ = [
     "SCALE_MODES",
@@ -156,6 +157,20 @@ class LocationScaleLikelihood(Likelihood):
     The default, 0.1, suits pixels in [0, 1]; ``pyro-vae train`` starts the scale from the
     training data's spread unless ``likelihood_scale_value`` is set; from Python do the
     same with ``scale_value=scale_from_data(x_train, per_pixel=...)``.
+
+    With ``standardize`` it holds a fixed per-feature :class:`~pyro_vae.standardize.Standardize`
+    (``self.standardization``, identity until set): the decoder's output and the scale are
+    then in units of each feature's standard deviation about its mean, and the distribution
+    is ``family(mean + std * output, std * scale)``, a density of x in the data's own
+    units. ``pyro-vae train`` sets it from the training data (so a table's units no longer
+    matter); from Python, ``lik.standardization.set(*standardization_from_data(x_train))``.
+
+    Example:
+        >>> lik = GaussianLikelihood((2,), scale_mode="fixed", scale_value=1.0, standardize=True)
+        >>> lik.standardization.set(torch.tensor([0.0, 500.0]), torch.tensor([1.0, 100.0]))
+        >>> p = lik(torch.zeros(1, 2))
+        >>> p.mean, p.stddev.round(decimals=2)
+        (tensor([[  0., 500.]]), tensor([[  1., 100.]]))
     """
 
     support = "real"
@@ -166,8 +181,10 @@ class LocationScaleLikelihood(Likelihood):
         data_shape: tuple[int, ...],
         scale_mode: str = "learned",
         scale_value: float | torch.Tensor = DEFAULT_SCALE,
+        standardize: bool = False,
     ):
         super().__init__(data_shape)
+        self.standardization = Standardize(self.data_shape) if standardize else None
         if scale_mode not in SCALE_MODES:
             raise ValueError(f"unknown scale mode {scale_mode!r}; expected one of {SCALE_MODES}")
         self.scale_mode = scale_mode
@@ -209,7 +226,10 @@ class LocationScaleLikelihood(Likelihood):
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         (loc,) = self.split(params)
-        return self.event(type(self).family(loc, self.pixel_scale.expand(loc.shape)))
+        scale = self.pixel_scale.expand(loc.shape)
+        if self.standardization is not None:
+            loc, scale = self.standardization.undo(loc), self.standardization.std * scale
+        return self.event(type(self).family(loc, scale))
 
 
 class GaussianLikelihood(LocationScaleLikelihood):

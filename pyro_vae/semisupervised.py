@@ -108,7 +108,7 @@ def parse_labels(value: str | int, unlabelled: bool = False) -> int | None:
         return None if unlabelled else DEFAULT_LABELS
     if text == "all":
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # not "¹", which int() refuses
         raise ConfigError(f"labels: expected a positive count, 'all' or 'auto', got {value!r}")
     return int(text)
 

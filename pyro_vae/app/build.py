@@ -31,6 +31,7 @@ from ..missing import MissingInput
 from ..networks import MLPBody, input_transform, with_input_transform
 from ..parts import likelihood_contract
 from ..priors import VampPrior
+from ..standardize import Standardize, is_table, standardization_from_data
 from ..vae import VAE
 from .config import Config
 from .imports import call_with_accepted, import_object, is_import_path
@@ -48,6 +49,8 @@ __all__ = [
     "build_prior",
     "start_likelihood_from_data",
     "start_location_from_data",
+    "standardizes",
+    "encoder_input",
 ]
 
 
@@ -199,11 +202,23 @@ def start_likelihood_from_data(cfg: Config, model: nn.Module, x: torch.Tensor) -
     fixed scale's value filled in: a checkpoint holds learned scales but not a fixed one,
     which the run's config must therefore name to rebuild the model.
 
+    With ``cfg.standardize`` on a table (see :func:`standardizes`) every
+    :class:`~pyro_vae.standardize.Standardize` of the model (the encoder's input, the
+    likelihood's units) first takes each feature's training mean and standard deviation
+    (:func:`~pyro_vae.standardize.standardization_from_data`), and the starts above are
+    taken on the standardized data: the location at 0 and the scale near 1, in those units.
+
     A config with a scale value (an old run's 0.1 included) keeps it; so do models given by
     import path, whose parts are their own.
     """
     if is_import_path(cfg.model) or is_import_path(cfg.likelihood):
         return cfg
+    if standardizes(cfg, tuple(x.shape[1:])):
+        mean, std = standardization_from_data(x)
+        for part in model.modules():
+            if isinstance(part, Standardize):
+                part.set(mean.to(part.mean), std.to(part.std))
+        x = (x - mean.to(x)) / std.to(x)
     start_location_from_data(model, x)
     for part in model.modules():
         if isinstance(part, NegativeBinomialLikelihood):
@@ -280,16 +295,48 @@ def encoder_body(
     :class:`~pyro_vae.missing.MissingInput` (missing entries as 0, the observed mask
     appended along the first data dimension) into a network built for twice as many
     channels (or features).
+
+    With ``cfg.standardize`` and a real-valued table it is the same with a
+    :class:`~pyro_vae.standardize.Standardize` first and the missing entries (NaN) filled after
+    it, at 0: each feature's training mean (see :func:`encoder_input`).
     """
     data_shape = tuple(data_shape)
-    if not cfg.encoder_mask:
+    standardized = support == "real" and standardizes(cfg, data_shape)
+    if not cfg.encoder_mask and not standardized:
         body, features = NETWORKS[cfg.network].encoder(data_shape, list(cfg.hidden), cfg.activation)
         return with_input_transform(body, support), features
-    doubled = (2 * data_shape[0], *data_shape[1:])
-    body, features = NETWORKS[cfg.network].encoder(doubled, list(cfg.hidden), cfg.activation)
-    layers = [MissingInput(with_mask=True, data_dims=len(data_shape)), body]
-    transform = input_transform(support)
+    shape = (2 * data_shape[0], *data_shape[1:]) if cfg.encoder_mask else data_shape
+    body, features = NETWORKS[cfg.network].encoder(shape, list(cfg.hidden), cfg.activation)
+    layers = [MissingInput(with_mask=cfg.encoder_mask, data_dims=len(data_shape)), body]
+    transform = Standardize(data_shape) if standardized else input_transform(support)
     return nn.Sequential(*([transform] if transform is not None else []), *layers), features
+
+
+def standardizes(cfg: Config, data_shape: tuple[int, ...]) -> bool:
+    """Whether ``cfg`` builds a model that standardizes each feature of data of
+    ``data_shape``: ``cfg.standardize`` with a built-in likelihood that reads it (gaussian,
+    laplace) on a table (see :func:`~pyro_vae.standardize.is_table`).
+
+    Example:
+        >>> gaussian = Config(likelihood="gaussian")
+        >>> standardizes(gaussian, (13,)), standardizes(gaussian, (1, 28, 28))
+        (True, False)
+    """
+    if not cfg.standardize or is_import_path(cfg.likelihood) or not is_table(data_shape):
+        return False
+    return "standardize" in LIKELIHOODS[cfg.likelihood].options
+
+
+def encoder_input(
+    cfg: Config, body: nn.Module, data_shape: tuple[int, ...], support: str
+) -> nn.Module:
+    """``body`` after what a built-in network sees first: a
+    :class:`~pyro_vae.standardize.Standardize` when :func:`standardizes` and the data are
+    real, else the support's :func:`~pyro_vae.networks.input_transform` (m2's classifier and
+    encoder, which take no missing entries)."""
+    if support == "real" and standardizes(cfg, data_shape):
+        return nn.Sequential(Standardize(tuple(data_shape)), body)
+    return with_input_transform(body, support)
 
 
 def build_guide(

@@ -36,6 +36,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = ["Config", "SECTIONS", "check_config_argument", "check_count"]
 
 SECTIONS = ("data", "model", "training", "evaluation", "output")
+RUN_HEADER = "# pyro-vae run configuration"  # the first line of every config.toml a run writes
+# What a key added since means in a run saved without it: the behaviour of the versions that
+# wrote it (their checkpoints hold no standardization), so old runs load, evaluate and
+# resume as they trained; a new config gets the field's default.
+OLD_RUN_DEFAULTS: dict[str, Any] = {"standardize": False}
 
 
 def _choices(table: str) -> Callable[[], list[str]]:
@@ -243,6 +248,16 @@ class Config:
         minimum=0.0,
         check=lambda v: _check_scale_value(v),
     )
+    standardize: bool = _option(
+        True,
+        "gaussian/laplace on a table ([N, D] data; images keep their pixels' shared unit): "
+        "the built-in encoder sees each feature standardized by its training mean and "
+        "standard deviation, and the likelihood decodes in those units (still a density of x "
+        "in the data's own units), so the columns' units do not matter; likelihood_scale_value "
+        "is then in standard deviations of each feature. A run saved before this key existed "
+        "loads with false",
+        "model",
+    )
     guide_flow_depth: int = _option(
         2, "inverse autoregressive flow steps of the iaf guide", "model", minimum=1, maximum=64
     )
@@ -370,12 +385,20 @@ class Config:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, saved: bool = False) -> Config:
+    def from_dict(
+        cls, values: Mapping[str, Any], *, saved: bool = False, from_run: bool = False
+    ) -> Config:
         """Build a config from a flat or sectioned mapping, rejecting unknown keys.
 
         ``saved``: the config of an existing run, whose ``*_args`` for a built-in part
         (ignored by the versions that wrote it, refused since) are dropped, so the run
-        still loads as it trained.
+        still loads as it trained. ``saved`` or ``from_run`` (a run's config.toml given
+        to ``--config``): a key the run's version did not write yet takes the value of
+        :data:`OLD_RUN_DEFAULTS` (the behaviour it trained with), not the field's default.
+
+        Example:
+            >>> Config.from_dict({"likelihood": "gaussian"}, from_run=True).standardize
+            False
         """
         flat: dict[str, Any] = {}
         for key, value in values.items():
@@ -385,6 +408,8 @@ class Config:
                 flat[key] = value
         if saved:
             flat = _without_ignored_part_args(flat)
+        if saved or from_run:
+            flat = {**OLD_RUN_DEFAULTS, **flat}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(flat) - known)
         if unknown:
@@ -396,11 +421,14 @@ class Config:
 
     @classmethod
     def from_toml_text(cls, text: str, source: str = "<string>", *, saved: bool = False) -> Config:
+        """The config in TOML ``text``; ``saved`` as in :meth:`from_dict`, whose ``from_run``
+        is the header a run's ``config.toml`` starts with (so that ``pyro-vae train --config
+        runs/X/config.toml`` reruns an older run as it trained)."""
         try:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{source}: not valid TOML ({err}); fix the syntax") from None
-        return cls.from_dict(values, saved=saved)
+        return cls.from_dict(values, saved=saved, from_run=text.startswith(RUN_HEADER))
 
     @classmethod
     def from_file(cls, path: str | Path, *, saved: bool = False) -> Config:
@@ -430,7 +458,7 @@ class Config:
     def to_toml(self, model_from_python: str = "") -> str:
         """The config as TOML, one section per concern, every key written out; the header
         says when the run's model (class ``model_from_python``) was passed from Python."""
-        lines = ["# pyro-vae run configuration: `pyro-vae train --config THIS_FILE` reruns it"]
+        lines = [RUN_HEADER + ": `pyro-vae train --config THIS_FILE` reruns it"]
         if model_from_python:
             lines = [
                 "# pyro-vae run configuration of a model passed from Python "

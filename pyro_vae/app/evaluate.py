@@ -49,6 +49,7 @@ from .faults import (
     baseline_log_px,
     below_baseline_warning,
     non_finite_warning,
+    standardizes_itself,
 )
 from .labels import check_labels_fit
 from .load import load_run
@@ -269,7 +270,9 @@ def evaluate(
         warning = (
             non_finite_warning([_shown(n, scores[n]) for n in not_finite])
             if not_finite
-            else below_baseline_warning("log p(x)", result.log_px, baseline)
+            else below_baseline_warning(
+                "log p(x)", result.log_px, baseline, standardizes_itself(run.model)
+            )
         )
         if warning and log is not None:
             log(warning)

@@ -50,6 +50,7 @@ from ..convention import data_support
 from ..data import TrainingData
 from ..errors import PyroVAEError
 from ..estimators import units_of
+from ..standardize import Standardize
 
 __all__ = [
     "MAX_RECOVERIES",
@@ -66,6 +67,7 @@ __all__ = [
     "absurd_elbo_warning",
     "non_finite_warning",
     "BASELINE_MARGIN",
+    "standardizes_itself",
     "BASELINE_MIN_EPOCHS",
     "BASELINE_DESCRIPTION",
     "baseline_log_px",
@@ -305,9 +307,13 @@ def baseline_log_px(
     return independent_gaussian_log_px(data.train, data.test if x is None else x)
 
 
-def below_baseline_warning(name: str, value: float, baseline: float | None) -> str:
+def below_baseline_warning(
+    name: str, value: float, baseline: float | None, standardized: bool = False
+) -> str:
     """One warning line when score ``name`` (``value`` per datapoint) is more than
     ``BASELINE_MARGIN`` below ``baseline`` (see :func:`baseline_log_px`); else "".
+    ``standardized``: the model standardizes each feature itself (see
+    :mod:`pyro_vae.standardize`), so the line does not suggest it.
 
     >>> below_baseline_warning("test ELBO", -52.4, -13.2)[:72]
     'warning: test ELBO -52.4 per datapoint is below -13.2, what independent '
@@ -323,6 +329,17 @@ def below_baseline_warning(name: str, value: float, baseline: float | None) -> s
         "(--likelihood-scale-value 0 starts it there; from Python, a likelihood built with "
         "scale_value=pyro_vae.likelihoods.scale_from_data(x_train)) or be one scale for "
         "features of different spread (--likelihood-scale per-pixel; scale_mode='per-pixel'); "
-        "or the learning rate or the epochs are too few to recover (--lr, --epochs); or the "
-        "data need standardizing"
+        "or the learning rate or the epochs are too few to recover (--lr, --epochs)"
+        + (
+            ""
+            if standardized
+            else "; or the data need standardizing (--standardize, the default of gaussian "
+            "and laplace on a table)"
+        )
     )
+
+
+def standardizes_itself(model: nn.Module) -> bool:
+    """Whether ``model`` holds a :class:`~pyro_vae.standardize.Standardize` (built with
+    ``standardize = true`` on a table)."""
+    return any(isinstance(part, Standardize) for part in model.modules())

@@ -29,10 +29,10 @@ from torch import nn
 from ..data import data_max
 from ..errors import ConfigError, DataError
 from ..families.m2 import M2, Classifier, M2Decoder, M2Encoder
-from ..networks import ACTIVATIONS, MLPBody, activation_unit, with_input_transform
+from ..networks import ACTIVATIONS, MLPBody, activation_unit
 from ..parts import likelihood_contract
 from ..rng import isolated_rng
-from .build import build_likelihood, build_prior
+from .build import build_likelihood, build_prior, encoder_input
 from .config import Config
 from .plots import plot_losses, plt, save_image_grid
 from .registry import NETWORKS
@@ -64,10 +64,12 @@ def build_m2(cfg: Config, data_shape: tuple[int, ...], num_classes: int | None) 
     largest = data_max(contract.support)
     network, hidden, act = NETWORKS[cfg.network], list(cfg.hidden), cfg.activation
     body, features = network.encoder(data_shape, hidden, act)
-    classifier = Classifier(with_input_transform(body, contract.support), features, num_classes)
+    classifier = Classifier(
+        encoder_input(cfg, body, data_shape, contract.support), features, num_classes
+    )
     body, features = network.encoder(data_shape, hidden, act)
     encoder = M2Encoder(
-        with_input_transform(_pre_activation(body), contract.support),
+        encoder_input(cfg, _pre_activation(body), data_shape, contract.support),
         features,
         cfg.latent_dim,
         num_classes,

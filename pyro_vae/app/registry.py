@@ -69,6 +69,7 @@ from ..priors import (
     StudentTPrior,
     VampPrior,
 )
+from ..standardize import is_table
 
 __all__ = [
     "ACTIVATIONS",
@@ -193,7 +194,7 @@ class LikelihoodSpec:
     options: tuple[str, ...] = ()
 
 
-_SCALE_OPTIONS = ("likelihood_scale", "likelihood_scale_value")
+_SCALE_OPTIONS = ("likelihood_scale", "likelihood_scale_value", "standardize")
 
 
 def _location_scale(cls: type[LocationScaleLikelihood]) -> Callable[..., Likelihood]:
@@ -203,7 +204,8 @@ def _location_scale(cls: type[LocationScaleLikelihood]) -> Callable[..., Likelih
 
     def build(cfg: Any, data_shape: tuple[int, ...]) -> Likelihood:
         value = cfg.likelihood_scale_value or DEFAULT_SCALE
-        return cls(data_shape, cfg.likelihood_scale, value)
+        standardize = cfg.standardize and is_table(data_shape)
+        return cls(data_shape, cfg.likelihood_scale, value, standardize=standardize)
 
     return build
 
@@ -219,8 +221,9 @@ LIKELIHOODS: dict[str, LikelihoodSpec] = {
     ),
     "gaussian": LikelihoodSpec(
         _location_scale(GaussianLikelihood),
-        "Normal with decoded mean; any real values (8-bit images divided by 255; standardize "
-        "tables); its scale starts at the training data's std unless set; nats of a density",
+        "Normal with decoded mean; any real values (8-bit images divided by 255), in units of "
+        "each feature's training std (--no-standardize: raw); its scale starts at the "
+        "training data's std unless set; nats of a density",
         _SCALE_OPTIONS,
     ),
     "laplace": LikelihoodSpec(

@@ -37,6 +37,7 @@ from ..errors import ConfigError, PyroVAEError, RunFolderError
 from ..families.m2 import M2
 from ..missing import allow_missing
 from ..semisupervised import UNLABELLED, SemiSupervisedData, parse_labels, semi_supervised
+from ..standardize import Standardize
 from .build import build_model, start_likelihood_from_data
 from .config import Config, check_config_argument
 from .data_record import check_loadable, data_source, training_range
@@ -183,18 +184,22 @@ def _missing_note(x: torch.Tensor) -> str:
 FAR_FROM_UNIT_SCALE = 1e3
 
 
-def _scale_note(x: torch.Tensor, support: str) -> str:
+def _scale_note(x: torch.Tensor, support: str, model: nn.Module) -> str:
     """A note for real-valued data far from unit scale, which a network starting near 0
-    with a learning rate of 1e-3 fits slowly, if at all; else ''."""
+    with a learning rate of 1e-3 fits slowly, if at all; else '' (also for a model that
+    standardizes each feature itself: see :mod:`pyro_vae.standardize`)."""
     if support != "real" or not x.is_floating_point():
+        return ""
+    if any(isinstance(part, Standardize) for part in model.modules()):
         return ""
     largest = max(map(abs, observed_range(x)))
     if largest <= FAR_FROM_UNIT_SCALE:
         return ""
     return (
         f"note: the training data reach |x| = {largest:.3g}; a real-valued likelihood learns "
-        "far-from-unit-scale data slowly or overflows: standardize each feature (subtract "
-        "its mean, divide by its standard deviation) and keep the two numbers to undo it"
+        "far-from-unit-scale data slowly or overflows: leave --standardize on (the default of "
+        "gaussian and laplace), or standardize each feature (subtract its mean, divide by its "
+        "standard deviation) and keep the two numbers to undo it"
     )
 
 
@@ -416,7 +421,7 @@ def _train(
     if prepared.missing:  # NaN entries: a likelihood masked per entry (iwae becomes MIWAE)
         allow_missing(model)
         say(_missing_note(prepared.train))
-    if scale_note := _scale_note(prepared.train, data_support(model)):
+    if scale_note := _scale_note(prepared.train, data_support(model), model):
         say(scale_note)
     if isinstance(model, M2):  # the given labels, or a seeded subset spread over the classes
         unlabelled = bool((prepared.y_train == UNLABELLED).any())

@@ -69,6 +69,7 @@ from .faults import (
     non_finite_kind,
     non_finite_state,
     raise_if_non_finite,
+    standardizes_itself,
 )
 from .objective_specs import build_objective
 from .run_folder import RunFolder
@@ -506,7 +507,8 @@ class Trainer:
         last = row["epoch"] == self.cfg.epochs
         if row["epoch"] < BASELINE_MIN_EPOCHS or (self._baseline_warned and not last):
             return ""
-        warning = below_baseline_warning("test ELBO", row["test_elbo"], self.baseline)
+        standardized = standardizes_itself(self.model)
+        warning = below_baseline_warning("test ELBO", row["test_elbo"], self.baseline, standardized)
         self._baseline_warned = self._baseline_warned or bool(warning)
         return warning
 

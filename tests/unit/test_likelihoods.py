@@ -18,6 +18,7 @@ from pyro_vae.likelihoods import (
     scale_from_data,
 )
 from pyro_vae.priors import MixtureOfGaussiansPrior
+from pyro_vae.standardize import standardization_from_data
 
 SHAPE = (1, 3, 4)  # not square, so a wrong reshape shows
 PIXELS = 12
@@ -255,15 +256,25 @@ def test_scale_from_data_is_the_std_of_the_observed_entries_overall_or_per_featu
     assert float(scale_from_data(torch.ones(10, 4))) == pytest.approx(0.01)  # all constant
 
 
+@pytest.mark.parametrize("standardize", [False, True])
 @pytest.mark.parametrize("mode", ["fixed", "learned", "per-pixel"])
 @pytest.mark.parametrize("name", ["gaussian", "laplace"])
-def test_training_starts_an_unset_scale_at_the_datas_std_and_a_set_one_where_set(name, mode):
+def test_training_starts_an_unset_scale_at_the_datas_std_and_a_set_one_where_set(
+    name, mode, standardize
+):
+    """Standardized, the scale starts at the spread of the standardized data (in units of
+    each feature's std), whose location starts at 0."""
     x = _table_with_holes()
     cfg = Config(likelihood=name, likelihood_scale=mode, latent_dim=2, hidden=[8])
+    cfg = cfg.replace(standardize=standardize)
     assert cfg.likelihood_scale_value == 0  # the default: from the data
     model = build_vae(cfg, (3,))
     resolved = start_likelihood_from_data(cfg, model, x)
-    expected = scale_from_data(x, per_pixel=mode == "per-pixel")
+    mean, std = standardization_from_data(x)
+    seen = (x - mean) / std if standardize else x
+    expected = scale_from_data(seen, per_pixel=mode == "per-pixel")
+    bias = model.decoder.layers[-1].bias.detach()
+    assert torch.allclose(bias, seen.nanmean(0).nan_to_num(0.0), atol=1e-6)
     assert torch.allclose(model.likelihood.pixel_scale.detach(), expected, rtol=1e-5)
     if mode == "fixed":  # not in the checkpoint: the run's config names it, and rebuilds it
         assert resolved.likelihood_scale_value == pytest.approx(float(expected))

@@ -48,7 +48,7 @@ def test_part_options_are_exactly_the_model_fields_added_for_them():
               for o in s.options}  # fmt: skip
     assert listed == {
         "prior_components", "prior_flow", "prior_flow_depth", "prior_df",
-        "likelihood_scale", "likelihood_scale_value", "guide_flow_depth",
+        "likelihood_scale", "likelihood_scale_value", "standardize", "guide_flow_depth",
     }  # fmt: skip
     assert all(next(f for f in fields(Config) if f.name == o).metadata["section"] == "model"
                for o in listed)  # fmt: skip

@@ -274,6 +274,8 @@ def test_rows_labelled_minus_one_are_the_unlabelled_data():
     given = Dataset.from_tensors(x, x[:9], y, torch.arange(9) % 3)
     data = prepare_data(given, "real", "gaussian", "none", seed=0)
     assert parse_labels("auto", unlabelled=True) is None and parse_labels("auto") == 100
+    with pytest.raises(ConfigError, match="positive count"):  # found by the fuzz test
+        parse_labels("\u00b9")  # a superscript one: isdigit() but not int()
     every = semi_supervised(data, None, seed=0)
     assert every.labelled.tolist() == list(range(45, 60))
     assert every.unlabelled.tolist() == list(range(45)) and every.num_classes == 3

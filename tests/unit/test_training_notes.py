@@ -30,12 +30,18 @@ def _gaussian(tmp_path, name):
                   device="cpu", out=str(tmp_path / name))  # fmt: skip
 
 
-def test_real_valued_data_far_from_unit_scale_get_a_note_and_unit_scale_none(tmp_path):
+def test_real_valued_data_far_from_unit_scale_get_a_note_unless_standardized(tmp_path):
+    """Unstandardized (--no-standardize) prices get the note; the default standardizes them
+    itself and unit-scale data need nothing, so neither gets one."""
     unscaled = torch.randn(60, 5) * 1e5 + 3e5  # prices, say
     said: list[str] = []
     data = Dataset.from_tensors(unscaled[:50], unscaled[50:])
-    train(_gaussian(tmp_path, "prices"), data=data, progress=False, log=said.append)
+    raw = _gaussian(tmp_path, "prices").replace(standardize=False)
+    train(raw, data=data, progress=False, log=said.append)
     assert any("reach |x| = " in line and "standardize each feature" in line for line in said)
+    said.clear()
+    train(_gaussian(tmp_path, "standardized"), data=data, progress=False, log=said.append)
+    assert not any("reach |x| = " in line for line in said)
     said.clear()
     scaled = (unscaled - unscaled.mean(0)) / unscaled.std(0)
     data = Dataset.from_tensors(scaled[:50], scaled[50:])
@@ -44,10 +50,11 @@ def test_real_valued_data_far_from_unit_scale_get_a_note_and_unit_scale_none(tmp
 
 
 def test_data_whose_first_loss_overflows_are_refused_before_the_folder(tmp_path):
-    huge = torch.full((60, 5), 1e30)  # squares overflow float32
+    huge = torch.full((60, 5), 1e30)  # squares overflow float32 (unstandardized)
     data = Dataset.from_tensors(huge[:50], huge[50:])
+    raw = _gaussian(tmp_path, "huge").replace(standardize=False)
     with pytest.raises(DataError, match=r"loss at the initial weights is inf .* 1e\+30"):
-        train(_gaussian(tmp_path, "huge"), data=data, progress=False, log=lambda _: None)
+        train(raw, data=data, progress=False, log=lambda _: None)
     assert not (tmp_path / "huge").exists()
 
 
