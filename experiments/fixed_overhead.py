@@ -15,6 +15,8 @@
   the built-in parts could reach at best; also the default step with the guard's scan moved
   into backward hooks (each gradient scanned while still in cache); ``--threads`` sets
   torch's threads.
+- ``log-px-threads``: per operator, one log p(x) chunk's time at one thread and at two
+  (``torch.profiler``), and each operator's gain from the second thread.
 - ``log-px``: one chunk of the K=1000 log p(x) (two datapoints x 1,000 samples) against its
   decoder + likelihood alone and against the reference matmuls of the bench's rate; the
   ratio reference / (decoder + likelihood) bounds the fraction of the matmul rate that any
@@ -243,9 +245,51 @@ def log_px_ceiling(rounds: int) -> str:
     )
 
 
+def log_px_thread_gain(rounds: int) -> str:
+    """Per operator, one log p(x) chunk's self time (``torch.profiler``) at one thread and at
+    two, in one process: which operators gain less than the reference matmul's ~2x."""
+    from torch.profiler import ProfilerActivity, profile
+
+    data = _data(BenchSettings(), torch.device("cpu"), "dynamic")
+    torch.manual_seed(0)
+    vae = build_vae(_config(128, "cpu"), data.data_shape).eval()
+    x = data.test[:2]
+    per_thread = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        template = _Sums()
+        with torch.no_grad(), pyro.validation_enabled(False):
+            _score_chunk(vae, x, {}, 1, 1, template)
+            sums = template.zeroed()
+            for _ in range(5):
+                _score_chunk(vae, x, {}, 1000, 1000, sums)
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                for _ in range(rounds):
+                    _score_chunk(vae, x, {}, 1000, 1000, sums)
+        times: dict[tuple[str, str], float] = {}
+        for event in prof.key_averages(group_by_input_shape=True):
+            key = (event.key, str(event.input_shapes)[:48])
+            times[key] = times.get(key, 0.0) + event.self_cpu_time_total / rounds
+        per_thread[threads] = times
+    one, two = per_thread[1], per_thread[2]
+    lines = [
+        f"chunk, all operators: 1 thread {sum(one.values()):.0f} us, 2 threads "
+        f"{sum(two.values()):.0f} us, gain {sum(one.values()) / sum(two.values()):.2f}",
+        "| operator | input shapes | 1 thread (us) | 2 threads (us) | gain |",
+        "|---|---|---|---|---|",
+    ]
+    for key in sorted(one, key=lambda k: -one[k])[:14]:
+        if key in two:
+            lines.append(f"| `{key[0]}` | {key[1]} | {one[key]:.0f} | {two[key]:.0f} | "
+                         f"{one[key] / two[key]:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["python", "steps", "guard", "ceiling", "log-px"])
+    parser.add_argument(
+        "what", choices=["python", "steps", "guard", "ceiling", "log-px", "log-px-threads"]
+    )
     parser.add_argument("--steps", type=int, default=3000, help="steps, or log p(x) rounds / 75")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
@@ -258,6 +302,8 @@ def main() -> None:
         print(step_ceiling(max(args.steps // 10, 20)))
     elif args.what == "guard":
         print(guard_cost(max(args.steps // 10, 20)))
+    elif args.what == "log-px-threads":
+        print(log_px_thread_gain(max(args.steps // 75, 10)))
     else:
         print(log_px_ceiling(max(args.steps // 75, 10)))
 

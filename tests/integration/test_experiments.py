@@ -76,7 +76,7 @@ def test_profile_step_tables_both_steps_op_by_op():
     assert table[0].startswith("batch 16: step wall")
 
 
-@pytest.mark.parametrize("what", ["python", "steps", "guard", "log-px"])
+@pytest.mark.parametrize("what", ["python", "steps", "guard", "log-px", "log-px-threads"])
 def test_fixed_overhead_measures_each_part(what):
     import re
 
@@ -84,6 +84,11 @@ def test_fixed_overhead_measures_each_part(what):
     if what == "steps":  # both batch sizes, with and without the guard
         ratios = [float(r) for r in re.findall(r": (\d+\.\d+)", done.stdout)]
         assert len(ratios) == 4 and all(0.5 < r < 3 for r in ratios)
+        return
+    if what == "log-px-threads":  # the chunk at both thread counts, then one row per operator
+        one, two = (float(n) for n in re.findall(r"(\d+) us", done.stdout.splitlines()[0]))
+        rows = [line for line in done.stdout.splitlines() if line.startswith("| `aten::")]
+        assert one > 0 and two > 0 and any("addmm" in row for row in rows)
         return
     numbers = [float(n) for n in re.findall(r"(-?\d+(?:\.\d+)?) us", done.stdout)]
     if what == "log-px":  # the chunk, its decoder + likelihood, the rest, the reference
