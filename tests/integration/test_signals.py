@@ -8,6 +8,14 @@ import sys
 import time
 
 
+def _answer_ctrl_c() -> None:
+    """In the child before it runs Python: SIGINT's default action. A suite started in the
+    background by a shell without job control (`pytest &`, nohup, some CI runners) hands its
+    children SIGINT ignored, and Python started so installs no KeyboardInterrupt: the command
+    would never see the Ctrl-C and the test would wait out its timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_until_blocked_reading(pid: int, timeout: float = 60.0) -> None:
     """Return once process ``pid`` sleeps in a read of a pipe. A signal sent between its
     open() and its read() is handled only when the read returns, which it never does here:
@@ -31,6 +39,7 @@ def test_ctrl_c_while_the_data_load_says_nothing_was_saved(tmp_path):
         [sys.executable, "-m", "pyro_vae", "train", "--dataset", str(fifo), "--out", str(run)],
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_answer_ctrl_c,
     )
     writer = os.open(fifo, os.O_WRONLY)  # returns once the process has opened it to read
     try:
