@@ -169,7 +169,7 @@ def test_stacked_layers_smoke_compares_one_and_two_layers(tiny_npz, tmp_path):
     out = tmp_path / "out"
     tiny = ["--dataset", str(tiny_npz), "--epochs", "1", "--eval-k", "4", "--seeds", "0",
             "--hidden", "16", "--latent-hidden", "8", "--batch-size", "50", "--out", str(out),
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--jobs", "2"]  # fmt: skip
     assert module["main"](tiny) == 0
     with (out / "comparison.csv").open() as handle:  # not the evaluation's total latent_dim
         assert {row["latent_dim"] for row in csv.DictReader(handle)} == {"150", "[100,50]"}
