@@ -339,7 +339,7 @@ def test_what_evaluate_warned_about_reaches_the_terminal(tmp_path):
                   batch_size=40, hidden=[16], latent_dim=2, eval_k=5, device="cpu")  # fmt: skip
     said: list[str] = []
     grid = {"likelihood_scale_value": [0.0, 0.1]}
-    compare(base, grid, [0], tmp_path / "cmp", log=said.append, progress=False)
+    compare(base, grid, [0], tmp_path / "cmp", jobs=2, log=said.append, progress=False)
     warned = [line for line in said if "warning: log p(x)" in line]
     assert len(warned) == 1 and warned[0].startswith("likelihood_scale_value=0.1 seed=0: ")
 

@@ -328,13 +328,18 @@ def test_a_half_set_torchrun_environment_is_named_not_a_traceback(env, named, tm
 
 
 def _silent_peer_worker(rank: int, port: int, run: str, out: str) -> None:
-    """Rank 0 evaluates; rank 1 joins the group and then never answers a collective."""
+    """Rank 0 evaluates; rank 1 joins the group and then never answers a collective.
+
+    Rank 1 stays silent until rank 0 has written what it said (at most 60 s), not a fixed
+    20 s: the test then ends when rank 0 gives up rather than when the sleep runs out."""
     from pyro_vae.app.distributed import DistributedFault
     from pyro_vae.app.evaluate import evaluate
 
     ctx = _join_two_ranks(rank, port) if rank == 1 else None
     if ctx is not None:
-        time.sleep(20)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(out) and time.monotonic() < deadline:
+            time.sleep(0.1)
         os._exit(0)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0",
                       WORLD_SIZE="2", LOCAL_RANK="0")  # fmt: skip

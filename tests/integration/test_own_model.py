@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,20 +100,30 @@ def cli(*args, cwd):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def together(*calls: tuple[tuple, Path]) -> list[subprocess.CompletedProcess]:
+    """Run ``cli(*args, cwd=cwd)`` for each ``(args, cwd)`` at once, two cores being there
+    and no call reading what another writes; their results in order."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: cli(*call[0], cwd=call[1]), calls))
+
+
 def test_a_prior_by_import_path_trains_evaluates_samples_and_resumes(user_package):
     prior = ["--prior", "userpkg.parts:WidePrior", "--prior-args", '{"scale": 2.0}']
     done = cli("train", "--dataset", "mnist5k", *prior, *TINY, "--out", "run", cwd=user_package)
     assert done.returncode == 0, done.stderr
     config = (user_package / "run" / "config.toml").read_text()
     assert 'prior = "userpkg.parts:WidePrior"' in config and "scale = 2.0" in config
-    for args in (("evaluate", "run", "--k", "5"), ("sample", "run", "--n", "4")):
-        assert cli(*args, cwd=user_package).returncode == 0
+    elsewhere = user_package / "elsewhere"
+    elsewhere.mkdir()
+    evaluated, sampled, failed = together(
+        (("evaluate", "run", "--k", "5"), user_package),
+        (("sample", "run", "--n", "4"), user_package),
+        (("evaluate", "../run", "--k", "5"), elsewhere),
+    )
+    assert evaluated.returncode == 0 and sampled.returncode == 0
     assert cli("train", "--resume", "run", "--epochs", "2", cwd=user_package).returncode == 0
     lines = (user_package / "run" / "metrics.csv").read_text().splitlines()
     assert len(lines) == 3  # header and two epochs
-    elsewhere = user_package / "elsewhere"
-    elsewhere.mkdir()
-    failed = cli("evaluate", "../run", "--k", "5", cwd=elsewhere)
     assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1
     assert "cannot import module 'userpkg.parts'" in failed.stderr
 
@@ -122,10 +133,11 @@ def test_a_model_by_import_path_gets_labels_and_a_conditional_evaluation(user_pa
     done = cli("train", "--dataset", "mnist5k", *model, *TINY, "--out", "run", cwd=user_package)
     assert done.returncode == 0, done.stderr
     assert json.loads((user_package / "run" / "run.json").read_text())["num_classes"] == 10
-    assert cli("evaluate", "run", "--k", "5", cwd=user_package).returncode == 0
+    evaluated, refused = together((("evaluate", "run", "--k", "5"), user_package),
+                                  (("sample", "run"), user_package))  # fmt: skip
+    assert evaluated.returncode == 0
     scores = json.loads((user_package / "run" / "eval.json").read_text())
     assert scores["log_px"] >= scores["elbo"] and scores["num_datapoints"] == 500
-    refused = cli("sample", "run", cwd=user_package)
     assert refused.returncode == 2 and "Predictive" in refused.stderr
     assert sorted(p.name for p in (user_package / "run" / "plots").iterdir()) == ["losses.png"]
 
@@ -138,8 +150,10 @@ def test_a_standardized_table_trains_with_a_gaussian_and_evaluates_from_anywhere
     done = cli("train", *args, "--out", "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (tmp_path / "elsewhere").mkdir()
-    assert cli("evaluate", "../run", "--k", "5", cwd=tmp_path / "elsewhere").returncode == 0
-    refused = cli("train", *args[:2], *TINY, "--out", "run2", cwd=tmp_path)  # bernoulli
+    bernoulli = ("train", *args[:2], *TINY, "--out", "run2")
+    evaluated, refused = together((("evaluate", "../run", "--k", "5"), tmp_path / "elsewhere"),
+                                  (bernoulli, tmp_path))  # fmt: skip
+    assert evaluated.returncode == 0
     assert refused.returncode == 2 and not (tmp_path / "run2").exists()
 
 

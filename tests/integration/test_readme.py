@@ -56,13 +56,19 @@ COMMANDS = [
 ]
 
 
-def pyro_vae_command(words: str, run: Path, cwd: Path) -> str:
-    """Run ``pyro-vae WORDS`` (RUN replaced by ``run``) as a new process; its stdout."""
+def start_pyro_vae(words: str, run: Path, cwd: Path) -> subprocess.Popen:
+    """Start ``pyro-vae WORDS`` (RUN replaced by ``run``) as a new process."""
     argv = [sys.executable, "-m", "pyro_vae", *shlex.split(words.replace("RUN", str(run)))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"pyro-vae {words} exited {done.returncode}:\n{done.stderr}"
-    return done.stdout
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def output_of(words: str, process: subprocess.Popen) -> str:
+    """Wait for a process from :func:`start_pyro_vae` to succeed; its stdout."""
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, f"pyro-vae {words} exited {process.returncode}:\n{err}"
+    return out
 
 
 def metrics(folder: Path) -> list[dict[str, str]]:
@@ -76,7 +82,16 @@ def test_readme_commands_run_and_do_what_it_says(tmp_path):
     for written, _ in COMMANDS:
         assert written in text, f"the README no longer shows {written!r}: update this test"
     run = tmp_path / "run"
-    said = {words: pyro_vae_command(words, run, tmp_path) for _, words in COMMANDS}  # in order
+    # in order, two at a time on the machine's two cores: `list` beside the first training,
+    # the rerun from its config.toml beside `sample` then `evaluate` of the first run
+    (train, rerun, sample, evaluate, listing) = (words for _, words in COMMANDS)
+    listing_process = start_pyro_vae(listing, run, tmp_path)
+    said = {train: output_of(train, start_pyro_vae(train, run, tmp_path))}
+    said[listing] = output_of(listing, listing_process)
+    rerun_process = start_pyro_vae(rerun, run, tmp_path)
+    for words in (sample, evaluate):
+        said[words] = output_of(words, start_pyro_vae(words, run, tmp_path))
+    said[rerun] = output_of(rerun, rerun_process)
 
     # "Where results appear": every file of the table, and the header of metrics.csv
     for name in ("config.toml", "run.json", "checkpoint.pt", "eval.json"):

@@ -30,10 +30,10 @@ def _mid_epoch_checkpoint(path):
 
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
-    reference = tmp_path / "reference"
-    done = subprocess.run(cli(*ARGS, "--out", str(reference)), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-
+    reference = tmp_path / "reference"  # trains alongside the run to be killed: a second core
+    uninterrupted = subprocess.Popen(
+        cli(*ARGS, "--out", str(reference)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     killed = tmp_path / "killed"
     process = subprocess.Popen(
         cli(*ARGS, "--out", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -53,6 +53,8 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout + resumed.stderr
+    _, stderr = uninterrupted.communicate()
+    assert uninterrupted.returncode == 0, stderr.decode()
 
     expected = load_checkpoint(reference / "checkpoint.pt")
     got = load_checkpoint(killed / "checkpoint.pt")
